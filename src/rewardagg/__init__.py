@@ -1,0 +1,59 @@
+"""rewardagg: several rewards per completion -> one advantage, for critic-free RLHF.
+
+RVPO's SoftMin (``softmin_advantages``), GDPO, GRPO and friends as small pure functions
+for numpy and torch. Importing this package imports numpy only.
+
+Reference: Montero, Jurczyk, Dhingra, "RVPO: Risk-Sensitive Alignment via Variance
+Regularization", 2026, https://arxiv.org/abs/2605.05750
+"""
+
+from rewardagg._src.aggregators import (
+    mean_variance,
+    softmin,
+    weighted_mean,
+    weighted_min,
+    weighted_sum,
+)
+from rewardagg._src.diagnostics import AggregationInfo
+from rewardagg._src.normalisation import batch_standardize, group_standardize
+from rewardagg._src.pipeline import (
+    advantages,
+    gdpo_advantages,
+    grpo_advantages,
+    mean_advantages,
+    mean_variance_advantages,
+    min_advantages,
+    softmin_advantages,
+)
+from rewardagg._src.registry import (
+    Aggregator,
+    available_methods,
+    get_aggregator,
+    register_aggregator,
+)
+from rewardagg._src.tokens import expand_to_tokens
+from rewardagg._version import __version__
+
+__all__ = [
+    "AggregationInfo",
+    "Aggregator",
+    "__version__",
+    "advantages",
+    "available_methods",
+    "batch_standardize",
+    "expand_to_tokens",
+    "gdpo_advantages",
+    "get_aggregator",
+    "group_standardize",
+    "grpo_advantages",
+    "mean_advantages",
+    "mean_variance",
+    "mean_variance_advantages",
+    "min_advantages",
+    "register_aggregator",
+    "softmin",
+    "softmin_advantages",
+    "weighted_mean",
+    "weighted_min",
+    "weighted_sum",
+]

@@ -1,0 +1,283 @@
+r"""Stage 2: reduce the reward axis (the LAST axis) of standardised rewards to one score.
+
+Notation: ``z`` holds :math:`Z_{ik}` with NaN for a missing reward; ``weights`` holds
+:math:`w_k \ge 0`. Only the present rewards of row :math:`i` with positive weight,
+:math:`P_i`, take part, with renormalised weights
+
+.. math::
+
+    v_{ik} = \frac{w_k}{\sum_{j \in P_i} w_j}.
+
+A row with no such reward has no score: the reducers return NaN there.
+
+Each reducer exists twice: a private kernel working on already-validated arrays (used by
+the advantage pipeline, no extra passes over the data) and the public function, which
+validates its arguments first.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from rewardagg._src.namespace import NumpyOps, TorchOps
+from rewardagg._src.validation import (
+    as_float,
+    check_finite_or_nan,
+    check_nonnegative,
+    prepare_weights,
+)
+
+__all__ = ["mean_variance", "softmin", "weighted_mean", "weighted_min", "weighted_sum"]
+
+
+@dataclass(frozen=True)
+class RowWeights:
+    """Which rewards take part in each row and with which weight.
+
+    ``present`` is the boolean map of :math:`P_i` (``None``: every reward of every row),
+    ``v`` the renormalised weights (broadcastable against ``z``), ``w`` the raw weights
+    (broadcastable), ``has`` the rows with at least one reward (``None``: all rows).
+    """
+
+    present: Any
+    v: Any
+    w: Any
+    has: Any
+    weights: np.ndarray | None = None
+
+    def filled(self, z: Any, ops: NumpyOps | TorchOps, value: float = 0.0) -> Any:
+        """``z`` with every non-participating entry replaced by ``value``."""
+        return z if self.present is None else ops.where(self.present, z, value)
+
+    def finish(self, s: Any, ops: NumpyOps | TorchOps) -> Any:
+        """NaN for rows without a reward."""
+        return s if self.has is None else ops.where(self.has, s, ops.nan)
+
+
+def row_weights(
+    z: Any, weights: np.ndarray | None, ops: NumpyOps | TorchOps, missing: Any = None
+) -> RowWeights:
+    """Build :class:`RowWeights` for ``z`` (``missing``: its NaN map, or ``None`` if none)."""
+    k = z.shape[-1]
+    w_np = np.ones(k) if weights is None else np.asarray(weights, dtype=np.float64)
+    all_positive = bool(np.all(w_np > 0))
+    w = ops.asarray(w_np, like=z)
+    if missing is None and all_positive:
+        return RowWeights(present=None, v=w / float(w_np.sum()), w=w, has=None, weights=weights)
+    if missing is None:
+        present = w > 0  # broadcasts over the rows
+    else:
+        present = ~missing if all_positive else ~missing & (w > 0)
+    wz = ops.where(present, w, 0.0)
+    total = ops.sum(wz, -1, keepdims=True)
+    has = total[..., 0] > 0
+    v = wz / ops.where(total > 0, total, 1.0)
+    has = None if bool(has.all()) else has
+    return RowWeights(present=present, v=v, w=w, has=has, weights=weights)
+
+
+# ----------------------------------------------------------------------------- kernels
+
+
+def weighted_sum_kernel(z, rw: RowWeights, ops):
+    return rw.finish(ops.sum(rw.filled(z, ops) * rw.w, -1), ops)
+
+
+def weighted_mean_kernel(z, rw: RowWeights, ops):
+    return rw.finish(ops.sum(rw.filled(z, ops) * rw.v, -1), ops)
+
+
+def weighted_min_kernel(z, rw: RowWeights, ops):
+    return rw.finish(ops.amin(rw.filled(z, ops, ops.inf), -1), ops)
+
+
+def mean_variance_kernel(z, rw: RowWeights, ops, *, lam: float):
+    zf = rw.filled(z, ops)
+    mean = ops.sum(zf * rw.v, -1, keepdims=True)
+    dev = rw.filled(zf - mean, ops)
+    var = ops.sum(dev * dev * rw.v, -1)
+    return rw.finish(mean[..., 0] - lam * var, ops)
+
+
+def softmin_kernel(z, rw: RowWeights, ops, *, kappa: float):
+    """``m - log1p(sum_k v_k expm1(-kappa (z_k - m))) / kappa`` with ``m`` the row minimum:
+    accurate for every kappa from 1e-8 to 1e8 (a max-shifted log-sum-exp is not)."""
+    if kappa == 0:
+        return weighted_mean_kernel(z, rw, ops)
+    if math.isinf(kappa):
+        return weighted_min_kernel(z, rw, ops)
+    m = ops.amin(rw.filled(z, ops, ops.inf), -1, keepdims=True)
+    if rw.has is not None:
+        m = ops.where(ops.isinf(m), 0.0, m)
+    t = rw.filled(z - m, ops)
+    t *= -kappa
+    e = ops.expm1(t)
+    e *= rw.v
+    s = ops.sum(e, -1)
+    return rw.finish(m[..., 0] - ops.log1p(s) / kappa, ops)
+
+
+# --------------------------------------------------------------- attention: dS_i / dZ_ik
+
+
+def _ties(z, rw: RowWeights, ops):
+    """Weights ``v`` restricted to each row's minimum, renormalised (kappa -> inf limit)."""
+    zf = rw.filled(z, ops, ops.inf)
+    at_min = zf == ops.amin(zf, -1, keepdims=True)
+    vt = ops.where(at_min, rw.v, 0.0)
+    total = ops.sum(vt, -1, keepdims=True)
+    return vt / ops.where(total > 0, total, 1.0)
+
+
+def weighted_sum_attention(z, rw, ops):
+    return ops.where(z == z, rw.w, 0.0)
+
+
+def weighted_mean_attention(z, rw, ops):
+    return ops.where(z == z, rw.v, 0.0)
+
+
+def weighted_min_attention(z, rw, ops):
+    return _ties(z, rw, ops)
+
+
+def softmin_attention(z, rw, ops, *, kappa: float):
+    r""":math:`\pi_{ik} = v_{ik} e^{-\kappa Z_{ik}} / \sum_j v_{ij} e^{-\kappa Z_{ij}}`."""
+    if kappa == 0:
+        return weighted_mean_attention(z, rw, ops)
+    if math.isinf(kappa):
+        return _ties(z, rw, ops)
+    m = ops.amin(rw.filled(z, ops, ops.inf), -1, keepdims=True)
+    m = ops.where(ops.isinf(m), 0.0, m)
+    p = rw.filled(ops.exp(-kappa * (rw.filled(z, ops) - m)) * rw.v, ops)
+    total = ops.sum(p, -1, keepdims=True)
+    return p / ops.where(total > 0, total, 1.0)
+
+
+def mean_variance_attention(z, rw, ops, *, lam: float):
+    r""":math:`v_{ik}\,(1 - 2\lambda (Z_{ik} - \bar Z_i))` (the mean's own gradient cancels)."""
+    zf = rw.filled(z, ops)
+    mean = ops.sum(zf * rw.v, -1, keepdims=True)
+    return rw.filled(rw.v * (1.0 - 2.0 * lam * (zf - mean)), ops)
+
+
+# --------------------------------------------------------------------------- public API
+
+
+def _reduce(kernel, z: Any, weights: Any, **params: Any):
+    arr, out_dtype, ops = as_float(z, "z")
+    if arr.ndim == 0 or arr.shape[-1] == 0:
+        raise ValueError(
+            f"z must have a non-empty last (reward) axis; got shape {tuple(arr.shape)}"
+        )
+    missing = check_finite_or_nan(arr, ops, "z")
+    w = prepare_weights(weights, int(arr.shape[-1]))
+    rw = row_weights(arr, w, ops, missing)
+    out = kernel(arr, rw, ops, **params)
+    return (
+        out.to(out_dtype) if ops.name == "torch" else np.asarray(out).astype(out_dtype, copy=False)
+    )
+
+
+def weighted_sum(z: Any, *, weights: Any = None):
+    r"""GDPO's aggregation, exactly as TRL and verl add normalised rewards.
+
+    .. math:: S_i = \sum_{k \in P_i} w_k Z_{ik}
+
+    Args:
+        z: ``(..., K)`` standardised rewards, NaN = missing.
+        weights: ``(K,)`` non-negative weights :math:`w_k` (default all ones).
+
+    Returns:
+        ``(...)`` scores; NaN for rows with no present positive-weight reward.
+    """
+    return _reduce(weighted_sum_kernel, z, weights)
+
+
+def weighted_mean(z: Any, *, weights: Any = None):
+    r"""Weighted mean over the present rewards.
+
+    .. math:: S_i = \sum_{k \in P_i} v_{ik} Z_{ik}
+
+    Args:
+        z: ``(..., K)`` standardised rewards, NaN = missing.
+        weights: ``(K,)`` non-negative weights (renormalised per row to :math:`v_{ik}`).
+
+    Returns:
+        ``(...)`` scores; NaN for rows with no present positive-weight reward.
+    """
+    return _reduce(weighted_mean_kernel, z, weights)
+
+
+def weighted_min(z: Any, *, weights: Any = None):
+    r"""The worst present reward (the :math:`\kappa \to \infty` limit of :func:`softmin`).
+
+    .. math:: S_i = \min_{k \in P_i} Z_{ik}
+
+    Args:
+        z: ``(..., K)`` standardised rewards, NaN = missing.
+        weights: ``(K,)`` non-negative weights; only which are positive matters.
+
+    Returns:
+        ``(...)`` scores; NaN for rows with no present positive-weight reward.
+    """
+    return _reduce(weighted_min_kernel, z, weights)
+
+
+def mean_variance(z: Any, *, lam: float, weights: Any = None):
+    r"""Mean minus an explicit variance penalty: the second-order twin of :func:`softmin`
+    (``lam = kappa / 2``).
+
+    .. math::
+
+        S_i = \bar Z_i - \lambda \sum_{k \in P_i} v_{ik} (Z_{ik} - \bar Z_i)^2, \qquad
+        \bar Z_i = \sum_{k \in P_i} v_{ik} Z_{ik}
+
+    The variance is the :math:`v`-weighted *population* variance.
+
+    Args:
+        z: ``(..., K)`` standardised rewards, NaN = missing.
+        lam: :math:`\lambda \ge 0`; 0 gives :func:`weighted_mean`.
+        weights: ``(K,)`` non-negative weights.
+
+    Returns:
+        ``(...)`` scores; NaN for rows with no present positive-weight reward.
+    """
+    lam = check_nonnegative(lam, "lam")
+    return _reduce(mean_variance_kernel, z, weights, lam=lam)
+
+
+def softmin(z: Any, *, kappa: float, weights: Any = None):
+    r"""RVPO's SoftMin: a weighted log-sum-exp of the negated rewards.
+
+    .. math::
+
+        S_i = -\frac{1}{\kappa} \log \sum_{k \in P_i} v_{ik}\, e^{-\kappa Z_{ik}}
+            = m_i - \frac{1}{\kappa}
+              \operatorname{log1p}\Big(\sum_{k \in P_i} v_{ik}\,
+              \operatorname{expm1}\big(-\kappa (Z_{ik} - m_i)\big)\Big)
+
+    with :math:`m_i = \min_{k \in P_i} Z_{ik}`. The second form is accurate for every
+    :math:`\kappa` from 1e-8 to 1e8. For small :math:`\kappa` it is
+    :math:`\bar Z_i - \tfrac{\kappa}{2}\operatorname{Var}_v(Z_i) + O(\kappa^2)`:
+    the mean minus a variance penalty (see :mod:`rewardagg.taylor`).
+
+    Args:
+        z: ``(..., K)`` standardised rewards, NaN = missing.
+        kappa: risk coefficient :math:`\kappa \ge 0` (temperature :math:`1/\kappa`);
+            ``0`` gives :func:`weighted_mean` exactly, ``inf`` gives :func:`weighted_min`.
+        weights: ``(K,)`` non-negative weights (renormalised per row to :math:`v_{ik}`).
+
+    Returns:
+        ``(...)`` scores; NaN for rows with no present positive-weight reward.
+
+    References:
+        Montero, Jurczyk, Dhingra, "RVPO: Risk-Sensitive Alignment via Variance
+        Regularization", 2026, https://arxiv.org/abs/2605.05750
+    """
+    kappa = check_nonnegative(kappa, "kappa", allow_inf=True)
+    return _reduce(softmin_kernel, z, weights, kappa=kappa)

@@ -1,0 +1,197 @@
+"""Array-library detection and the few operations the algorithms need.
+
+The algorithms are written once against :class:`Ops`; :func:`ops_for` returns the numpy
+or the torch flavour for the caller's arrays. Torch is only imported when the caller
+already handed us a tensor (it is then in ``sys.modules``), in the spirit of einops'
+backend detection.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import numpy as np
+
+__all__ = ["NumpyOps", "TorchOps", "is_torch", "ops_for"]
+
+
+def is_torch(x: Any) -> bool:
+    """True when ``x`` is a ``torch.Tensor``, without importing torch."""
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(x, torch.Tensor)
+
+
+class NumpyOps:
+    """Numpy flavour. Every method mirrors the torch flavour one to one."""
+
+    name = "numpy"
+    nan = np.nan
+    inf = np.inf
+
+    def __init__(self) -> None:
+        self.float64 = np.float64
+
+    # reductions -------------------------------------------------------------
+    @staticmethod
+    def sum(x, axis, keepdims=False):
+        return np.sum(x, axis=axis, keepdims=keepdims)
+
+    @staticmethod
+    def count(p, axis, keepdims=False, dtype=np.float64):
+        return np.count_nonzero(p, axis=axis, keepdims=keepdims).astype(dtype, copy=False)
+
+    @staticmethod
+    def amin(x, axis, keepdims=False):
+        return np.amin(x, axis=axis, keepdims=keepdims)
+
+    @staticmethod
+    def amax(x, axis, keepdims=False):
+        return np.amax(x, axis=axis, keepdims=keepdims)
+
+    @staticmethod
+    def nanmin(x, axis, keepdims=False):
+        # fmin ignores NaN; an all-NaN slice stays NaN (no warning, unlike np.nanmin).
+        return np.fmin.reduce(x, axis=axis, keepdims=keepdims)
+
+    @staticmethod
+    def nanmax(x, axis, keepdims=False):
+        return np.fmax.reduce(x, axis=axis, keepdims=keepdims)
+
+    @staticmethod
+    def any(x) -> bool:
+        return bool(np.any(x))
+
+    # element-wise -----------------------------------------------------------
+    isnan = staticmethod(np.isnan)
+    isinf = staticmethod(np.isinf)
+    sqrt = staticmethod(np.sqrt)
+    exp = staticmethod(np.exp)
+    expm1 = staticmethod(np.expm1)
+    log1p = staticmethod(np.log1p)
+    where = staticmethod(np.where)
+
+    @staticmethod
+    def fill_where(x, p, value):
+        """``x[p] = value`` in place; returns ``x``."""
+        np.copyto(x, value, where=p)
+        return x
+
+    # construction -----------------------------------------------------------
+    @staticmethod
+    def zeros(shape, like):
+        return np.zeros(shape, dtype=like.dtype)
+
+    @staticmethod
+    def full(shape, value, like):
+        return np.full(shape, value, dtype=like.dtype)
+
+    @staticmethod
+    def asarray(x, like):
+        return np.asarray(x, dtype=like.dtype)
+
+    @staticmethod
+    def index(x, idx):
+        return x[idx]
+
+    @staticmethod
+    def to_numpy(x) -> np.ndarray:
+        return np.asarray(x)
+
+
+class TorchOps:
+    """Torch flavour, built only for tensors the caller already holds."""
+
+    name = "torch"
+    nan = float("nan")
+    inf = float("inf")
+
+    def __init__(self) -> None:
+        import torch
+
+        self.torch = torch
+        self.float64 = torch.float64
+
+    def sum(self, x, axis, keepdims=False):
+        return self.torch.sum(x, dim=axis, keepdim=keepdims)
+
+    def count(self, p, axis, keepdims=False, dtype=None):
+        return self.torch.sum(p, dim=axis, keepdim=keepdims, dtype=dtype or self.torch.float64)
+
+    def amin(self, x, axis, keepdims=False):
+        return self.torch.amin(x, dim=axis, keepdim=keepdims)
+
+    def amax(self, x, axis, keepdims=False):
+        return self.torch.amax(x, dim=axis, keepdim=keepdims)
+
+    def nanmin(self, x, axis, keepdims=False):
+        filled = self.torch.where(self.torch.isnan(x), self.inf, x)
+        out = self.torch.amin(filled, dim=axis, keepdim=keepdims)
+        return self.torch.where(self.torch.isinf(out) & (out > 0), self.nan, out)
+
+    def nanmax(self, x, axis, keepdims=False):
+        filled = self.torch.where(self.torch.isnan(x), -self.inf, x)
+        out = self.torch.amax(filled, dim=axis, keepdim=keepdims)
+        return self.torch.where(self.torch.isinf(out) & (out < 0), self.nan, out)
+
+    def any(self, x) -> bool:
+        return bool(self.torch.any(x))
+
+    def isnan(self, x):
+        return self.torch.isnan(x)
+
+    def isinf(self, x):
+        return self.torch.isinf(x)
+
+    def sqrt(self, x):
+        return self.torch.sqrt(x)
+
+    def exp(self, x):
+        return self.torch.exp(x)
+
+    def expm1(self, x):
+        return self.torch.expm1(x)
+
+    def log1p(self, x):
+        return self.torch.log1p(x)
+
+    def where(self, c, a, b):
+        torch = self.torch
+        if not isinstance(a, torch.Tensor) and not isinstance(b, torch.Tensor):
+            raise TypeError("TorchOps.where needs at least one tensor operand")
+        return torch.where(c, a, b)
+
+    def fill_where(self, x, p, value):
+        return x.masked_fill_(p, value)
+
+    def zeros(self, shape, like):
+        return self.torch.zeros(shape, dtype=like.dtype, device=like.device)
+
+    def full(self, shape, value, like):
+        return self.torch.full(shape, value, dtype=like.dtype, device=like.device)
+
+    def asarray(self, x, like):
+        return self.torch.as_tensor(x, dtype=like.dtype, device=like.device)
+
+    def index(self, x, idx):
+        if isinstance(idx, np.ndarray):
+            idx = self.torch.from_numpy(idx).to(x.device)
+        return x[idx]
+
+    @staticmethod
+    def to_numpy(x) -> np.ndarray:
+        return x.detach().cpu().numpy()
+
+
+_NUMPY = NumpyOps()
+_TORCH: TorchOps | None = None
+
+
+def ops_for(x: Any) -> NumpyOps | TorchOps:
+    """The operation set for ``x``'s array library (torch for tensors, numpy otherwise)."""
+    global _TORCH
+    if is_torch(x):
+        if _TORCH is None:
+            _TORCH = TorchOps()
+        return _TORCH
+    return _NUMPY

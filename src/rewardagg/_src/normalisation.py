@@ -1,0 +1,251 @@
+r"""Stage 1 (per-reward group standardisation) and stage 3 (batch standardisation).
+
+Both are the same operation on different cells: a *cell* is the set of present values
+that share a mean and a standard deviation (one reward inside one group for stage 1, all
+rows for stage 3).
+
+.. math::
+
+    z_i = \frac{x_i - \mu}{\sigma + \varepsilon}, \qquad
+    \mu = \frac{1}{n}\sum_{j \in P} x_j, \qquad
+    \sigma = \sqrt{\frac{1}{n - c}\sum_{j \in P} (x_j - \mu)^2}
+
+over the present values ``P`` of the cell (``n = |P|``, ``c`` = ``correction``). A cell
+with ``max == min`` (tested exactly) or with ``n - c <= 0`` carries no signal and gives
+exactly 0. The values are shifted by the cell minimum and scaled by its range before any
+sum, so an all-equal cell is 0 at any magnitude and no square overflows for finite input.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rewardagg._src.grouping import GroupLayout, make_layout
+from rewardagg._src.namespace import NumpyOps, TorchOps
+from rewardagg._src.validation import (
+    as_float,
+    check_choice,
+    check_finite_or_nan,
+    check_nonnegative,
+    prepare_rewards,
+)
+
+__all__ = ["batch_standardize", "group_standardize"]
+
+SINGLETONS = ("zero", "identity")
+BASELINES = ("mean", "leave_one_out")
+
+
+def standardize_cells(
+    x: Any,
+    missing: Any,
+    *,
+    axis: int,
+    ops: NumpyOps | TorchOps,
+    eps: float,
+    correction: float,
+    singleton: str = "zero",
+    baseline: str = "mean",
+    scale: bool = True,
+) -> tuple[Any, Any]:
+    """Standardise ``x`` along ``axis`` (each slice along it is a cell).
+
+    ``missing`` is the NaN map of ``x`` or ``None`` (nothing missing). Returns
+    ``(z, signal)``: ``z`` a new array (NaN where missing) and ``signal`` the boolean
+    "this cell carries signal" with ``axis`` kept as a length-1 dimension.
+    ``scale=False`` only centres (``z = x - mu``); ``baseline="leave_one_out"`` measures
+    each value against the mean of the *other* present values of its cell, which is the
+    centred value times ``n / (n - 1)``.
+    """
+    if missing is None:
+        n = float(x.shape[axis])
+        lo = ops.amin(x, axis, keepdims=True)
+        hi = ops.amax(x, axis, keepdims=True)
+        signal = (hi > lo) & (n >= 2 and n - correction > 0)
+        n_div, n_safe = max(n - correction, 1.0), max(n, 1.0)
+    else:
+        n = ops.count(~missing, axis, keepdims=True, dtype=x.dtype)
+        lo = ops.nanmin(x, axis, keepdims=True)
+        hi = ops.nanmax(x, axis, keepdims=True)
+        signal = (hi > lo) & (n - correction > 0)
+        n_div = ops.where(n - correction > 0, n - correction, 1.0)
+        n_safe = ops.where(n > 0, n, 1.0)
+    span = ops.where(signal, hi - lo, 1.0)
+    lo = ops.where(signal, lo, 0.0)
+    d = x - lo
+    d /= span  # every present value of a signal cell now lies in [0, 1]
+    if missing is not None:
+        ops.fill_where(d, missing, 0.0)
+    d -= ops.sum(d, axis, keepdims=True) / n_safe
+    if missing is not None:
+        ops.fill_where(d, missing, 0.0)
+    if scale:
+        sd = ops.sqrt(ops.sum(d * d, axis, keepdims=True) / n_div)
+        factor = 1.0 / (sd + eps / span)
+    else:
+        factor = span
+    if baseline == "leave_one_out":  # signal cells have n >= 2
+        factor = factor * (
+            n / (ops.where(n > 1, n, 2.0) - 1.0) if missing is not None else n / max(n - 1.0, 1.0)
+        )
+    d *= ops.where(signal, factor, 0.0)
+    if singleton == "identity":  # verl: a one-value cell has mean 0 and std 1
+        raw = x / (1.0 + eps) if scale else x
+        if missing is None and n == 1:
+            d = raw * 1.0  # a fresh array, never the caller's
+        elif missing is not None:
+            ones = (n == 1) & ~missing
+            if ops.any(ones):
+                d = ops.where(ones, raw, d)
+    if missing is not None:
+        ops.fill_where(d, missing, ops.nan)
+    return d, signal
+
+
+def check_stage_options(eps: Any, correction: Any, singleton: Any, baseline: Any) -> tuple:
+    return (
+        check_nonnegative(eps, "eps"),
+        check_nonnegative(correction, "correction"),
+        check_choice(singleton, "singleton", SINGLETONS),
+        check_choice(baseline, "baseline", BASELINES),
+    )
+
+
+def standardize_sorted(
+    x: Any,
+    missing: Any,
+    layout: GroupLayout,
+    ops: NumpyOps | TorchOps,
+    **options: Any,
+) -> tuple[Any, list]:
+    """Stage 1 on rows already in ``layout``'s sorted order: ``(Z, per-bucket signal)``,
+    each signal of shape ``(groups in bucket, 1, K)``."""
+    if len(layout.buckets) == 1:
+        b = layout.buckets[0]
+        blk = x.reshape(b.n_groups, b.size, -1)
+        mblk = None if missing is None else missing.reshape(b.n_groups, b.size, -1)
+        z, signal = standardize_cells(blk, mblk, axis=1, ops=ops, **options)
+        return z.reshape(x.shape), [signal]
+    z = ops.zeros(x.shape, like=x)
+    signals = []
+    for b, blk in layout.blocks(x):
+        mblk = None if missing is None else missing[b.start : b.stop].reshape(blk.shape)
+        zb, signal = standardize_cells(blk, mblk, axis=1, ops=ops, **options)
+        z[b.start : b.stop] = zb.reshape(-1, *tuple(x.shape[1:]))
+        signals.append(signal)
+    return z, signals
+
+
+def group_standardize(
+    rewards: Any,
+    *,
+    group_size: int | None = None,
+    group_ids: Any = None,
+    mask: Any = None,
+    eps: float = 1e-6,
+    correction: float = 1,
+    singleton: str = "zero",
+    baseline: str = "mean",
+    scale: bool = True,
+):
+    r"""Stage 1: standardise each reward inside each group (GDPO's decoupled normalisation).
+
+    .. math::
+
+        Z_{ik} = \frac{R_{ik} - \mu_{g(i)k}}{\sigma_{g(i)k} + \varepsilon}
+
+    with :math:`\mu, \sigma` over the present entries of reward :math:`k` in row
+    :math:`i`'s group :math:`g(i)`, :math:`\sigma` with Bessel's ``correction``.
+
+    Args:
+        rewards: ``(N, K)`` rewards (``(N,)`` means K = 1); numpy, torch or nested lists.
+            NaN marks a missing reward.
+        group_size: rows ``[0:G]`` are group 0, ``[G:2G]`` group 1, ... (TRL, OpenRLHF).
+        group_ids: one label per row, any order, uneven sizes (verl's ``uid``).
+        mask: boolean like ``rewards``; ``False`` marks a missing reward.
+        eps: :math:`\varepsilon`, added to the standard deviation.
+        correction: degrees of freedom subtracted from the count (1 = Bessel).
+        singleton: ``"zero"`` (a cell with fewer than two values gives 0) or
+            ``"identity"`` (verl: a one-row cell has mean 0 and std 1).
+        baseline: ``"mean"`` or ``"leave_one_out"`` (RLOO: :math:`\mu` is the mean of
+            the other present rows).
+        scale: ``False`` only centres (Dr. GRPO).
+
+    Returns:
+        ``Z`` with the shape, array library and dtype of ``rewards``; NaN where missing,
+        exactly 0 in cells with ``max == min`` or fewer than two present values.
+
+    References:
+        Liu et al., "GDPO: Group reward-Decoupled normalization Policy Optimization for
+        multi-reward RL", 2026.
+    """
+    prep = prepare_rewards(rewards, mask)
+    eps, correction, singleton, baseline = check_stage_options(eps, correction, singleton, baseline)
+    layout = make_layout(prep.n_rows, group_size, group_ids)
+    ops = prep.ops
+    missing = None if prep.missing is None else layout.sort_rows(prep.missing, ops)
+    z, _ = standardize_sorted(
+        layout.sort_rows(prep.values, ops),
+        missing,
+        layout,
+        ops,
+        eps=eps,
+        correction=correction,
+        singleton=singleton,
+        baseline=baseline,
+        scale=bool(scale),
+    )
+    z = prep.cast_out(layout.unsort_rows(z, prep.ops))
+    return z.reshape(-1) if prep.was_1d else z
+
+
+def standardize_scores(
+    s: Any, ops: NumpyOps | TorchOps, *, eps: float, correction: float, process_group: Any = None
+) -> Any:
+    """Stage 3 on a 1-D array of scores (NaN = row without a score): rows without a
+    score get 0, as do all rows when fewer than two have a score or all are equal."""
+    missing = ops.isnan(s)
+    if not ops.any(missing):
+        missing = None
+    if process_group is not None:
+        raise NotImplementedError("process_group: distributed batch statistics are not wired yet")
+    a, _ = standardize_cells(s, missing, axis=0, ops=ops, eps=eps, correction=correction)
+    if missing is not None:
+        ops.fill_where(a, missing, 0.0)
+    return a
+
+
+def batch_standardize(
+    scores: Any,
+    *,
+    eps: float = 1e-6,
+    correction: float = 1,
+    process_group: Any = None,
+):
+    r"""Stage 3: standardise per-row scores over the whole batch (GDPO, RVPO).
+
+    .. math::
+
+        A_i = \frac{S_i - \operatorname{mean}(S)}{\operatorname{std}(S) + \varepsilon}
+
+    over the rows that have a score. Rows whose score is NaN (no present reward) get 0; all
+    rows get 0 when fewer than two have a score or when all scores are equal.
+
+    Args:
+        scores: ``(N,)`` per-row scores, numpy/torch/list; NaN = no score.
+        eps: :math:`\varepsilon`.
+        correction: degrees of freedom of the standard deviation (1 = Bessel).
+        process_group: a ``torch.distributed`` group: statistics are combined across its
+            ranks (count, mean and centred sum of squares; no gather of the batch).
+
+    Returns:
+        ``A`` with the shape, library and dtype of ``scores``.
+    """
+    s, out_dtype, ops = as_float(scores, "scores")
+    if s.ndim != 1 or s.shape[0] == 0:
+        raise ValueError(f"scores must be a non-empty 1-D array; got shape {tuple(s.shape)}")
+    check_finite_or_nan(s, ops, "scores")
+    eps = check_nonnegative(eps, "eps")
+    correction = check_nonnegative(correction, "correction")
+    a = standardize_scores(s, ops, eps=eps, correction=correction, process_group=process_group)
+    return a.to(out_dtype) if ops.name == "torch" else a.astype(out_dtype, copy=False)

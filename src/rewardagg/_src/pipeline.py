@@ -1,0 +1,308 @@
+r"""From ``(N, K)`` rewards to one advantage per completion.
+
+Every named method is a composition of the public stages: :func:`group_standardize`
+(stage 1), a reducer from :mod:`rewardagg._src.aggregators` (stage 2) and
+:func:`batch_standardize` (stage 3). ``"grpo"`` sums first and normalises inside the group.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+from rewardagg._src.aggregators import row_weights, weighted_sum_kernel
+from rewardagg._src.diagnostics import AggregationInfo, compute_info
+from rewardagg._src.grouping import GroupLayout, make_layout
+from rewardagg._src.normalisation import (
+    check_stage_options,
+    standardize_scores,
+    standardize_sorted,
+)
+from rewardagg._src.registry import get_aggregator
+from rewardagg._src.validation import check_choice, prepare_rewards, prepare_weights
+
+__all__ = [
+    "advantages",
+    "gdpo_advantages",
+    "grpo_advantages",
+    "mean_advantages",
+    "mean_variance_advantages",
+    "min_advantages",
+    "softmin_advantages",
+]
+
+BACKENDS = ("auto", "numpy", "torch")
+
+
+def _no_grad(ops):
+    return ops.torch.no_grad() if ops.name == "torch" else contextlib.nullcontext()
+
+
+def _grpo_scores(
+    x, missing, w, layout: GroupLayout, ops, *, scale: str, eps, correction, singleton, baseline
+):
+    """Sum the raw rewards, then normalise each row's sum inside its group."""
+    rw = row_weights(x, w, ops, missing)
+    s = weighted_sum_kernel(x, rw, ops)[:, None]
+    s_missing = ops.isnan(s) if rw.has is not None else None
+    centred, _ = standardize_sorted(
+        s,
+        s_missing,
+        layout,
+        ops,
+        eps=eps,
+        correction=correction,
+        singleton=singleton,
+        baseline=baseline,
+        scale=scale == "group",
+    )
+    adv = centred[:, 0]
+    if scale == "batch":  # TRL scale_rewards="batch": divide by the std of all row sums
+        sd = standardize_scale(s[:, 0], ops, correction=correction)
+        adv = adv / (sd + eps) if sd > 0 else adv * 0.0
+    return ops.where(ops.isnan(adv), 0.0, adv)
+
+
+def standardize_scale(s, ops, *, correction: float) -> float:
+    """Standard deviation of the non-NaN entries of 1-D ``s`` (0 when undefined)."""
+    keep = ops.to_numpy(s)
+    import numpy as np
+
+    keep = keep[~np.isnan(keep)].astype(np.float64)
+    if keep.size - correction <= 0 or keep.size < 2:
+        return 0.0
+    return float(np.std(keep - keep.min(), ddof=correction))
+
+
+def advantages(
+    rewards: Any,
+    *,
+    method: str = "softmin",
+    group_size: int | None = None,
+    group_ids: Any = None,
+    weights: Any = None,
+    mask: Any = None,
+    eps: float = 1e-6,
+    correction: float = 1,
+    batch_norm: bool = True,
+    singleton: str = "zero",
+    baseline: str = "mean",
+    return_info: bool = False,
+    backend: str = "auto",
+    process_group: Any = None,
+    **method_params: Any,
+):
+    r"""Advantages of a batch of completions scored by several rewards.
+
+    Stage 1 standardises each reward inside each group, stage 2 reduces the rewards of a
+    row to one score with the method's reducer, stage 3 standardises the scores over the
+    batch:
+
+    .. math::
+
+        Z_{ik} = \frac{R_{ik} - \mu_{g(i)k}}{\sigma_{g(i)k} + \varepsilon}, \qquad
+        S_i = \operatorname{agg}_k(Z_{ik}; v_{ik}), \qquad
+        A_i = \frac{S_i - \operatorname{mean}(S)}{\operatorname{std}(S) + \varepsilon}.
+
+    ``method="grpo"`` instead sums the raw rewards, :math:`s_i = \sum_k w_k R_{ik}`, and
+    normalises :math:`s` inside the group (``scale="group"``), only centres it
+    (``"none"``, Dr. GRPO), or divides by the batch std (``"batch"``); it has no stage 3.
+
+    Args:
+        rewards: ``(N, K)`` rewards, one column per reward signal (``(N,)``: K = 1); numpy,
+            torch or nested lists. NaN (or ``None`` in a list) marks a missing reward.
+        method: a name from :func:`available_methods` (``"softmin"`` is RVPO).
+        group_size: contiguous groups of ``G`` rows (TRL, OpenRLHF layout).
+        group_ids: one label per row, any order, uneven sizes (verl's ``uid``).
+        weights: ``(K,)`` non-negative reward weights :math:`w_k` (default all ones).
+        mask: boolean ``(N, K)``; ``False`` marks a missing reward.
+        eps: :math:`\varepsilon` of stages 1 and 3.
+        correction: degrees of freedom of every std (1 = Bessel, as torch/TRL/verl).
+        batch_norm: apply stage 3; ``False`` returns :math:`S` (0 for rows without one).
+        singleton: ``"zero"``, or ``"identity"`` for verl's one-row-group convention.
+        baseline: ``"mean"`` or ``"leave_one_out"`` (RLOO).
+        return_info: also return an :class:`AggregationInfo`.
+        backend: ``"auto"`` (the input's library), ``"numpy"`` or ``"torch"``.
+        process_group: ``torch.distributed`` group for stage 3 across ranks.
+        **method_params: the method's parameters: ``kappa`` (softmin, default 1),
+            ``lam`` (mean_variance, default 0.5), ``scale`` (grpo, default ``"group"``).
+
+    Returns:
+        ``(N,)`` advantages in the input's library, device and float dtype (float64 for
+        lists and integers; bf16/fp16 are computed in float32), without autograd history;
+        rows without any reward get 0. With ``return_info=True``: ``(advantages, info)``.
+
+    References:
+        Montero, Jurczyk, Dhingra, "RVPO: Risk-Sensitive Alignment via Variance
+        Regularization", 2026, https://arxiv.org/abs/2605.05750
+    """
+    agg = get_aggregator(method)
+    params = agg.bind(method_params)
+    check_choice(backend, "backend", BACKENDS)
+    prep = prepare_rewards(rewards, mask)
+    ops = prep.ops
+    if backend != "auto" and backend != ops.name:
+        raise ValueError(f"backend={backend!r} cannot run {ops.name} input; use backend='auto'")
+    w = prepare_weights(weights, prep.n_rewards)
+    eps, correction, singleton, baseline = check_stage_options(eps, correction, singleton, baseline)
+    layout = make_layout(prep.n_rows, group_size, group_ids)
+    stage1 = dict(eps=eps, correction=correction, singleton=singleton, baseline=baseline)
+    with _no_grad(ops):
+        x = layout.sort_rows(prep.values, ops)
+        missing = None if prep.missing is None else layout.sort_rows(prep.missing, ops)
+        z = signals = rw = None
+        if agg.kind == "sum_first":
+            adv = _grpo_scores(x, missing, w, layout, ops, scale=params["scale"], **stage1)
+        else:
+            z, signals = standardize_sorted(x, missing, layout, ops, **stage1)
+            rw = row_weights(z, w, ops, missing)
+            s = agg.kernel(z, rw, ops, **params)
+            if batch_norm:
+                adv = standardize_scores(
+                    s, ops, eps=eps, correction=correction, process_group=process_group
+                )
+            else:
+                adv = ops.where(ops.isnan(s), 0.0, s)
+        out = prep.cast_out(layout.unsort_rows(adv, ops))
+        if not return_info:
+            return out
+        if z is None:
+            z, signals = standardize_sorted(x, missing, layout, ops, **stage1)
+            rw = row_weights(z, w, ops, missing)
+        attention = None if agg.attention is None else agg.attention(z, rw, ops, **params)
+        info = compute_info(
+            method=agg.name,
+            params=params,
+            z=z,
+            row_weights=rw,
+            attention=attention,
+            adv_sorted=adv,
+            signals=signals,
+            layout=layout,
+            ops=ops,
+        )
+    return out, info
+
+
+def _named(method: str, doc: str):
+    def fn(rewards: Any, **kwargs: Any):
+        if "method" in kwargs:
+            raise TypeError(f"{method}_advantages() does not take 'method'")
+        return advantages(rewards, method=method, **kwargs)
+
+    fn.__name__ = fn.__qualname__ = f"{method}_advantages"
+    fn.__doc__ = doc
+    return fn
+
+
+def softmin_advantages(
+    rewards: Any,
+    *,
+    group_size: int | None = None,
+    group_ids: Any = None,
+    kappa: float = 1.0,
+    weights: Any = None,
+    mask: Any = None,
+    eps: float = 1e-6,
+    correction: float = 1,
+    batch_norm: bool = True,
+    **options: Any,
+):
+    r"""RVPO advantages: group z-score per reward, SoftMin over rewards, batch z-score.
+
+    .. math::
+
+        S_i = -\frac{1}{\kappa}\log\sum_{k} v_{ik}\, e^{-\kappa Z_{ik}}
+            \approx \bar Z_i - \frac{\kappa}{2}\operatorname{Var}_v(Z_i)
+
+    so a completion cannot buy its way past a failed reward with high scores elsewhere.
+    ``kappa=0`` is :func:`mean_advantages`, ``kappa=inf`` is :func:`min_advantages`.
+    Arguments as :func:`advantages`; ``options`` takes its remaining keywords
+    (``singleton``, ``baseline``, ``return_info``, ``backend``, ``process_group``).
+
+    References:
+        Montero, Jurczyk, Dhingra, "RVPO: Risk-Sensitive Alignment via Variance
+        Regularization", 2026, https://arxiv.org/abs/2605.05750
+    """
+    return advantages(
+        rewards,
+        method="softmin",
+        group_size=group_size,
+        group_ids=group_ids,
+        kappa=kappa,
+        weights=weights,
+        mask=mask,
+        eps=eps,
+        correction=correction,
+        batch_norm=batch_norm,
+        **options,
+    )
+
+
+def mean_variance_advantages(rewards: Any, *, lam: float = 0.5, **kwargs: Any):
+    r"""Mean minus an explicit variance penalty over the group z-scores, then batch z-score.
+
+    .. math:: S_i = \bar Z_i - \lambda \operatorname{Var}_v(Z_i)
+
+    With ``lam = kappa / 2`` it is the second-order Taylor twin of
+    :func:`softmin_advantages`. Other arguments as :func:`advantages`.
+    """
+    return advantages(rewards, method="mean_variance", lam=lam, **kwargs)
+
+
+def grpo_advantages(rewards: Any, *, scale: str = "group", **kwargs: Any):
+    r"""Classic GRPO (TRL's default ``sum_then_normalize``): sum the rewards, then normalise
+    inside the group; no batch stage.
+
+    .. math::
+
+        s_i = \sum_{k \in P_i} w_k R_{ik}, \qquad
+        A_i = \frac{s_i - \mu_{g(i)}}{\sigma + \varepsilon}
+
+    with :math:`\sigma` the group std (``scale="group"``), the batch std (``"batch"``), or
+    no division at all (``"none"``, Dr. GRPO). Other arguments as :func:`advantages`.
+
+    References:
+        Shao et al., "DeepSeekMath", 2024, https://arxiv.org/abs/2402.03300;
+        Liu et al., "Understanding R1-Zero-Like Training" (Dr. GRPO), 2025,
+        https://arxiv.org/abs/2503.20783
+    """
+    return advantages(rewards, method="grpo", scale=scale, **kwargs)
+
+
+gdpo_advantages = _named(
+    "gdpo",
+    r"""GDPO advantages: group z-score per reward, weighted **sum**, batch z-score.
+
+    .. math:: S_i = \sum_{k \in P_i} w_k Z_{ik}
+
+    Exactly TRL's ``multi_objective_aggregation="normalize_then_sum"`` and verl's ``gdpo``
+    up to their eps. Arguments as :func:`advantages`.
+
+    References:
+        Liu et al., "GDPO: Group reward-Decoupled normalization Policy Optimization for
+        multi-reward RL", 2026.
+    """,
+)
+mean_advantages = _named(
+    "mean",
+    r"""Group z-score per reward, weighted **mean**, batch z-score.
+
+    .. math:: S_i = \sum_{k \in P_i} v_{ik} Z_{ik}
+
+    The :math:`\kappa \to 0` limit of :func:`softmin_advantages`. Arguments as
+    :func:`advantages`.
+    """,
+)
+min_advantages = _named(
+    "min",
+    r"""Group z-score per reward, **worst** reward, batch z-score.
+
+    .. math:: S_i = \min_{k \in P_i} Z_{ik}
+
+    The :math:`\kappa \to \infty` limit of :func:`softmin_advantages`. Arguments as
+    :func:`advantages`.
+    """,
+)
+
+_ = AggregationInfo  # re-exported by the package

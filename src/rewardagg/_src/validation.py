@@ -1,0 +1,218 @@
+"""Argument checking and conversion shared by every public function.
+
+Each check raises a ``ValueError`` or ``TypeError`` that names the argument and what was
+received, so a caller never meets an opaque numpy/torch error from deep inside a kernel.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from rewardagg._src.namespace import NumpyOps, TorchOps, is_torch, ops_for
+
+__all__ = [
+    "Prepared",
+    "check_choice",
+    "check_nonnegative",
+    "prepare_rewards",
+    "prepare_weights",
+]
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """Rewards ready for computation.
+
+    ``values`` is 2-D ``(N, K)`` in the compute dtype (float32 or float64), NaN where a
+    reward is missing (``mask`` folded in). It may share memory with the caller's input
+    and must never be written to. ``missing`` is the boolean NaN map, or ``None`` when no
+    value is missing (the fast path).
+    """
+
+    ops: NumpyOps | TorchOps
+    values: Any
+    missing: Any
+    out_dtype: Any
+    was_1d: bool
+
+    @property
+    def n_rows(self) -> int:
+        return int(self.values.shape[0])
+
+    @property
+    def n_rewards(self) -> int:
+        return int(self.values.shape[1])
+
+    def cast_out(self, x):
+        """Cast a computed array to the caller's output dtype."""
+        if self.ops.name == "torch":
+            return x.to(self.out_dtype)
+        return x.astype(self.out_dtype, copy=False)
+
+
+def _shape(x: Any) -> tuple[int, ...]:
+    return tuple(int(s) for s in x.shape)
+
+
+def _numpy_float(arr: np.ndarray, name: str) -> tuple[np.ndarray, Any]:
+    """(compute array, output dtype) for a numpy array."""
+    kind = arr.dtype.kind
+    if kind == "f":
+        if arr.dtype == np.float64 or arr.dtype == np.float32:
+            return arr, arr.dtype
+        if arr.dtype.itemsize < 4:  # float16: compute in float32, give float16 back
+            return arr.astype(np.float32), arr.dtype
+        return arr.astype(np.float64), np.dtype(np.float64)  # longdouble
+    if kind in "biu":
+        return arr.astype(np.float64), np.dtype(np.float64)
+    if kind == "O":
+        try:
+            out = arr.astype(np.float64)  # None -> NaN, as TRL does for a missing reward
+        except (TypeError, ValueError) as err:
+            raise TypeError(f"{name} must hold numbers (None/NaN for missing); got {err}") from None
+        return out, np.dtype(np.float64)
+    raise TypeError(f"{name} must be a real numeric array; got dtype {arr.dtype}")
+
+
+def _torch_float(t: Any, name: str) -> tuple[Any, Any]:
+    import torch
+
+    t = t.detach()
+    if t.is_complex():
+        raise TypeError(f"{name} must be a real numeric tensor; got dtype {t.dtype}")
+    if t.is_floating_point():
+        if t.dtype in (torch.float32, torch.float64):
+            return t, t.dtype
+        return t.float(), t.dtype  # float16 / bfloat16: float32 compute, cast back
+    default = torch.get_default_dtype()
+    return t.to(default), default
+
+
+def as_float(x: Any, name: str) -> tuple[Any, Any, NumpyOps | TorchOps]:
+    """Convert ``x`` to a float array of its own library: (array, output dtype, ops)."""
+    if is_torch(x):
+        arr, out = _torch_float(x, name)
+        return arr, out, ops_for(arr)
+    if isinstance(x, np.ndarray):
+        arr, out = _numpy_float(x, name)
+        return arr, out, ops_for(arr)
+    try:
+        raw = np.asarray(x)
+        if raw.dtype.kind in "OUSV":
+            raw = np.asarray(x, dtype=np.float64)
+    except (TypeError, ValueError) as err:
+        raise TypeError(
+            f"{name} must be a numeric array, tensor or nested list; got {type(x).__name__} ({err})"
+        ) from None
+    arr, out = _numpy_float(raw, name)
+    return arr, out, ops_for(arr)
+
+
+def _first_bad(bad: np.ndarray) -> str:
+    idx = tuple(int(i) for i in np.argwhere(bad)[0])
+    return f"row {idx[0]}" if len(idx) == 1 else "row {}, column {}".format(*idx)
+
+
+def check_finite_or_nan(values: Any, ops: NumpyOps | TorchOps, name: str) -> Any:
+    """Raise on +-inf; return the NaN map, or ``None`` when every value is finite."""
+    if ops.name == "torch":
+        finite = ops.torch.isfinite(values)
+    else:
+        finite = np.isfinite(values)
+    if bool(finite.all()):
+        return None
+    inf = ops.isinf(values)
+    if ops.any(inf):
+        raise ValueError(
+            f"{name} contains +-inf at {_first_bad(ops.to_numpy(inf))} (shape {_shape(values)}); "
+            "use NaN (or mask=False) for a missing reward"
+        )
+    return ~finite
+
+
+def prepare_rewards(rewards: Any, mask: Any = None, *, name: str = "rewards") -> Prepared:
+    """Validate ``rewards`` (and ``mask``) and put them in the compute dtype, NaN = missing."""
+    values, out_dtype, ops = as_float(rewards, name)
+    was_1d = values.ndim == 1
+    if was_1d:
+        values = values.reshape(-1, 1)
+    if values.ndim != 2:
+        raise ValueError(
+            f"{name} must be 1-D (N,) or 2-D (N, K) with one column per reward; "
+            f"got shape {_shape(values)}"
+        )
+    if values.shape[0] == 0 or values.shape[1] == 0:
+        raise ValueError(
+            f"{name} is empty (shape {_shape(values)}); need at least one row and reward"
+        )
+    if mask is not None:
+        values = _apply_mask(values, mask, ops, was_1d, name)
+    missing = check_finite_or_nan(values, ops, name)
+    return Prepared(ops=ops, values=values, missing=missing, out_dtype=out_dtype, was_1d=was_1d)
+
+
+def _apply_mask(values: Any, mask: Any, ops: NumpyOps | TorchOps, was_1d: bool, name: str) -> Any:
+    expected = (values.shape[0],) if was_1d else _shape(values)
+    if is_torch(mask):
+        m = mask.detach().cpu().numpy()
+    else:
+        m = np.asarray(mask)
+    if m.dtype.kind not in "biu":
+        raise TypeError(f"mask must be boolean (True = reward present); got dtype {m.dtype}")
+    if tuple(m.shape) not in {expected, _shape(values)}:
+        raise ValueError(f"mask must have the shape of {name} {expected}; got {tuple(m.shape)}")
+    absent = (m == 0).reshape(values.shape)
+    if not absent.any():
+        return values
+    if ops.name == "torch":
+        return values.masked_fill(ops.torch.from_numpy(absent).to(values.device), float("nan"))
+    return np.where(absent, np.nan, values)
+
+
+def prepare_weights(weights: Any, n_rewards: int) -> np.ndarray | None:
+    """Validate reward weights; ``None`` means all ones (returned as ``None``: fast path)."""
+    if weights is None:
+        return None
+    if is_torch(weights):
+        weights = weights.detach().cpu().numpy()
+    try:
+        w = np.asarray(weights, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise TypeError(
+            f"weights must be a sequence of {n_rewards} numbers; got {weights!r}"
+        ) from None
+    if w.ndim == 0 and n_rewards == 1:
+        w = w.reshape(1)
+    if w.shape != (n_rewards,):
+        raise ValueError(f"weights must have shape ({n_rewards},), one per reward; got {w.shape}")
+    if not np.all(np.isfinite(w)):
+        raise ValueError(f"weights must be finite; got {w.tolist()}")
+    if np.any(w < 0):
+        raise ValueError(f"weights must be non-negative; got {w.tolist()}")
+    if not np.any(w > 0):
+        raise ValueError("weights are all zero: at least one reward needs a positive weight")
+    return w
+
+
+def check_nonnegative(value: Any, name: str, *, allow_inf: bool = False) -> float:
+    """A non-negative real scalar (``inf`` only where allowed)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number; got {value!r}")
+    v = float(value)
+    if math.isnan(v) or v < 0 or (math.isinf(v) and not allow_inf):
+        rule = (
+            "a non-negative number (inf allowed)" if allow_inf else "a finite non-negative number"
+        )
+        raise ValueError(f"{name} must be {rule}; got {value!r}")
+    return v
+
+
+def check_choice(value: Any, name: str, choices: tuple[str, ...]) -> str:
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}; got {value!r}")
+    return value
