@@ -71,7 +71,6 @@ def standardize_cells(
         n_div = ops.where(n - correction > 0, n - correction, 1.0)
         n_safe = ops.where(n > 0, n, 1.0)
     span = ops.where(signal, hi - lo, 1.0)
-    lo = ops.where(signal, lo, 0.0)
     d = x - lo
     d /= span  # every present value of a signal cell now lies in [0, 1]
     if missing is not None:
@@ -81,7 +80,7 @@ def standardize_cells(
         ops.fill_where(d, missing, 0.0)
     if scale:
         sd = ops.sqrt(ops.sum(d * d, axis, keepdims=True) / n_div)
-        factor = 1.0 / (sd + eps / span)
+        factor = 1.0 / ops.where(signal, sd + eps / span, 1.0)
     else:
         factor = span
     if baseline == "leave_one_out":  # signal cells have n >= 2

@@ -1,0 +1,145 @@
+"""An independent oracle for DESIGN.md section 2, written as plain loops in mpmath.
+
+Nothing here imports rewardagg: it is the contract transcribed line by line, computed at
+60 significant digits, so the library's float64 result can be held to 1e-9.
+"""
+
+from __future__ import annotations
+
+import math
+
+import mpmath as mp
+import numpy as np
+
+mp.mp.dps = 60
+
+
+def _groups(n, group_size=None, group_ids=None):
+    labels = [i // group_size for i in range(n)] if group_ids is None else list(group_ids)
+    out: dict = {}
+    for i, g in enumerate(labels):
+        out.setdefault(g, []).append(i)
+    return list(out.values())
+
+
+def stage1(R, groups, *, eps, correction, singleton="zero", baseline="mean", scale=True):
+    """Z[i, k] as mpf (None = missing)."""
+    n_rows, k_count = R.shape
+    Z = [[None] * k_count for _ in range(n_rows)]
+    for rows in groups:
+        for k in range(k_count):
+            present = [i for i in rows if not math.isnan(R[i, k])]
+            vals = [mp.mpf(float(R[i, k])) for i in present]
+            n = len(vals)
+            signal = n >= 2 and max(vals) > min(vals) and n - correction > 0
+            for i, x in zip(present, vals):
+                if signal:
+                    mu = mp.fsum(vals) / n
+                    sigma = mp.sqrt(mp.fsum((y - mu) ** 2 for y in vals) / (n - correction))
+                    centre = x - mu if baseline == "mean" else x - (mp.fsum(vals) - x) / (n - 1)
+                    Z[i][k] = centre / (sigma + eps) if scale else centre
+                elif singleton == "identity" and n == 1:
+                    Z[i][k] = x / (1 + eps) if scale else x
+                else:
+                    Z[i][k] = mp.mpf(0)
+    return Z
+
+
+def _participating(zrow, w):
+    return [(z, wk) for z, wk in zip(zrow, w) if z is not None and wk > 0]
+
+
+def reduce_row(zrow, w, method, *, kappa=1.0, lam=0.5):
+    pairs = _participating(zrow, w)
+    if not pairs:
+        return None
+    total = mp.fsum(mp.mpf(wk) for _, wk in pairs)
+    v = [(z, mp.mpf(wk) / total) for z, wk in pairs]
+    mean = mp.fsum(z * vk for z, vk in v)
+    if method == "gdpo":
+        return mp.fsum(z * mp.mpf(wk) for z, wk in pairs)
+    if method == "mean" or (method == "softmin" and kappa == 0):
+        return mean
+    if method == "min" or (method == "softmin" and math.isinf(kappa)):
+        return min(z for z, _ in v)
+    if method == "softmin":
+        kap = mp.mpf(kappa)
+        return -mp.log(mp.fsum(vk * mp.exp(-kap * z) for z, vk in v)) / kap
+    if method == "mean_variance":
+        return mean - lam * mp.fsum(vk * (z - mean) ** 2 for z, vk in v)
+    raise ValueError(method)
+
+
+def stage3(S, *, eps, correction):
+    idx = [i for i, s in enumerate(S) if s is not None]
+    out = [mp.mpf(0)] * len(S)
+    vals = [S[i] for i in idx]
+    if len(vals) < 2 or max(vals) == min(vals):
+        return out
+    mu = mp.fsum(vals) / len(vals)
+    sd = mp.sqrt(mp.fsum((s - mu) ** 2 for s in vals) / (len(vals) - correction))
+    for i in idx:
+        out[i] = (S[i] - mu) / (sd + eps)
+    return out
+
+
+def advantages(
+    R,
+    *,
+    method="softmin",
+    group_size=None,
+    group_ids=None,
+    weights=None,
+    mask=None,
+    eps=1e-6,
+    correction=1,
+    batch_norm=True,
+    singleton="zero",
+    baseline="mean",
+    kappa=1.0,
+    lam=0.5,
+    scale="group",
+):
+    """float64 advantages computed from ``R`` (any float dtype) at 60 digits."""
+    R = np.array(R, dtype=np.float64)
+    if R.ndim == 1:
+        R = R[:, None]
+    if mask is not None:
+        R = np.where(np.asarray(mask).reshape(R.shape), R, np.nan)
+    n, k = R.shape
+    w = [1.0] * k if weights is None else [float(x) for x in weights]
+    groups = _groups(n, group_size, group_ids)
+    if method == "grpo":
+        s = []
+        for i in range(n):
+            pairs = [(R[i, j], w[j]) for j in range(k) if not math.isnan(R[i, j]) and w[j] > 0]
+            s.append(mp.fsum(mp.mpf(float(r)) * mp.mpf(wj) for r, wj in pairs) if pairs else None)
+        col = np.array([np.nan if x is None else float(x) for x in s])[:, None]
+        # the sum itself is rounded to float once, as the library sums in float
+        Zs = stage1(col, groups, eps=eps, correction=correction, singleton=singleton,
+                    baseline=baseline, scale=scale == "group")
+        a = [z[0] if z[0] is not None else mp.mpf(0) for z in Zs]
+        if scale == "batch":
+            vals = [mp.mpf(float(x)) for x in col[:, 0] if not math.isnan(x)]
+            if len(vals) >= 2 and max(vals) > min(vals):
+                mu = mp.fsum(vals) / len(vals)
+                sd = mp.sqrt(mp.fsum((x - mu) ** 2 for x in vals) / (len(vals) - correction))
+                a = [x / (sd + eps) for x in a]
+            else:
+                a = [mp.mpf(0)] * n
+        return np.array([float(x) for x in a])
+    Z = stage1(R, groups, eps=eps, correction=correction, singleton=singleton, baseline=baseline)
+    S = [reduce_row(Z[i], w, method, kappa=kappa, lam=lam) for i in range(n)]
+    if batch_norm:
+        A = stage3(S, eps=eps, correction=correction)
+    else:
+        A = [mp.mpf(0) if s is None else s for s in S]
+    return np.array([float(x) for x in A])
+
+
+def zscores(R, **kw):
+    """Stage 1 alone as float64 (NaN = missing)."""
+    R = np.array(R, dtype=np.float64)
+    groups = _groups(R.shape[0], kw.pop("group_size", None), kw.pop("group_ids", None))
+    Z = stage1(R, groups, **kw)
+    return np.array([[np.nan if z is None else float(z) for z in row] for row in Z])
