@@ -1,0 +1,402 @@
+"""TRL adapter: a drop-in ``GRPOTrainer`` whose advantages come from rewardagg.
+
+Supported TRL versions: ``>=1.16,<2`` (tested on trl 1.16.0). Importing this module imports
+TRL (and torch, transformers); ``import rewardagg`` never does.
+
+Usage::
+
+    from rewardagg.integrations.trl import RewardAggGRPOConfig, RewardAggGRPOTrainer
+
+    args = RewardAggGRPOConfig(output_dir="out", num_generations=8,
+                               advantage_method="softmin", kappa=1.0)
+    trainer = RewardAggGRPOTrainer(model=..., reward_funcs=[fmt, correct, safe],
+                                   args=args, train_dataset=ds)
+    trainer.train()
+
+How it hooks into TRL. TRL 1.16 computes advantages inline, inside the long
+``GRPOTrainer._generate_and_score_completions``; there is no smaller hook that receives the
+per-reward-function rewards and returns advantages. Copying that method would pin us to one
+TRL release line by line, so the trainer instead
+
+1. overrides ``_calculate_rewards`` only to keep a reference to what it returns: the
+   (N_total, K) float32 tensor of per-function rewards, already gathered across processes,
+   with ``NaN`` where a reward function returned ``None``;
+2. wraps ``_generate_and_score_completions``: lets TRL run it whole (generation, reference
+   log-probs, its own advantages, its logging), then recomputes the advantages of the whole
+   gathered batch with :func:`rewardagg.advantages`, slices this process's rows exactly as
+   TRL does (``process_index * local_batch``, contiguous) and replaces ``"advantages"`` in
+   the returned batch. The per-completion advantages TRL keeps for its completions table
+   are replaced by ours too, so the table shows the advantages that reached the loss.
+
+TRL's own computation is a few vector operations on the reward tensor, so computing it and
+discarding it costs nothing measurable; in exchange the adapter depends only on two private
+methods' *signatures* and the ``"advantages"`` key, which the version check below guards.
+TRL's ``reward``, ``reward_std``, ``rewards/<name>/mean|std`` metrics are about the raw
+rewards and stay valid; ``frac_reward_zero_std`` keeps TRL's meaning (spread of TRL's
+aggregated reward), see ``rewardagg/zero_spread_fraction/<name>`` for the per-reward view.
+
+Conventions reproduced from TRL: ``eps = 1e-4`` (``advantage_eps``), Bessel standard
+deviation, a reward function's ``None`` is a missing reward, a completion with no reward at
+all gets advantage 0, ``reward_weights`` weight the reward functions, ``scale_rewards``
+selects the scale of ``advantage_method="grpo"``. With those defaults
+``advantage_method="gdpo"`` reproduces ``multi_objective_aggregation="normalize_then_sum"``
+and ``"grpo"`` reproduces TRL's default ``"sum_then_normalize"`` (parity tested to 1e-5;
+TRL computes zero-spread cells inexactly in float32, we give exactly 0 there).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import trl
+from packaging.version import Version
+from trl import GRPOConfig, GRPOTrainer
+
+import rewardagg
+
+__all__ = [
+    "SUPPORTED_TRL",
+    "RewardAggBatch",
+    "RewardAggGRPOConfig",
+    "RewardAggGRPOTrainer",
+]
+
+SUPPORTED_TRL = ">=1.16,<2"
+_MIN_TRL, _MAX_TRL = Version("1.16"), Version("2")
+_SKIP_CHECK_ENV = "REWARDAGG_SKIP_TRL_VERSION_CHECK"
+
+
+def _check_trl() -> None:
+    """Refuse TRL versions whose ``GRPOTrainer`` internals we have not verified."""
+    if os.environ.get(_SKIP_CHECK_ENV, "") == "1":
+        return
+    found = getattr(trl, "__version__", "unknown")
+    try:
+        ok = _MIN_TRL <= Version(Version(found).base_version) < _MAX_TRL
+    except Exception:  # unparsable version string
+        ok = False
+    missing = [
+        name
+        for name in ("_calculate_rewards", "_generate_and_score_completions")
+        if not callable(getattr(GRPOTrainer, name, None))
+    ]
+    if not ok or missing:
+        raise ImportError(
+            f"rewardagg.integrations.trl supports trl{SUPPORTED_TRL} (tested on 1.16.0); found "
+            f"trl {found}"
+            + (f" without GRPOTrainer.{', .'.join(missing)}" if missing else "")
+            + f". Install a supported version (pip install 'trl{SUPPORTED_TRL}'), or set "
+            f"{_SKIP_CHECK_ENV}=1 to try anyway at your own risk."
+        )
+
+
+_check_trl()
+
+
+# Keyword parameters of rewardagg.advantages that belong to one method only.
+_METHOD_PARAMS = {"softmin": ("kappa",), "mean_variance": ("lam",), "grpo": ("scale",)}
+
+
+@dataclass
+class RewardAggGRPOConfig(GRPOConfig):
+    r"""``GRPOConfig`` plus the rewardagg advantage options.
+
+    Every ``GRPOConfig`` field keeps its meaning, with two exceptions: the advantage is
+    chosen by ``advantage_method`` (TRL's ``multi_objective_aggregation`` is not used), and
+    ``scale_rewards`` only applies to ``advantage_method="grpo"``.
+
+    Parameters:
+        advantage_method: a name from ``rewardagg.available_methods()`` ("grpo", "gdpo",
+            "mean", "softmin", "mean_variance", "min", or one you registered with
+            ``rewardagg.register_aggregator`` before building this config). Default
+            ``"softmin"`` (RVPO).
+        kappa: risk coefficient of ``"softmin"`` (``kappa >= 0``; 0 = mean, ``inf`` = min).
+        lam: variance penalty of ``"mean_variance"`` (``lam >= 0``; ``kappa / 2`` is the
+            second-order twin of softmin).
+        advantage_eps: the ``eps`` of both standardisations. Default ``1e-4``, TRL's.
+        advantage_correction: degrees-of-freedom correction of the standard deviations
+            (1 = Bessel, TRL's).
+        advantage_batch_norm: standardise the aggregated score over the batch (stage 3).
+        advantage_baseline: ``"mean"`` or ``"leave_one_out"`` (RLOO) group baseline.
+        advantage_singleton: ``"zero"`` or ``"identity"``; how a one-row group is treated.
+        advantage_backend: rewardagg backend (``"auto"``, ``"torch"``, ``"triton"``, ...).
+        advantage_kwargs: extra keyword arguments for ``rewardagg.advantages``, for methods
+            registered with their own parameters.
+        log_rewardagg_metrics: log the rewardagg diagnostics every step.
+    """
+
+    advantage_method: str = field(
+        default="softmin",
+        metadata={"help": "rewardagg advantage method (see rewardagg.available_methods())."},
+    )
+    kappa: float = field(
+        default=1.0, metadata={"help": "Risk coefficient of the 'softmin' (RVPO) method."}
+    )
+    lam: float = field(
+        default=0.5, metadata={"help": "Variance penalty of the 'mean_variance' method."}
+    )
+    advantage_eps: float = field(
+        default=1e-4, metadata={"help": "eps of the group and batch standardisations (TRL: 1e-4)."}
+    )
+    advantage_correction: int = field(
+        default=1, metadata={"help": "Degrees-of-freedom correction of the std (1 = Bessel)."}
+    )
+    advantage_batch_norm: bool = field(
+        default=True, metadata={"help": "Standardise aggregated scores over the batch."}
+    )
+    advantage_baseline: str = field(
+        default="mean", metadata={"help": "Group baseline: 'mean' or 'leave_one_out'."}
+    )
+    advantage_singleton: str = field(
+        default="zero", metadata={"help": "One-row groups: 'zero' or 'identity' (verl's)."}
+    )
+    advantage_backend: str = field(
+        default="auto", metadata={"help": "rewardagg backend: 'auto', 'torch', 'triton', ..."}
+    )
+    advantage_kwargs: dict | str | None = field(
+        default=None,
+        metadata={"help": "Extra keyword arguments for rewardagg.advantages (dict or JSON)."},
+    )
+    log_rewardagg_metrics: bool = field(
+        default=True, metadata={"help": "Log rewardagg diagnostics under 'rewardagg/...'."}
+    )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if isinstance(self.advantage_kwargs, str):
+            import json
+
+            self.advantage_kwargs = json.loads(self.advantage_kwargs)
+        methods = rewardagg.available_methods()
+        if self.advantage_method not in methods:
+            raise ValueError(
+                f"advantage_method={self.advantage_method!r} is not a registered rewardagg "
+                f"method; choose one of {methods} (or register yours with "
+                "rewardagg.register_aggregator before building the config)."
+            )
+        if not (self.kappa >= 0):  # also rejects NaN
+            raise ValueError(f"kappa must be >= 0 (inf allowed), got {self.kappa}.")
+        if not (self.lam >= 0) or math.isinf(self.lam):
+            raise ValueError(f"lam must be finite and >= 0, got {self.lam}.")
+        if not (self.advantage_eps >= 0) or math.isinf(self.advantage_eps):
+            raise ValueError(f"advantage_eps must be finite and >= 0, got {self.advantage_eps}.")
+        if self.advantage_baseline not in ("mean", "leave_one_out"):
+            raise ValueError(
+                "advantage_baseline must be 'mean' or 'leave_one_out', got "
+                f"{self.advantage_baseline!r}."
+            )
+        if self.advantage_singleton not in ("zero", "identity"):
+            raise ValueError(
+                "advantage_singleton must be 'zero' or 'identity', got "
+                f"{self.advantage_singleton!r}."
+            )
+        if self.advantage_method == "grpo" and self.multi_objective_aggregation != (
+            "sum_then_normalize"
+        ):
+            raise ValueError(
+                "advantage_method='grpo' sums the rewards first (TRL's 'sum_then_normalize') but "
+                f"multi_objective_aggregation={self.multi_objective_aggregation!r} was requested; "
+                "use advantage_method='gdpo' for TRL's 'normalize_then_sum'."
+            )
+        if self.advantage_method != "grpo" and self.scale_rewards != "group":
+            warnings.warn(
+                f"scale_rewards={self.scale_rewards!r} only applies to advantage_method='grpo'; "
+                f"{self.advantage_method!r} standardises each reward within its group "
+                "and (advantage_batch_norm) the aggregate over the batch.",
+                UserWarning,
+                stacklevel=3,
+            )
+
+    def rewardagg_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments this config passes to :func:`rewardagg.advantages`."""
+        kwargs: dict[str, Any] = {
+            "method": self.advantage_method,
+            "eps": self.advantage_eps,
+            "correction": self.advantage_correction,
+            "batch_norm": self.advantage_batch_norm,
+            "baseline": self.advantage_baseline,
+            "singleton": self.advantage_singleton,
+            "backend": self.advantage_backend,
+        }
+        values = {"kappa": self.kappa, "lam": self.lam, "scale": self.scale_rewards}
+        for name in _METHOD_PARAMS.get(self.advantage_method, ()):
+            kwargs[name] = values[name]
+        kwargs.update(self.advantage_kwargs or {})
+        return kwargs
+
+
+@dataclass(frozen=True)
+class RewardAggBatch:
+    """What the trainer computed for its latest generation batch (``trainer.last_batch``).
+
+    Attributes:
+        mode: ``"train"`` or ``"eval"``.
+        rewards: (N_total, K) gathered rewards, NaN = missing (what TRL logs).
+        advantages: (N_total,) rewardagg advantages of the whole gathered batch.
+        local_advantages: (N_local,) the slice of this process, as passed to the loss.
+        host_advantages: (N_local,) what TRL itself would have used for this slice.
+        info: the ``rewardagg.AggregationInfo`` of the batch.
+        metrics: the metrics logged for the batch (without the ``rewardagg/`` prefix).
+    """
+
+    mode: str
+    rewards: torch.Tensor
+    advantages: torch.Tensor
+    local_advantages: torch.Tensor
+    host_advantages: torch.Tensor
+    info: Any
+    metrics: Mapping[str, float]
+
+
+def _unique_names(names: list[str]) -> list[str]:
+    seen: dict[str, int] = {}
+    out = []
+    for name in names:
+        if name in seen:
+            seen[name] += 1
+            out.append(f"{name}_{seen[name]}")
+        else:
+            seen[name] = 0
+            out.append(name)
+    return out
+
+
+class RewardAggGRPOTrainer(GRPOTrainer):
+    """``GRPOTrainer`` that turns TRL's per-reward-function rewards into advantages with
+    :func:`rewardagg.advantages`; see the module docstring for how it hooks into TRL.
+
+    Takes the same arguments as ``GRPOTrainer``; ``args`` is required and must be a
+    :class:`RewardAggGRPOConfig`.
+
+    Every generation batch logs, through TRL's own metrics (so they reach every
+    ``report_to`` backend, averaged over the logging interval like TRL's), the keys of
+    ``AggregationInfo.to_metrics`` under ``rewardagg/``: ``rewardagg/<metric>`` and
+    ``rewardagg/<metric>/<reward function name>`` (bottleneck share, attention,
+    zero-spread fraction, masked failures, rows without reward, distinct advantages per
+    group, method parameters).
+
+    With a single reward function every normalise-first method ("gdpo", "mean",
+    "softmin", "mean_variance", "min") reduces to the group z-score of that reward,
+    standardised over the batch: ``kappa`` and ``lam`` have no effect. It works, and the
+    trainer says so once with a warning.
+    """
+
+    args: RewardAggGRPOConfig
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        config = kwargs.get("args", args[2] if len(args) >= 3 else None)
+        if not isinstance(config, RewardAggGRPOConfig):
+            raise TypeError(
+                "RewardAggGRPOTrainer needs args=RewardAggGRPOConfig(...) (it takes every "
+                "GRPOConfig argument plus advantage_method, kappa, lam, ...); got "
+                f"{type(config).__name__}."
+            )
+        super().__init__(*args, **kwargs)
+        self._rewardagg_gathered: torch.Tensor | None = None
+        self.last_batch: RewardAggBatch | None = None
+        self._rewardagg_kwargs = self.args.rewardagg_kwargs()
+        self._rewardagg_names = _unique_names(list(self.reward_func_names))
+        weights = self.reward_weights.detach().cpu().double()
+        if self.args.advantage_method != "grpo" and bool((weights < 0).any()):
+            raise ValueError(
+                f"advantage_method={self.args.advantage_method!r} needs non-negative "
+                f"reward_weights, got {weights.tolist()}; flip the sign inside the reward "
+                "function instead (or use advantage_method='grpo')."
+            )
+        n_funcs = len(self.reward_func_names)
+        if n_funcs == 1 and self.args.advantage_method != "grpo":
+            warnings.warn(
+                f"Only one reward function: advantage_method={self.args.advantage_method!r} "
+                "reduces to that reward's group z-score standardised over the batch "
+                "(kappa/lam have no effect). Add reward functions to make the method matter.",
+                UserWarning,
+                stacklevel=2,
+            )
+
+    # -- the two hooks ---------------------------------------------------------------------
+    def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):  # type: ignore[override]
+        rewards_per_func = super()._calculate_rewards(
+            inputs, prompts, completions, completion_ids_list
+        )
+        self._rewardagg_gathered = rewards_per_func
+        return rewards_per_func
+
+    def _generate_and_score_completions(self, inputs):  # type: ignore[override]
+        self._rewardagg_gathered = None
+        output = super()._generate_and_score_completions(inputs)
+        rewards = self._rewardagg_gathered
+        self._rewardagg_gathered = None
+        if rewards is None or "advantages" not in output:
+            raise RuntimeError(
+                "TRL's GRPOTrainer did not go through _calculate_rewards / return 'advantages'; "
+                f"this TRL version ({trl.__version__}) is not supported by rewardagg "
+                f"(supported: trl{SUPPORTED_TRL})."
+            )
+        mode = "train" if self.model.training else "eval"
+        group_size = self.num_generations if mode == "train" else self.num_generations_eval
+        host_local = output["advantages"]
+        n_local = host_local.shape[0]
+        n_total = rewards.shape[0]
+        start = self.accelerator.process_index * n_local
+        if host_local.dim() != 1 or start + n_local > n_total:
+            raise RuntimeError(
+                f"Unexpected TRL batch layout: local advantages {tuple(host_local.shape)}, "
+                f"gathered rewards {tuple(rewards.shape)}, "
+                f"process {self.accelerator.process_index}."
+            )
+
+        advantages, info = self.compute_advantages(rewards, group_size=group_size)
+        local = advantages[start : start + n_local].to(host_local.device, host_local.dtype)
+        output["advantages"] = local
+
+        # TRL's completions table keeps the gathered advantages of this batch at the end.
+        logged = self._logs["advantages"]
+        for _ in range(min(n_total, len(logged))):
+            logged.pop()
+        logged.extend(advantages.tolist())
+
+        metrics: dict[str, float] = {}
+        if self.args.log_rewardagg_metrics:
+            metrics = self.rewardagg_metrics(info)
+            for key, value in metrics.items():
+                self._metrics[mode][f"rewardagg/{key}"].append(value)
+
+        self.last_batch = RewardAggBatch(
+            mode=mode,
+            rewards=rewards.detach(),
+            advantages=advantages.detach(),
+            local_advantages=local.detach(),
+            host_advantages=host_local.detach(),
+            info=info,
+            metrics=metrics,
+        )
+        return output
+
+    # -- overridable pieces ----------------------------------------------------------------
+    def compute_advantages(
+        self, rewards: torch.Tensor, *, group_size: int
+    ) -> tuple[torch.Tensor, Any]:
+        """Advantages of the whole gathered batch: ``rewards`` is (N_total, K), NaN = missing,
+        rows in groups of ``group_size`` consecutive completions. Returns ``(adv, info)`` with
+        ``adv`` shaped (N_total,) float64 (float32 on devices without float64)."""
+        dtype = torch.float32 if rewards.device.type == "mps" else torch.float64
+        weights = self.reward_weights.to(rewards.device, dtype)
+        adv, info = rewardagg.advantages(
+            rewards.detach().to(dtype),
+            group_size=group_size,
+            weights=weights,
+            return_info=True,
+            **self._rewardagg_kwargs,
+        )
+        return adv, info
+
+    def rewardagg_metrics(self, info: Any) -> dict[str, float]:
+        """Flat float metrics (keys without the ``rewardagg/`` prefix) for one batch."""
+        metrics = dict(info.to_metrics(reward_names=self._rewardagg_names))
+        return {key: float(value) for key, value in metrics.items()}
