@@ -1,0 +1,418 @@
+"""rewardagg.integrations.trl on TRL's real GRPOTrainer loop (issue 6).
+
+Offline on CPU: a tiny random Qwen2 (hidden 64, 2 layers) and a byte-level BPE tokenizer
+trained on the spot (``examples/trl_rvpo_qwen25.py::build_tiny_model_and_tokenizer``),
+2-3 training steps per run, num_generations 4, three reward functions, one of which returns
+``None`` for some prompts, and one prompt every reward function skips.
+
+Reward values are multiples of 1/4, so TRL's float32 means of all-equal cells are exact and
+the parity checks hold to 1e-5 (DESIGN.md section 2).
+
+Runtime: about 40 s on the 2-core CI machine (most of it the two example subprocesses and
+the two-process run); skipped whole when trl is not installed.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+trl = pytest.importorskip("trl")
+torch = pytest.importorskip("torch")
+datasets = pytest.importorskip("datasets")
+
+import rewardagg  # noqa: E402
+from rewardagg.integrations import trl as ra_trl  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLE = ROOT / "examples" / "trl_rvpo_qwen25.py"
+G = 4  # num_generations
+N_PROMPTS = 6  # every step sees every prompt once: 6 groups of G completions
+PARITY_TOL = 1e-5
+
+
+def _load_example():
+    spec = importlib.util.spec_from_file_location("trl_rvpo_qwen25", EXAMPLE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+example = _load_example()
+
+
+# -- reward functions: deterministic in the completion, values exact in binary ------------
+def quality(completion_ids, **kwargs):
+    """Multiples of 1/4 in [0, 1]; missing for the prompt every function skips."""
+    return [
+        None if skip else (sum(ids) % 5) * 0.25
+        for ids, skip in zip(completion_ids, kwargs["skip_all"], strict=True)
+    ]
+
+
+def fmt(completion_ids, **kwargs):
+    """Binary; often all-equal within a group (a zero-spread cell)."""
+    return [
+        None if skip else float(ids[0] % 2)
+        for ids, skip in zip(completion_ids, kwargs["skip_all"], strict=True)
+    ]
+
+
+def criterion(completion_ids, applies, **kwargs):
+    """Only some prompts have this criterion: ``None`` elsewhere (a missing reward)."""
+    return [
+        (ids[-1] % 3) * 0.5 if ok else None for ids, ok in zip(completion_ids, applies, strict=True)
+    ]
+
+
+REWARDS = [quality, fmt, criterion]
+NAMES = ["quality", "fmt", "criterion"]
+
+
+def make_tiny():
+    rows = [
+        {
+            "prompt": [{"role": "user", "content": f"Question {i}: what is {i} plus {i % 3}?"}],
+            "applies": i % 2 == 0,
+            "skip_all": i == 5,
+        }
+        for i in range(N_PROMPTS)
+    ]
+    texts = [r["prompt"][0]["content"] for r in rows] * 4
+    model, tokenizer = example.build_tiny_model_and_tokenizer(texts, vocab_size=384, seed=0)
+    return datasets.Dataset.from_list(rows), model, tokenizer
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return make_tiny()
+
+
+def _config(tmp_path, **overrides):
+    kwargs = dict(
+        output_dir=str(tmp_path / "out"),
+        use_cpu=True,
+        per_device_train_batch_size=N_PROMPTS * G,
+        num_generations=G,
+        max_completion_length=8,
+        max_steps=2,
+        learning_rate=1e-2,
+        logging_steps=1,
+        report_to=[],
+        save_strategy="no",
+        gradient_checkpointing=False,
+        bf16=False,
+        seed=0,
+        reward_weights=[1.0, 0.5, 2.0],
+    )
+    kwargs.update(overrides)
+    return ra_trl.RewardAggGRPOConfig(**kwargs)
+
+
+class CapturingTrainer(ra_trl.RewardAggGRPOTrainer):
+    """Records every generation batch and the advantages that reach the loss."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.batches = []
+        self.loss_advantages = []
+
+    def _generate_and_score_completions(self, inputs):
+        output = super()._generate_and_score_completions(inputs)
+        n = self.last_batch.rewards.shape[0]
+        logged = np.array(
+            [list(self._logs["rewards"][name])[-n:] for name in self.reward_func_names],
+            dtype=np.float64,
+        ).T
+        self.batches.append(
+            {
+                "batch": self.last_batch,
+                "logged_rewards": logged,
+                "logged_advantages": np.array(list(self._logs["advantages"])[-n:]),
+                "output_advantages": output["advantages"].clone(),
+            }
+        )
+        return output
+
+    def _compute_loss(self, model, inputs):
+        self.loss_advantages.append(inputs["advantages"].detach().clone())
+        return super()._compute_loss(model, inputs)
+
+
+def _train(tiny, tmp_path, reward_funcs=REWARDS, **overrides):
+    dataset, model, tokenizer = tiny
+    trainer = CapturingTrainer(
+        model=copy.deepcopy(model),
+        processing_class=tokenizer,
+        reward_funcs=reward_funcs,
+        args=_config(tmp_path, **overrides),
+        train_dataset=dataset,
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        trainer.train()
+    return trainer
+
+
+@pytest.fixture(scope="module")
+def softmin_run(tiny, tmp_path_factory):
+    return _train(tiny, tmp_path_factory.mktemp("softmin"), max_steps=3, kappa=2.0)
+
+
+# -- the advantages in the loss are rewardagg's ------------------------------------------
+def test_loss_uses_rewardagg_advantages_of_logged_rewards(softmin_run):
+    trainer = softmin_run
+    assert len(trainer.batches) == 3 and len(trainer.loss_advantages) == 3
+    differs_from_trl = 0.0
+    for record, in_loss in zip(trainer.batches, trainer.loss_advantages, strict=True):
+        rewards = record["logged_rewards"]
+        assert np.isnan(rewards).any(), "the fixture must exercise missing rewards"
+        expected = rewardagg.advantages(
+            rewards,
+            method="softmin",
+            kappa=2.0,
+            group_size=G,
+            eps=1e-4,
+            weights=np.array([1.0, 0.5, 2.0]),
+        )
+        batch = record["batch"]
+        np.testing.assert_allclose(batch.advantages.cpu().numpy(), expected, rtol=0, atol=1e-12)
+        np.testing.assert_allclose(record["logged_advantages"], expected, rtol=0, atol=1e-12)
+        # single process: the local slice is the whole batch, float32 as TRL's
+        out = record["output_advantages"]
+        assert out.dtype == torch.float32 and out.shape == (expected.shape[0],)
+        np.testing.assert_allclose(out.numpy(), expected, rtol=0, atol=1e-6)
+        # TRL shuffles the batch before the loss: same values, other order
+        np.testing.assert_array_equal(np.sort(in_loss.numpy()), np.sort(out.numpy()))
+        # the prompt whose rewards are all missing gets 0, as in TRL
+        unscorable = np.isnan(rewards).all(axis=1)
+        assert unscorable.sum() == G
+        assert np.all(expected[unscorable] == 0)
+        differs_from_trl = max(differs_from_trl, float((batch.host_advantages - out).abs().max()))
+    assert differs_from_trl > 1e-2, "softmin should not coincide with TRL's default"
+
+
+def test_metrics_logged_under_rewardagg_prefix(softmin_run):
+    trainer = softmin_run
+    logs = [h for h in trainer.state.log_history if "loss" in h]
+    assert len(logs) == 3
+    for entry, record in zip(logs, trainer.batches, strict=True):
+        for metric in ("bottleneck_share", "attention", "zero_spread_fraction", "masked_failures"):
+            for name in NAMES:
+                assert f"rewardagg/{metric}/{name}" in entry, (metric, name, sorted(entry))
+        for key in (
+            "rewardagg/masked_failures",
+            "rewardagg/rows_without_reward",
+            "rewardagg/method/kappa",
+        ):
+            assert key in entry, key
+        assert entry["rewardagg/method/kappa"] == pytest.approx(2.0)
+        assert entry["rewardagg/rows_without_reward"] == pytest.approx(G)
+        shares = sum(entry[f"rewardagg/bottleneck_share/{name}"] for name in NAMES)
+        assert shares == pytest.approx(1.0)
+        # what was logged is the info of that batch, through the trainer's own metrics
+        info_metrics = record["batch"].info.to_metrics(reward_names=NAMES)
+        for key, value in info_metrics.items():
+            assert entry[f"rewardagg/{key}"] == pytest.approx(float(value), abs=1e-6)
+        # TRL's own metrics are still there
+        assert "reward" in entry and "rewards/criterion/mean" in entry
+
+
+# -- parity with TRL's two built-in modes on the same batch -------------------------------
+def _max_parity_gap(trainer):
+    gaps = [
+        float((r["batch"].host_advantages - r["output_advantages"]).abs().max())
+        for r in trainer.batches
+    ]
+    return max(gaps)
+
+
+def test_gdpo_matches_trl_normalize_then_sum(tiny, tmp_path):
+    trainer = _train(
+        tiny, tmp_path, advantage_method="gdpo", multi_objective_aggregation="normalize_then_sum"
+    )
+    gap = _max_parity_gap(trainer)
+    print(f"gdpo vs TRL normalize_then_sum: max |diff| = {gap:.3g}")
+    assert gap <= PARITY_TOL
+    # and the batches were not degenerate
+    assert all(r["output_advantages"].abs().max() > 0.5 for r in trainer.batches)
+
+
+@pytest.mark.parametrize("scale", ["group", "batch", "none"])
+def test_grpo_matches_trl_default(tiny, tmp_path, scale):
+    trainer = _train(tiny, tmp_path, advantage_method="grpo", scale_rewards=scale)
+    gap = _max_parity_gap(trainer)
+    print(f"grpo(scale={scale}) vs TRL sum_then_normalize: max |diff| = {gap:.3g}")
+    assert gap <= PARITY_TOL
+    assert all(r["output_advantages"].abs().max() > 0.1 for r in trainer.batches)
+
+
+# -- configs that cannot work, and the one that works but degenerates ---------------------
+def test_config_errors(tmp_path):
+    with pytest.raises(ValueError, match="registered"):
+        _config(tmp_path, advantage_method="no_such_method")
+    with pytest.raises(ValueError, match="kappa"):
+        _config(tmp_path, kappa=-1.0)
+    with pytest.raises(ValueError, match="lam"):
+        _config(tmp_path, lam=-0.5)
+    with pytest.raises(ValueError, match="normalize_then_sum"):
+        _config(tmp_path, advantage_method="grpo", multi_objective_aggregation="normalize_then_sum")
+    with pytest.warns(UserWarning, match="scale_rewards"):
+        _config(tmp_path, scale_rewards="none")
+    assert _config(tmp_path, kappa=float("inf")).kappa == float("inf")
+
+
+def test_trainer_errors(tiny, tmp_path):
+    dataset, model, tokenizer = tiny
+    plain = trl.GRPOConfig(
+        output_dir=str(tmp_path),
+        use_cpu=True,
+        num_generations=G,
+        per_device_train_batch_size=G,
+        report_to=[],
+    )
+    with pytest.raises(TypeError, match="RewardAggGRPOConfig"):
+        ra_trl.RewardAggGRPOTrainer(
+            model=model,
+            processing_class=tokenizer,
+            reward_funcs=REWARDS,
+            args=plain,
+            train_dataset=dataset,
+        )
+    with pytest.raises(ValueError, match="non-negative"):
+        ra_trl.RewardAggGRPOTrainer(
+            model=model,
+            processing_class=tokenizer,
+            reward_funcs=REWARDS,
+            args=_config(tmp_path, reward_weights=[1.0, -1.0, 1.0]),
+            train_dataset=dataset,
+        )
+
+
+def test_single_reward_function_warns_and_reduces_to_zscore(tiny, tmp_path):
+    with pytest.warns(UserWarning, match="Only one reward function"):
+        trainer = _train(tiny, tmp_path, reward_funcs=[quality], max_steps=1, reward_weights=None)
+    record = trainer.batches[0]
+    # softmin over one reward == gdpo over one reward
+    expected = rewardagg.advantages(record["logged_rewards"], method="gdpo", group_size=G, eps=1e-4)
+    np.testing.assert_allclose(record["batch"].advantages.numpy(), expected, atol=1e-12)
+
+
+@pytest.mark.parametrize("found", ["1.15.2", "2.0.0", "0.19.1", "garbage"])
+def test_unsupported_trl_version_is_refused(monkeypatch, found):
+    monkeypatch.setattr(ra_trl.trl, "__version__", found)
+    with pytest.raises(ImportError, match=r"trl>=1.16,<2"):
+        ra_trl._check_trl()
+    monkeypatch.setenv("REWARDAGG_SKIP_TRL_VERSION_CHECK", "1")
+    ra_trl._check_trl()
+
+
+@pytest.mark.parametrize("found", ["1.16.0", "1.17.0.dev0", "1.99.3"])
+def test_supported_trl_versions_pass(monkeypatch, found):
+    monkeypatch.setattr(ra_trl.trl, "__version__", found)
+    ra_trl._check_trl()
+
+
+def test_import_integrations_does_not_import_trl():
+    code = (
+        "import sys, rewardagg, rewardagg.integrations as i\n"
+        "assert 'trl' not in sys.modules and 'torch' not in sys.modules, sorted(sys.modules)\n"
+        "assert 'trl' in dir(i)\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+# -- two processes: the local slice is TRL's ----------------------------------------------
+TWO_PROC = textwrap.dedent(
+    """
+    import copy, json, os, sys, warnings
+    import numpy as np, torch, datasets
+    sys.path.insert(0, {tests!r})
+    import test_integration_trl as t
+    from rewardagg.integrations import trl as ra_trl
+    dataset, model, tokenizer = t.make_tiny()
+    cfg = t._config(
+        __import__("pathlib").Path({out!r}),
+        per_device_train_batch_size=t.N_PROMPTS * t.G // 2,
+        advantage_method="gdpo",
+        multi_objective_aggregation="normalize_then_sum",
+    )
+    trainer = t.CapturingTrainer(model=model, processing_class=tokenizer, reward_funcs=t.REWARDS,
+                                 args=cfg, train_dataset=dataset)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer.train()
+    rank = trainer.accelerator.process_index
+    res = []
+    for r in trainer.batches:
+        b = r["batch"]
+        n = b.local_advantages.shape[0]
+        res.append(dict(rank=rank, n_total=int(b.rewards.shape[0]), n_local=n,
+                        slice_ok=bool(torch.equal(b.local_advantages.float(),
+                                      b.advantages[rank * n:(rank + 1) * n].float())),
+                        gap=float((b.host_advantages - r["output_advantages"]).abs().max())))
+    json.dump(res, open(os.path.join({out!r}, f"rank{{rank}}.json"), "w"))
+    """
+)
+
+
+@pytest.mark.slow
+def test_two_processes_slice_like_trl(tmp_path):
+    pytest.importorskip("accelerate")
+    script = tmp_path / "two_proc.py"
+    script.write_text(TWO_PROC.format(tests=str(Path(__file__).parent), out=str(tmp_path)))
+    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node=2",
+        "--standalone",
+        str(script),
+    ]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    results = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    for per_rank in results:
+        assert per_rank and all(x["slice_ok"] for x in per_rank)
+        assert all(x["n_total"] == 2 * x["n_local"] for x in per_rank)
+        assert max(x["gap"] for x in per_rank) <= PARITY_TOL
+
+
+# -- the example script --------------------------------------------------------------------
+@pytest.mark.slow
+@pytest.mark.parametrize("task", ["tool", "rubric"])
+def test_example_tiny_runs(tmp_path, task):
+    env = dict(os.environ, HF_HUB_OFFLINE="1")
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(EXAMPLE),
+            "--tiny",
+            "--task",
+            task,
+            "--output-dir",
+            str(tmp_path / "out"),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "rewardagg softmin" in proc.stdout
+    assert "rewardagg/bottleneck_share/" in proc.stdout
