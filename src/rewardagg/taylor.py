@@ -163,7 +163,7 @@ def _cumulants_last(z: np.ndarray, v: np.ndarray, order: int) -> np.ndarray:
         mu.append(np.sum(v * power, axis=-1))
     # Moment -> cumulant recursion for the centred variable (k_1 = 0):
     #   k_n = mu_n - sum_{j=1}^{n-1} C(n-1, j-1) k_j mu_{n-j}.
-    kap = [None, np.zeros(mean.shape[:-1])]
+    kap = [np.zeros(mean.shape[:-1]), np.zeros(mean.shape[:-1])]  # index 0 unused
     for n in range(2, order + 1):
         acc = mu[n].copy()
         for j in range(2, n - 1):  # j = 1 and j = n-1 vanish: k_1 = mu_1 = 0
@@ -208,7 +208,7 @@ def cumulants(z: Any, *, weights: Any = None, order: int = 4, axis: int = -1) ->
 
     Example:
       >>> cumulants([0.0, 1.0], order=4)  # a fair coin: mean, variance, skew, k4
-      array([ 0.5   ,  0.25  ,  0.    , -0.125 ])
+      array([ 0.5  ,  0.25 ,  0.   , -0.125])
     """
     order = _check_order(order)
     zz, v = _prepare(z, weights, axis)
@@ -504,11 +504,11 @@ def verify_expansion(
         use.setflags(write=False)
         fitted[n] = use
 
-    checked = [
-        abs(slopes[n] - expected[n]) <= tol
-        for n in orders
-        if expected[n] is not None and math.isfinite(slopes[n])
-    ]
+    checked = []
+    for n in orders:
+        e = expected[n]
+        if e is not None and math.isfinite(slopes[n]):
+            checked.append(abs(slopes[n] - e) <= tol)
     return ExpansionResult(
         kappas=_freeze(grid),
         errors=MappingProxyType(errors),
@@ -677,18 +677,22 @@ def plot_expansion(result: ExpansionResult, ax: Any = None):
 
     Lines: one solid line with markers per order (hollow markers: points left out of the
     fit), one dashed reference line :math:`\propto \kappa^{\text{expected}}` per order
-    that has a fitted slope and an expected one, and one dotted horizontal line at the
+    that has a fitted slope and an expected one (drawn a factor 4 below the data, so a
+    correct series shows two parallel lines), and one dotted horizontal line at the
     rounding floor. Returns the matplotlib ``Axes``.
     """
     ax = _axes(ax)
     k = np.asarray(result.kappas)
+    has_ref_label = False
     for i, n in enumerate(result.orders):
         color = f"C{i}"
         err = np.asarray(result.errors[n], dtype=np.float64)
         shown = np.where(err > 0, err, np.nan)
         use = np.asarray(result.fitted[n])
         s, e = result.slopes[n], result.expected[n]
+        expect = "" if e is None else f" (expected {e})"
         label = f"order {n}: slope {s:.2f}" if math.isfinite(s) else f"order {n}: below rounding"
+        label += expect
         ax.plot(
             k,
             shown,
@@ -702,19 +706,31 @@ def plot_expansion(result: ExpansionResult, ax: Any = None):
         if np.any(~use & np.isfinite(shown)):
             ax.scatter(k[~use], shown[~use], s=10, facecolors="none", edgecolors=color)
         if e is not None and math.isfinite(s):
-            # anchor the reference at the geometric centre of the fitted points
+            # through the geometric centre of the fitted points, shifted down by a factor
+            # 4 so that it runs parallel to the data instead of hiding under it
             lk, le = np.log(k[use]).mean(), np.log(err[use]).mean()
-            ref = np.exp(le + e * (np.log(k) - lk))
-            ax.plot(
-                k, ref, "--", color=color, alpha=0.6, linewidth=1, label=f"slope {e} (expected)"
-            )
+            ref = np.exp(le + e * (np.log(k) - lk)) / 4
+            label = "expected slope (dashed, offset)" if not has_ref_label else "_nolegend_"
+            has_ref_label = True
+            ax.plot(k, ref, "--", color=color, alpha=0.7, linewidth=1, label=label)
     ax.axhline(result.floor, color="0.5", linestyle=":", linewidth=1, label="rounding floor")
     ax.set_xscale("log")
     ax.set_yscale("log")
+    from matplotlib.ticker import NullFormatter
+
+    ax.xaxis.set_minor_formatter(NullFormatter())  # a 1.5-decade axis crowds minor labels
     ax.set_xlabel(r"$\kappa$")
     ax.set_ylabel(r"$|S_\kappa - S^{(n)}_\kappa|$")
     ax.set_title("SoftMin cumulant series: truncation error")
-    ax.legend(fontsize="small", ncol=2)
+    handles, labels = ax.get_legend_handles_labels()
+    order = sorted(range(len(labels)), key=lambda i: labels[i].startswith(("expected", "rounding")))
+    ax.legend(
+        [handles[i] for i in order],
+        [labels[i] for i in order],
+        fontsize="small",
+        loc="center left",
+        bbox_to_anchor=(1.01, 0.5),
+    )
     return ax
 
 
