@@ -128,14 +128,19 @@ def _parse_call(text: str) -> dict | None:
     return call
 
 
+_TAGS = ("<think>", "</think>", "<tool_call>", "</tool_call>")
+
+
 def format_reward(completions, **kwargs) -> list[float]:
-    """1 for ``<think>..</think><tool_call>{valid json}</tool_call>``, 0.5 for a valid call
-    in a wrong layout, 0 otherwise."""
+    """1 for ``<think>..</think><tool_call>{valid json}</tool_call>``; otherwise a quarter
+    per required tag present, at most 0.75 (partial credit keeps the signal dense early)."""
     out = []
     for completion in completions:
         text = _text(completion)
-        call = _parse_call(text)
-        out.append(1.0 if call is not None and _LAYOUT_RE.match(text) else 0.5 if call else 0.0)
+        if _parse_call(text) is not None and _LAYOUT_RE.match(text):
+            out.append(1.0)
+        else:
+            out.append(min(0.75, 0.25 * sum(tag in text for tag in _TAGS)))
     return out
 
 
@@ -322,8 +327,9 @@ def _corpus(rows: list[dict]) -> list[str]:
     texts += [
         '<think>check the tool</think><tool_call>{"name": "get_weather", '
         '"arguments": {"city": "Oslo", "unit": "celsius"}}</tool_call>',
-        "Please see a doctor or pharmacist. Call emergency services if it gets worse.",
-    ]
+        "I understand. Please see a doctor or pharmacist. Call emergency services if it gets "
+        "worse. How old are you? Do you take other medication?",
+    ] * 20  # frequent enough to become tokens of their own
     return texts
 
 
@@ -378,10 +384,10 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         config = RewardAggGRPOConfig(
             **common,
             use_cpu=True,
-            max_steps=args.max_steps or 2,
-            per_device_train_batch_size=8,
+            max_steps=args.max_steps or 3,
+            per_device_train_batch_size=16,
             num_generations=args.num_generations or 4,
-            max_completion_length=16,
+            max_completion_length=32,
             learning_rate=1e-3,
             gradient_checkpointing=False,
             bf16=False,

@@ -227,7 +227,9 @@ class RewardAggGRPOConfig(GRPOConfig):
         values = {"kappa": self.kappa, "lam": self.lam, "scale": self.scale_rewards}
         for name in _METHOD_PARAMS.get(self.advantage_method, ()):
             kwargs[name] = values[name]
-        kwargs.update(self.advantage_kwargs or {})
+        extra = self.advantage_kwargs
+        if isinstance(extra, Mapping):
+            kwargs.update(extra)
         return kwargs
 
 
@@ -320,14 +322,14 @@ class RewardAggGRPOTrainer(GRPOTrainer):
             )
 
     # -- the two hooks ---------------------------------------------------------------------
-    def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):  # type: ignore[override]
+    def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
         rewards_per_func = super()._calculate_rewards(
             inputs, prompts, completions, completion_ids_list
         )
         self._rewardagg_gathered = rewards_per_func
         return rewards_per_func
 
-    def _generate_and_score_completions(self, inputs):  # type: ignore[override]
+    def _generate_and_score_completions(self, inputs):
         self._rewardagg_gathered = None
         output = super()._generate_and_score_completions(inputs)
         rewards = self._rewardagg_gathered
