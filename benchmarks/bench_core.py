@@ -50,8 +50,10 @@ def main(argv=None):
     import torch
 
     rows = []
-    print("| N | K | copy numpy ms | numpy ms | numpy / copy | naive numpy / copy "
-          "| copy torch ms | torch ms | torch / copy |")
+    print(
+        "| N | K | copy numpy ms | numpy ms | numpy / copy | naive numpy / copy "
+        "| copy torch ms | torch ms | torch / copy |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
     for e in args.sizes:
         for k in args.ks:
@@ -62,7 +64,8 @@ def main(argv=None):
             tout = torch.empty_like(T)
             g = args.group_size
             row = {
-                "N": n, "K": k,
+                "N": n,
+                "K": k,
                 "copy_numpy": median_time(lambda: np.copyto(out, R), args.repeat),
                 "numpy": median_time(lambda: ra.softmin_advantages(R, group_size=g), args.repeat),
                 "naive_numpy": median_time(lambda: naive_numpy(R, g), args.repeat),
@@ -70,10 +73,13 @@ def main(argv=None):
                 "torch": median_time(lambda: ra.softmin_advantages(T, group_size=g), args.repeat),
             }
             rows.append(row)
-            print(f"| 2^{e} | {k} | {row['copy_numpy']*1e3:.2f} | {row['numpy']*1e3:.1f} "
-                  f"| {row['numpy']/row['copy_numpy']:.1f}x | {row['naive_numpy']/row['copy_numpy']:.1f}x "
-                  f"| {row['copy_torch']*1e3:.2f} | {row['torch']*1e3:.1f} "
-                  f"| {row['torch']/row['copy_torch']:.1f}x |", flush=True)
+            print(
+                f"| 2^{e} | {k} | {row['copy_numpy'] * 1e3:.2f} | {row['numpy'] * 1e3:.1f} "
+                f"| {row['numpy'] / row['copy_numpy']:.1f}x | {row['naive_numpy'] / row['copy_numpy']:.1f}x "
+                f"| {row['copy_torch'] * 1e3:.2f} | {row['torch'] * 1e3:.1f} "
+                f"| {row['torch'] / row['copy_torch']:.1f}x |",
+                flush=True,
+            )
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=1)

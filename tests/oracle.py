@@ -116,8 +116,15 @@ def advantages(
             s.append(mp.fsum(mp.mpf(float(r)) * mp.mpf(wj) for r, wj in pairs) if pairs else None)
         col = np.array([np.nan if x is None else float(x) for x in s])[:, None]
         # the sum itself is rounded to float once, as the library sums in float
-        Zs = stage1(col, groups, eps=eps, correction=correction, singleton=singleton,
-                    baseline=baseline, scale=scale == "group")
+        Zs = stage1(
+            col,
+            groups,
+            eps=eps,
+            correction=correction,
+            singleton=singleton,
+            baseline=baseline,
+            scale=scale == "group",
+        )
         a = [z[0] if z[0] is not None else mp.mpf(0) for z in Zs]
         if scale == "batch":
             vals = [mp.mpf(float(x)) for x in col[:, 0] if not math.isnan(x)]

@@ -12,11 +12,27 @@ import torch
 import rewardagg as ra
 
 PUBLIC = [
-    "AggregationInfo", "Aggregator", "__version__", "advantages", "available_methods",
-    "batch_standardize", "expand_to_tokens", "gdpo_advantages", "get_aggregator",
-    "group_standardize", "grpo_advantages", "mean_advantages", "mean_variance",
-    "mean_variance_advantages", "min_advantages", "register_aggregator", "softmin",
-    "softmin_advantages", "weighted_mean", "weighted_min", "weighted_sum",
+    "AggregationInfo",
+    "Aggregator",
+    "__version__",
+    "advantages",
+    "available_methods",
+    "batch_standardize",
+    "expand_to_tokens",
+    "gdpo_advantages",
+    "get_aggregator",
+    "group_standardize",
+    "grpo_advantages",
+    "mean_advantages",
+    "mean_variance",
+    "mean_variance_advantages",
+    "min_advantages",
+    "register_aggregator",
+    "softmin",
+    "softmin_advantages",
+    "weighted_mean",
+    "weighted_min",
+    "weighted_sum",
 ]
 BUILTIN = ("grpo", "gdpo", "mean", "softmin", "mean_variance", "min")
 
@@ -61,9 +77,15 @@ INPUTS = {
     "torch-int": lambda R: torch.tensor(np.nan_to_num(R * 3).astype(np.int64)),
 }
 EXPECTED_DTYPE = {
-    "numpy-f64": np.float64, "numpy-f32": np.float32, "numpy-f16": np.float16,
-    "numpy-int": np.float64, "list": np.float64, "torch-f32": torch.float32,
-    "torch-f64": torch.float64, "torch-bf16": torch.bfloat16, "torch-f16": torch.float16,
+    "numpy-f64": np.float64,
+    "numpy-f32": np.float32,
+    "numpy-f16": np.float16,
+    "numpy-int": np.float64,
+    "list": np.float64,
+    "torch-f32": torch.float32,
+    "torch-f64": torch.float64,
+    "torch-bf16": torch.bfloat16,
+    "torch-f16": torch.float16,
     "torch-int": torch.get_default_dtype(),
 }
 
@@ -92,13 +114,18 @@ def test_every_method_preserves_library_dtype_shape_and_never_writes(method, kin
         else:
             assert x.dtype == before.dtype
             np.testing.assert_array_equal(x, before)
-    assert np.all(np.isfinite(np.asarray(out.float() if isinstance(out, torch.Tensor) else out, dtype=np.float64)))
+    assert np.all(
+        np.isfinite(
+            np.asarray(out.float() if isinstance(out, torch.Tensor) else out, dtype=np.float64)
+        )
+    )
 
 
 def test_one_dimensional_rewards_mean_one_reward():
     r = np.arange(8.0)
     np.testing.assert_allclose(
-        ra.advantages(r, method="gdpo", group_size=4), ra.advantages(r[:, None], method="gdpo", group_size=4)
+        ra.advantages(r, method="gdpo", group_size=4),
+        ra.advantages(r[:, None], method="gdpo", group_size=4),
     )
 
 
@@ -142,10 +169,16 @@ def test_bad_input_is_named(method, case):
     assert needle in str(info.value)
 
 
-@pytest.mark.parametrize("method,param,value", [
-    ("softmin", "kappa", -1.0), ("softmin", "kappa", float("nan")), ("mean_variance", "lam", -0.5),
-    ("mean_variance", "lam", float("nan")), ("grpo", "scale", "batchy"),
-])
+@pytest.mark.parametrize(
+    "method,param,value",
+    [
+        ("softmin", "kappa", -1.0),
+        ("softmin", "kappa", float("nan")),
+        ("mean_variance", "lam", -0.5),
+        ("mean_variance", "lam", float("nan")),
+        ("grpo", "scale", "batchy"),
+    ],
+)
 def test_bad_method_parameters(method, param, value):
     with pytest.raises(ValueError, match=param):
         ra.advantages(np.zeros((4, 2)), method=method, group_size=2, **{param: value})

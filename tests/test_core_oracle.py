@@ -57,7 +57,9 @@ def test_float32_matches_oracle_on_same_inputs(method):
         check(got, oracle.advantages(R, method=method, group_ids=labels, weights=w, **extra), 1e-4)
 
 
-@pytest.mark.parametrize("scale,dtype", [(1e30, np.float64), (1e-30, np.float64), (1e18, np.float32)])
+@pytest.mark.parametrize(
+    "scale,dtype", [(1e30, np.float64), (1e-30, np.float64), (1e18, np.float32)]
+)
 def test_extreme_magnitudes_do_not_overflow(scale, dtype):
     R, labels, _ = random_batch(3, scale=scale, dtype=dtype)
     for method in ("softmin", "gdpo", "grpo"):
@@ -76,14 +78,25 @@ def test_all_equal_cells_are_exactly_zero(value):
     assert np.all(ra.group_standardize(R32, group_size=3) == 0.0)
 
 
-@pytest.mark.parametrize("options", [
-    dict(singleton="identity"), dict(baseline="leave_one_out"), dict(correction=0),
-    dict(eps=0.0), dict(eps=1e-4), dict(batch_norm=False),
-])
+@pytest.mark.parametrize(
+    "options",
+    [
+        dict(singleton="identity"),
+        dict(baseline="leave_one_out"),
+        dict(correction=0),
+        dict(eps=0.0),
+        dict(eps=1e-4),
+        dict(batch_norm=False),
+    ],
+)
 def test_options_match_oracle(options):
     R, labels, w = random_batch(11)
     got = ra.advantages(R, method="softmin", group_ids=labels, weights=w, kappa=2.0, **options)
-    check(got, oracle.advantages(R, method="softmin", group_ids=labels, weights=w, kappa=2.0, **options), 1e-9)
+    check(
+        got,
+        oracle.advantages(R, method="softmin", group_ids=labels, weights=w, kappa=2.0, **options),
+        1e-9,
+    )
 
 
 @pytest.mark.parametrize("scale", ["group", "batch", "none"])

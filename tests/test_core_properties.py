@@ -49,7 +49,9 @@ def test_permuting_rows_inside_groups_permutes_the_output(batch, method, rnd):
         rnd.shuffle(block)
         perm[start : start + g] = block
     out = ra.advantages(R, method=method, group_size=g, weights=w)
-    np.testing.assert_allclose(ra.advantages(R[perm], method=method, group_size=g, weights=w), out[perm], atol=1e-12)
+    np.testing.assert_allclose(
+        ra.advantages(R[perm], method=method, group_size=g, weights=w), out[perm], atol=1e-12
+    )
 
 
 @given(batches(), st.sampled_from([*STANDARDIZED, "grpo"]), st.randoms(use_true_random=False))
@@ -58,7 +60,9 @@ def test_permuting_reward_columns_with_their_weights_changes_nothing(batch, meth
     cols = list(range(R.shape[1]))
     rnd.shuffle(cols)
     out = ra.advantages(R, method=method, group_size=g, weights=w)
-    np.testing.assert_allclose(ra.advantages(R[:, cols], method=method, group_size=g, weights=w[cols]), out, atol=1e-10)
+    np.testing.assert_allclose(
+        ra.advantages(R[:, cols], method=method, group_size=g, weights=w[cols]), out, atol=1e-10
+    )
 
 
 @given(batches())
@@ -67,7 +71,9 @@ def test_group_ids_in_any_order_equal_contiguous_groups(batch):
     labels = np.repeat(np.arange(R.shape[0] // g), g)
     order = np.random.default_rng(R.shape[0]).permutation(R.shape[0])
     out = ra.advantages(R, group_size=g, weights=w)
-    np.testing.assert_allclose(ra.advantages(R[order], group_ids=labels[order], weights=w), out[order], atol=1e-12)
+    np.testing.assert_allclose(
+        ra.advantages(R[order], group_ids=labels[order], weights=w), out[order], atol=1e-12
+    )
 
 
 @given(batches())
@@ -95,7 +101,9 @@ def test_large_kappa_approaches_min(batch, kappa):
 def test_mean_variance_with_lam_zero_is_mean(batch):
     R, g, w = batch
     kw = dict(group_size=g, weights=w)
-    np.testing.assert_allclose(ra.mean_variance_advantages(R, lam=0.0, **kw), ra.mean_advantages(R, **kw), atol=1e-12)
+    np.testing.assert_allclose(
+        ra.mean_variance_advantages(R, lam=0.0, **kw), ra.mean_advantages(R, **kw), atol=1e-12
+    )
 
 
 @given(batches(max_k=1), st.sampled_from(STANDARDIZED))
@@ -122,6 +130,8 @@ def test_numpy_and_torch_agree(batch, method):
 
     R, g, w = batch
     a_np = ra.advantages(R, method=method, group_size=g, weights=w)
-    a_t = ra.advantages(torch.from_numpy(R), method=method, group_size=g, weights=torch.from_numpy(w))
+    a_t = ra.advantages(
+        torch.from_numpy(R), method=method, group_size=g, weights=torch.from_numpy(w)
+    )
     assert isinstance(a_t, torch.Tensor) and a_t.dtype == torch.float64
     np.testing.assert_allclose(a_t.numpy(), a_np, atol=1e-12)

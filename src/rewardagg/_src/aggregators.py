@@ -84,11 +84,11 @@ def row_weights(
 
 
 def weighted_sum_kernel(z, rw: RowWeights, ops):
-    return rw.finish(ops.sum(rw.filled(z, ops) * rw.w, -1), ops)
+    return rw.finish(ops.dot_last(rw.filled(z, ops), rw.w), ops)
 
 
 def weighted_mean_kernel(z, rw: RowWeights, ops):
-    return rw.finish(ops.sum(rw.filled(z, ops) * rw.v, -1), ops)
+    return rw.finish(ops.dot_last(rw.filled(z, ops), rw.v), ops)
 
 
 def weighted_min_kernel(z, rw: RowWeights, ops):
@@ -97,10 +97,10 @@ def weighted_min_kernel(z, rw: RowWeights, ops):
 
 def mean_variance_kernel(z, rw: RowWeights, ops, *, lam: float):
     zf = rw.filled(z, ops)
-    mean = ops.sum(zf * rw.v, -1, keepdims=True)
+    mean = ops.dot_last(zf, rw.v)[..., None]
     dev = rw.filled(zf - mean, ops)
-    var = ops.sum(dev * dev * rw.v, -1)
-    return rw.finish(mean[..., 0] - lam * var, ops)
+    dev *= dev
+    return rw.finish(mean[..., 0] - lam * ops.dot_last(dev, rw.v), ops)
 
 
 def softmin_kernel(z, rw: RowWeights, ops, *, kappa: float):
@@ -115,9 +115,7 @@ def softmin_kernel(z, rw: RowWeights, ops, *, kappa: float):
         m = ops.where(ops.isinf(m), 0.0, m)
     t = rw.filled(z - m, ops)
     t *= -kappa
-    e = ops.expm1(t)
-    e *= rw.v
-    s = ops.sum(e, -1)
+    s = ops.dot_last(ops.expm1_(t), rw.v)
     return rw.finish(m[..., 0] - ops.log1p(s) / kappa, ops)
 
 
@@ -169,7 +167,7 @@ def mean_variance_attention(z, rw, ops, *, lam: float):
 
 
 def _reduce(kernel, z: Any, weights: Any, **params: Any):
-    arr, out_dtype, ops = as_float(z, "z")
+    arr, restore, ops = as_float(z, "z")
     if arr.ndim == 0 or arr.shape[-1] == 0:
         raise ValueError(
             f"z must have a non-empty last (reward) axis; got shape {tuple(arr.shape)}"
@@ -178,9 +176,7 @@ def _reduce(kernel, z: Any, weights: Any, **params: Any):
     w = prepare_weights(weights, int(arr.shape[-1]))
     rw = row_weights(arr, w, ops, missing)
     out = kernel(arr, rw, ops, **params)
-    return (
-        out.to(out_dtype) if ops.name == "torch" else np.asarray(out).astype(out_dtype, copy=False)
-    )
+    return restore(out)
 
 
 def weighted_sum(z: Any, *, weights: Any = None):

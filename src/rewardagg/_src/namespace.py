@@ -35,7 +35,29 @@ class NumpyOps:
     # reductions -------------------------------------------------------------
     @staticmethod
     def sum(x, axis, keepdims=False):
-        return np.sum(x, axis=axis, keepdims=keepdims)
+        # numpy's strided add.reduce over a short axis is several times slower than einsum's
+        # loop; einsum sums naively, so it is only used where the axis is short.
+        axis = axis % x.ndim
+        if x.ndim >= 2 and x.shape[axis] <= 64 and x.dtype.kind == "f":
+            letters = "abcdefgh"[: x.ndim]
+            out = np.einsum(f"{letters}->{letters.replace(letters[axis], '')}", x)
+            return np.expand_dims(out, axis) if keepdims else out
+        return np.add.reduce(x, axis=axis, keepdims=keepdims)
+
+    @classmethod
+    def sumsq(cls, x, axis, keepdims=False):
+        """Sum of squares along ``axis`` without a squared temporary."""
+        axis = axis % x.ndim
+        letters = "abcdefgh"[: x.ndim]
+        out = np.einsum(f"{letters},{letters}->{letters.replace(letters[axis], '')}", x, x)
+        return np.expand_dims(out, axis) if keepdims else out
+
+    @staticmethod
+    def dot_last(x, v):
+        """``sum(x * v, axis=-1)`` for ``v`` broadcastable to ``x``, in one pass."""
+        if v.ndim == 1:
+            return x @ v
+        return np.einsum("...k,...k->...", x, v)
 
     @staticmethod
     def count(p, axis, keepdims=False, dtype=np.float64):
@@ -43,11 +65,11 @@ class NumpyOps:
 
     @staticmethod
     def amin(x, axis, keepdims=False):
-        return np.amin(x, axis=axis, keepdims=keepdims)
+        return np.minimum.reduce(x, axis=axis, keepdims=keepdims)
 
     @staticmethod
     def amax(x, axis, keepdims=False):
-        return np.amax(x, axis=axis, keepdims=keepdims)
+        return np.maximum.reduce(x, axis=axis, keepdims=keepdims)
 
     @staticmethod
     def nanmin(x, axis, keepdims=False):
@@ -63,6 +85,11 @@ class NumpyOps:
         return bool(np.any(x))
 
     # element-wise -----------------------------------------------------------
+    @staticmethod
+    def expm1_(x):
+        """``expm1`` in place."""
+        return np.expm1(x, out=x)
+
     isnan = staticmethod(np.isnan)
     isinf = staticmethod(np.isinf)
     sqrt = staticmethod(np.sqrt)
@@ -115,6 +142,12 @@ class TorchOps:
     def sum(self, x, axis, keepdims=False):
         return self.torch.sum(x, dim=axis, keepdim=keepdims)
 
+    def sumsq(self, x, axis, keepdims=False):
+        return self.torch.sum(x * x, dim=axis, keepdim=keepdims)
+
+    def dot_last(self, x, v):
+        return x @ v if v.ndim == 1 else self.torch.sum(x * v, dim=-1)
+
     def count(self, p, axis, keepdims=False, dtype=None):
         return self.torch.sum(p, dim=axis, keepdim=keepdims, dtype=dtype or self.torch.float64)
 
@@ -151,6 +184,9 @@ class TorchOps:
 
     def expm1(self, x):
         return self.torch.expm1(x)
+
+    def expm1_(self, x):
+        return x.expm1_()
 
     def log1p(self, x):
         return self.torch.log1p(x)

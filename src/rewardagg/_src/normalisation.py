@@ -20,6 +20,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from rewardagg._src.grouping import GroupLayout, make_layout
 from rewardagg._src.namespace import NumpyOps, TorchOps
 from rewardagg._src.validation import (
@@ -34,6 +36,14 @@ __all__ = ["batch_standardize", "group_standardize"]
 
 SINGLETONS = ("zero", "identity")
 BASELINES = ("mean", "leave_one_out")
+
+
+def _squares_may_leave_range(span: Any, n: int, ops: NumpyOps | TorchOps) -> bool:
+    """Could a sum of ``n`` squared deviations overflow, or a square underflow?"""
+    info = np.finfo(ops.to_numpy(span[(0,) * span.ndim]).dtype)
+    big = float(ops.amax(span.reshape(-1), 0))
+    small = float(ops.amin(span.reshape(-1), 0))
+    return big * big * max(n, 1) > float(info.max) * 1e-6 or small * small < float(info.tiny) * 1e6
 
 
 def standardize_cells(
@@ -71,15 +81,18 @@ def standardize_cells(
         n_div = ops.where(n - correction > 0, n - correction, 1.0)
         n_safe = ops.where(n > 0, n, 1.0)
     span = ops.where(signal, hi - lo, 1.0)
-    d = x - lo
-    d /= span  # every present value of a signal cell now lies in [0, 1]
+    d = x - lo  # exactly 0 throughout an all-equal cell
+    if _squares_may_leave_range(span, x.shape[axis], ops):
+        d /= span  # every present value of a signal cell now lies in [0, 1]
+    else:
+        span = span * 0.0 + 1.0  # the shift alone keeps every square in range
     if missing is not None:
         ops.fill_where(d, missing, 0.0)
     d -= ops.sum(d, axis, keepdims=True) / n_safe
     if missing is not None:
         ops.fill_where(d, missing, 0.0)
     if scale:
-        sd = ops.sqrt(ops.sum(d * d, axis, keepdims=True) / n_div)
+        sd = ops.sqrt(ops.sumsq(d, axis, keepdims=True) / n_div)
         factor = 1.0 / ops.where(signal, sd + eps / span, 1.0)
     else:
         factor = span
@@ -240,11 +253,11 @@ def batch_standardize(
     Returns:
         ``A`` with the shape, library and dtype of ``scores``.
     """
-    s, out_dtype, ops = as_float(scores, "scores")
+    s, restore, ops = as_float(scores, "scores")
     if s.ndim != 1 or s.shape[0] == 0:
         raise ValueError(f"scores must be a non-empty 1-D array; got shape {tuple(s.shape)}")
     check_finite_or_nan(s, ops, "scores")
     eps = check_nonnegative(eps, "eps")
     correction = check_nonnegative(correction, "correction")
     a = standardize_scores(s, ops, eps=eps, correction=correction, process_group=process_group)
-    return a.to(out_dtype) if ops.name == "torch" else a.astype(out_dtype, copy=False)
+    return restore(a)

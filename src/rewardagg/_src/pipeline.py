@@ -139,10 +139,8 @@ def advantages(
     agg = get_aggregator(method)
     params = agg.bind(method_params)
     check_choice(backend, "backend", BACKENDS)
-    prep = prepare_rewards(rewards, mask)
+    prep = prepare_rewards(rewards, mask, library=backend)
     ops = prep.ops
-    if backend != "auto" and backend != ops.name:
-        raise ValueError(f"backend={backend!r} cannot run {ops.name} input; use backend='auto'")
     w = prepare_weights(weights, prep.n_rewards)
     eps, correction, singleton, baseline = check_stage_options(eps, correction, singleton, baseline)
     layout = make_layout(prep.n_rows, group_size, group_ids)

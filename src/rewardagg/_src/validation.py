@@ -25,6 +25,24 @@ __all__ = [
 
 
 @dataclass(frozen=True)
+class Restore:
+    """Puts a computed array back into the caller's library, device and dtype."""
+
+    library: str
+    dtype: Any
+    device: Any = None
+
+    def __call__(self, x: Any) -> Any:
+        if self.library == "torch":
+            if isinstance(x, np.ndarray):  # computed by numpy on a CPU tensor's memory
+                import torch
+
+                return torch.from_numpy(np.ascontiguousarray(x)).to(self.dtype)
+            return x.to(device=self.device, dtype=self.dtype)
+        return np.asarray(x).astype(self.dtype, copy=False)
+
+
+@dataclass(frozen=True)
 class Prepared:
     """Rewards ready for computation.
 
@@ -37,7 +55,7 @@ class Prepared:
     ops: NumpyOps | TorchOps
     values: Any
     missing: Any
-    out_dtype: Any
+    restore: Restore
     was_1d: bool
 
     @property
@@ -49,10 +67,8 @@ class Prepared:
         return int(self.values.shape[1])
 
     def cast_out(self, x):
-        """Cast a computed array to the caller's output dtype."""
-        if self.ops.name == "torch":
-            return x.to(self.out_dtype)
-        return x.astype(self.out_dtype, copy=False)
+        """Cast a computed array to the caller's library, device and dtype."""
+        return self.restore(x)
 
 
 def _shape(x: Any) -> tuple[int, ...]:
@@ -93,14 +109,28 @@ def _torch_float(t: Any, name: str) -> tuple[Any, Any]:
     return t.to(default), default
 
 
-def as_float(x: Any, name: str) -> tuple[Any, Any, NumpyOps | TorchOps]:
-    """Convert ``x`` to a float array of its own library: (array, output dtype, ops)."""
+def as_float(
+    x: Any, name: str, *, library: str = "auto"
+) -> tuple[Any, Restore, NumpyOps | TorchOps]:
+    """Convert ``x`` to a float array to compute on: ``(array, restore, ops)``.
+
+    ``library="auto"`` computes a CPU tensor with numpy on the tensor's own memory (no
+    copy; numpy's kernels are the faster ones on CPU) and a tensor on any other device
+    with torch; ``"torch"`` always uses torch for tensors; ``"numpy"`` requires CPU data.
+    """
     if is_torch(x):
         arr, out = _torch_float(x, name)
-        return arr, out, ops_for(arr)
+        restore = Restore("torch", out, arr.device)
+        if library == "torch":
+            return arr, restore, ops_for(arr)
+        if arr.device.type == "cpu":
+            return arr.numpy(), restore, ops_for(None)
+        if library == "numpy":
+            raise ValueError(f"backend='numpy' cannot compute on {arr.device} tensors; use 'auto'")
+        return arr, restore, ops_for(arr)
     if isinstance(x, np.ndarray):
         arr, out = _numpy_float(x, name)
-        return arr, out, ops_for(arr)
+        return arr, Restore("numpy", out), ops_for(arr)
     try:
         raw = np.asarray(x)
         if raw.dtype.kind in "OUSV":
@@ -110,7 +140,7 @@ def as_float(x: Any, name: str) -> tuple[Any, Any, NumpyOps | TorchOps]:
             f"{name} must be a numeric array, tensor or nested list; got {type(x).__name__} ({err})"
         ) from None
     arr, out = _numpy_float(raw, name)
-    return arr, out, ops_for(arr)
+    return arr, Restore("numpy", out), ops_for(arr)
 
 
 def _first_bad(bad: np.ndarray) -> str:
@@ -135,9 +165,11 @@ def check_finite_or_nan(values: Any, ops: NumpyOps | TorchOps, name: str) -> Any
     return ~finite
 
 
-def prepare_rewards(rewards: Any, mask: Any = None, *, name: str = "rewards") -> Prepared:
+def prepare_rewards(
+    rewards: Any, mask: Any = None, *, name: str = "rewards", library: str = "auto"
+) -> Prepared:
     """Validate ``rewards`` (and ``mask``) and put them in the compute dtype, NaN = missing."""
-    values, out_dtype, ops = as_float(rewards, name)
+    values, restore, ops = as_float(rewards, name, library=library)
     was_1d = values.ndim == 1
     if was_1d:
         values = values.reshape(-1, 1)
@@ -153,7 +185,7 @@ def prepare_rewards(rewards: Any, mask: Any = None, *, name: str = "rewards") ->
     if mask is not None:
         values = _apply_mask(values, mask, ops, was_1d, name)
     missing = check_finite_or_nan(values, ops, name)
-    return Prepared(ops=ops, values=values, missing=missing, out_dtype=out_dtype, was_1d=was_1d)
+    return Prepared(ops=ops, values=values, missing=missing, restore=restore, was_1d=was_1d)
 
 
 def _apply_mask(values: Any, mask: Any, ops: NumpyOps | TorchOps, was_1d: bool, name: str) -> Any:
