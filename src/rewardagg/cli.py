@@ -224,6 +224,7 @@ def run_demo_command(args: argparse.Namespace) -> int:
         write_outputs,
     )
     from rewardagg.demo.environment import MAX_REWARDS
+    from rewardagg.demo.experiment import METHOD_ORDER
 
     seeds = args.seeds or (3 if args.quick else 16)
     steps = args.steps or (60 if args.quick else 300)
@@ -239,19 +240,11 @@ def run_demo_command(args: argparse.Namespace) -> int:
     if any(k < 0 for k in kappas):
         raise UsageError(f"--kappa: values must be >= 0, got {kappas}")
 
-    import rewardagg
-
-    methods = default_methods(kappas, args.lam)
-    if args.methods is not None:
-        known = set(rewardagg.available_methods())
-        bad = [m for m in args.methods if m not in known]
-        if bad:
-            raise UsageError(f"--methods: unknown {bad}; available: {', '.join(sorted(known))}")
-        from rewardagg.demo import MethodSpec
-
-        methods = [ms for ms in methods if ms.method in args.methods]
-        if "mean" in args.methods:
-            methods.insert(min(2, len(methods)), MethodSpec("mean", "mean"))
+    names = args.methods if args.methods is not None else [m for m in METHOD_ORDER if m != "mean"]
+    bad = [m for m in names if m not in METHOD_ORDER]
+    if bad:
+        raise UsageError(f"--methods: unknown {bad}; available: {', '.join(METHOD_ORDER)}")
+    methods = default_methods(kappas, args.lam, names)
     try:
         config = DemoConfig(
             seeds=seeds,

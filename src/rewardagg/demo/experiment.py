@@ -51,14 +51,32 @@ class MethodSpec:
     params: dict = field(default_factory=dict)
 
 
+#: The order of the methods in tables and figures.
+METHOD_ORDER = ("grpo", "gdpo", "mean", "softmin", "mean_variance", "min")
+
+
 def default_methods(
-    kappas: Sequence[float] = (0.5, 1.0, 2.0), lam: float = 0.5
+    kappas: Sequence[float] = (0.5, 1.0, 2.0),
+    lam: float = 0.5,
+    names: Sequence[str] = ("grpo", "gdpo", "softmin", "mean_variance", "min"),
 ) -> list[MethodSpec]:
-    """grpo, gdpo, softmin at each kappa, mean_variance(lam) and min, in this order."""
-    out = [MethodSpec("grpo", "grpo"), MethodSpec("gdpo", "gdpo")]
-    out += [MethodSpec(f"softmin k={_fmt(k)}", "softmin", {"kappa": float(k)}) for k in kappas]
-    out.append(MethodSpec(f"mean_var l={_fmt(lam)}", "mean_variance", {"lam": float(lam)}))
-    out.append(MethodSpec("min", "min"))
+    """The methods named in ``names``, in :data:`METHOD_ORDER`: softmin once per kappa.
+
+    The default compares grpo, gdpo, softmin at each kappa, mean_variance(lam) and min.
+    """
+    unknown = [n for n in names if n not in METHOD_ORDER]
+    if unknown:
+        raise ValueError(f"unknown method(s) {unknown}; choose from {METHOD_ORDER}")
+    out = []
+    for name in (n for n in METHOD_ORDER if n in names):
+        if name == "softmin":
+            out += [
+                MethodSpec(f"softmin k={_fmt(k)}", "softmin", {"kappa": float(k)}) for k in kappas
+            ]
+        elif name == "mean_variance":
+            out.append(MethodSpec(f"mean_var l={_fmt(lam)}", "mean_variance", {"lam": float(lam)}))
+        else:
+            out.append(MethodSpec(name, name))
     return out
 
 

@@ -1,0 +1,191 @@
+"""The ``rewardagg`` command line, run as a user runs it: ``python -m rewardagg ...``.
+
+Runtime: about 10 s (each subprocess pays the interpreter start; ``demo --quick`` trains
+4 scenarios x 7 methods x 3 seeds x 60 steps in about 1 s).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import pathlib
+import subprocess
+import sys
+import time
+
+import pytest
+
+import rewardagg
+from rewardagg.cli import COMMANDS, Command, build_parser, main
+
+FIXTURE = pathlib.Path(__file__).parent / "fixtures" / "audit_rollouts.csv"
+PACKAGE_PARENT = str(pathlib.Path(rewardagg.__path__[0]).resolve().parent)
+
+
+def run_cli(*args, cwd=None, extra_path=None, timeout=120):
+    env = dict(os.environ)
+    paths = [p for p in (extra_path, PACKAGE_PARENT, env.get("PYTHONPATH")) if p]
+    env["PYTHONPATH"] = os.pathsep.join(paths)
+    env.pop("MPLBACKEND", None)
+    return subprocess.run(
+        [sys.executable, "-m", "rewardagg", *map(str, args)],
+        capture_output=True, text=True, cwd=cwd, env=env, timeout=timeout,
+    )  # fmt: skip
+
+
+# ----------------------------------------------------------------------------- help
+@pytest.mark.parametrize("args", [["--help"], ["demo", "--help"], ["audit", "--help"]])
+def test_help_exits_zero(args):
+    res = run_cli(*args)
+    assert res.returncode == 0, res.stderr
+    assert "usage: rewardagg" in res.stdout
+
+
+def test_top_level_help_lists_the_commands():
+    out = run_cli("--help").stdout
+    assert "demo" in out and "audit" in out
+
+
+def test_no_command_and_unknown_command_exit_two():
+    assert run_cli().returncode == 2
+    res = run_cli("frobnicate")
+    assert res.returncode == 2 and "invalid choice" in res.stderr
+
+
+def test_version():
+    res = run_cli("--version")
+    assert res.returncode == 0 and rewardagg.__version__ in res.stdout
+
+
+def test_in_process_main_returns_exit_codes(capsys):
+    assert main(["--help"]) == 0
+    assert main([]) == 2
+    assert main(["demo", "--rewards", "18"]) == 2
+    assert "each K must be in [2, 17]" in capsys.readouterr().err
+
+
+def test_new_commands_plug_in_lazily():
+    ran = {}
+    cmd = Command(
+        "bench", "a test command",
+        configure=lambda p: p.add_argument("--n", type=int, default=1),
+        run=lambda args: ran.setdefault("n", args.n) and 0,
+    )  # fmt: skip
+    parser = build_parser([*COMMANDS, cmd])
+    args = parser.parse_args(["bench", "--n", "3"])
+    assert args._run(args) == 0 and ran == {"n": 3}
+
+
+# ----------------------------------------------------------------------------- demo
+def test_demo_quick_writes_its_files(tmp_path):
+    out = tmp_path / "results"
+    t0 = time.perf_counter()
+    res = run_cli("demo", "--quick", "--quiet", "--out", out)
+    elapsed = time.perf_counter() - t0
+    assert res.returncode == 0, res.stderr
+    assert elapsed < 20, f"demo --quick took {elapsed:.1f} s"
+    assert res.stderr == ""  # --quiet: no progress bar
+    for label in ("grpo", "gdpo", "softmin k=0.5", "softmin k=1", "softmin k=2", "min"):
+        assert label in res.stdout
+    assert "K=4, start 5%" in res.stdout and "K=17, start 50%" in res.stdout
+    assert {p.name for p in out.iterdir()} == {"demo.png", "demo.json", "demo.csv"}
+    data = json.loads((out / "demo.json").read_text())
+    assert data["config"]["seeds"] == 3 and data["config"]["steps"] == 60
+    assert len(data["scenarios"]) == 4
+    with open(out / "demo.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 4 * 7
+    assert (out / "demo.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_demo_scenario_options_and_progress_bar(tmp_path):
+    res = run_cli(
+        "demo", "--seeds", "2", "--steps", "5", "--rewards", "3", "--difficulty", "0.3",
+        "--kappa", "4", "--methods", "gdpo,softmin,mean", "--out", tmp_path,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    assert "training" in res.stderr  # tqdm writes to stderr
+    rows = list(csv.DictReader(open(tmp_path / "demo.csv", newline="")))
+    assert [r["method"] for r in rows] == ["gdpo", "mean", "softmin k=4"]
+    assert "verbose_2" in res.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--rewards", "1"], "each K must be in [2, 17]"),
+        (["--difficulty", "1.5"], "each value must be in (0, 1)"),
+        (["--methods", "gdpo,nope"], "unknown ['nope']"),
+        (["--seeds", "0"], "positive integer"),
+        (["--kappa", "a,b"], "expected numbers"),
+    ],
+)
+def test_demo_bad_options_exit_two(tmp_path, args, message):
+    res = run_cli("demo", "--quiet", "--out", tmp_path, *args)
+    assert res.returncode == 2
+    assert message in res.stderr
+
+
+def test_demo_without_the_plot_extra_says_what_to_install(tmp_path):
+    # A fake matplotlib that fails to import, first on the path.
+    fake = tmp_path / "fake"
+    (fake / "matplotlib").mkdir(parents=True)
+    (fake / "matplotlib" / "__init__.py").write_text("raise ImportError('no matplotlib here')\n")
+    res = run_cli("demo", "--quick", "--out", tmp_path / "out", extra_path=str(fake))
+    assert res.returncode == 2
+    assert 'pip install "rewardagg[plot]"' in res.stderr
+    assert not (tmp_path / "out").exists()
+
+
+# ----------------------------------------------------------------------------- audit
+def test_audit_fixture_report_and_plot(tmp_path):
+    png = tmp_path / "figs" / "audit.png"
+    res = run_cli(
+        "audit", FIXTURE, "--cost", "length", "--threshold", "format=1",
+        "--threshold", "length=200", "--plot", png,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    out = res.stdout
+    assert "reward columns (inferred): format, helpfulness, length" in out
+    assert "12 completions in 3 groups (size 4), 3 rewards" in out
+    gdpo = next(line for line in out.splitlines() if line.strip().startswith("gdpo"))
+    assert gdpo.split()[1:3] == ["1", "25.0%"]  # 1 of the 4 failing rows is masked
+    assert png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_audit_named_columns_weights_and_methods():
+    res = run_cli(
+        "audit", FIXTURE, "--group", "prompt_id", "--rewards", "format,helpfulness",
+        "--weights", "helpfulness=2", "--methods", "gdpo,softmin", "--kappa", "0.5,4",
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    assert "weights: format=1, helpfulness=2" in res.stdout
+    assert "softmin k=0.5" in res.stdout and "softmin k=4" in res.stdout
+    assert "inferred" not in res.stdout
+
+
+@pytest.mark.parametrize(
+    ("content", "args", "message"),
+    [
+        ("", [], "empty file"),
+        ("group,a\n0,1\n0,oops\n", [], "row 2 (line 3): column 'a' has the non-numeric value"),
+        ("group,a\n0,1\n", ["--rewards", "b"], "reward column 'b' not found"),
+        ("group,a\n0,1\n", ["--cost", "b"], "--cost: ['b'] not among the reward columns"),
+        ("group,a,b\n0,1,2\n", ["--weights", "1,2,3"], "3 values for 2 rewards"),
+        ("group,a\n0,1\n", ["--threshold", "zz=1"], "unknown reward 'zz'"),
+        ("group,a\n0,1\n", ["--methods", "nope"], "unknown ['nope']"),
+    ],
+)  # fmt: skip
+def test_audit_bad_input_exits_two(tmp_path, content, args, message):
+    path = tmp_path / "r.csv"
+    path.write_text(content)
+    res = run_cli("audit", path, *args)
+    assert res.returncode == 2, res.stdout
+    assert message in res.stderr
+    assert "Traceback" not in res.stderr
+
+
+def test_audit_missing_file_exits_two(tmp_path):
+    res = run_cli("audit", tmp_path / "nope.jsonl")
+    assert res.returncode == 2 and "no such file" in res.stderr
