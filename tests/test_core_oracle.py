@@ -151,3 +151,19 @@ def test_rows_without_reward_get_zero_and_are_counted():
     assert info.rows_without_reward == 1
     ref = oracle.advantages(R, group_size=4)
     check(adv, ref, 1e-9)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_torch_operations_match_oracle(method):
+    """backend='torch' (the path of CUDA tensors) on CPU, float64 and float32."""
+    import torch
+
+    R, labels, w = random_batch(13)
+    for dtype, tol in [(torch.float64, 1e-9), (torch.float32, 1e-4)]:
+        t = torch.tensor(R, dtype=dtype)
+        for kappa in KAPPAS if method == "softmin" else [None]:
+            extra = {} if kappa is None else {"kappa": kappa}
+            got = ra.advantages(t, method=method, group_ids=labels, weights=w, backend="torch", **extra)
+            assert got.dtype == dtype
+            ref = oracle.advantages(t.double().numpy(), method=method, group_ids=labels, weights=w, **extra)
+            check(got.double().numpy(), ref, tol)

@@ -124,14 +124,18 @@ def test_softmin_lies_between_min_and_mean(batch, kappa):
     assert np.all(soft >= ra.weighted_min(z, weights=w) - 1e-12)
 
 
-@given(batches(), st.sampled_from([*STANDARDIZED, "grpo"]))
-def test_numpy_and_torch_agree(batch, method):
+@given(batches(), st.sampled_from([*STANDARDIZED, "grpo"]), st.sampled_from(["auto", "torch"]))
+def test_numpy_and_torch_agree(batch, method, backend):
+    """'auto' computes CPU tensors with numpy; 'torch' forces the torch operations (the
+    path CUDA tensors take), so both are checked here on CPU."""
     import torch
 
     R, g, w = batch
     a_np = ra.advantages(R, method=method, group_size=g, weights=w)
-    a_t = ra.advantages(
-        torch.from_numpy(R), method=method, group_size=g, weights=torch.from_numpy(w)
-    )
+    t = torch.from_numpy(R)
+    a_t = ra.advantages(t, method=method, group_size=g, weights=torch.from_numpy(w), backend=backend)
     assert isinstance(a_t, torch.Tensor) and a_t.dtype == torch.float64
     np.testing.assert_allclose(a_t.numpy(), a_np, atol=1e-12)
+    labels = np.repeat(np.arange(R.shape[0] // g), g)[::-1].copy()
+    a_ids = ra.advantages(t, method=method, group_ids=torch.from_numpy(labels), weights=w, backend=backend)
+    np.testing.assert_allclose(a_ids.numpy(), ra.advantages(R, method=method, group_ids=labels, weights=w), atol=1e-12)
