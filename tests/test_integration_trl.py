@@ -260,6 +260,33 @@ def test_grpo_matches_trl_default(tiny, tmp_path, scale):
     assert all(r["output_advantages"].abs().max() > 0.1 for r in trainer.batches)
 
 
+def test_eval_uses_eval_group_size_and_logs_eval_metrics(tiny, tmp_path):
+    dataset, model, tokenizer = tiny
+    trainer = CapturingTrainer(
+        model=copy.deepcopy(model),
+        processing_class=tokenizer,
+        reward_funcs=REWARDS,
+        args=_config(tmp_path, num_generations_eval=2, per_device_eval_batch_size=2 * N_PROMPTS),
+        train_dataset=dataset,
+        eval_dataset=dataset,
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        metrics = trainer.evaluate()
+    (record,) = trainer.batches
+    assert record["batch"].mode == "eval"
+    expected = rewardagg.advantages(
+        record["logged_rewards"],
+        method="softmin",
+        group_size=2,
+        eps=1e-4,
+        weights=[1.0, 0.5, 2.0],
+    )
+    np.testing.assert_allclose(record["batch"].advantages.numpy(), expected, atol=1e-12)
+    assert metrics["eval_rewardagg/n_groups"] == N_PROMPTS
+    assert "eval_rewardagg/bottleneck_share/fmt" in metrics
+
+
 # -- configs that cannot work, and the one that works but degenerates ---------------------
 def test_config_errors(tmp_path):
     with pytest.raises(ValueError, match="registered"):
@@ -292,14 +319,15 @@ def test_trainer_errors(tiny, tmp_path):
             args=plain,
             train_dataset=dataset,
         )
-    with pytest.raises(ValueError, match="non-negative"):
-        ra_trl.RewardAggGRPOTrainer(
-            model=model,
-            processing_class=tokenizer,
-            reward_funcs=REWARDS,
-            args=_config(tmp_path, reward_weights=[1.0, -1.0, 1.0]),
-            train_dataset=dataset,
-        )
+    for method, weights in [("softmin", [1.0, -1.0, 1.0]), ("grpo", [0.0, 0.0, 0.0])]:
+        with pytest.raises(ValueError, match="non-negative"):
+            ra_trl.RewardAggGRPOTrainer(
+                model=model,
+                processing_class=tokenizer,
+                reward_funcs=REWARDS,
+                args=_config(tmp_path, advantage_method=method, reward_weights=weights),
+                train_dataset=dataset,
+            )
 
 
 def test_single_reward_function_warns_and_reduces_to_zscore(tiny, tmp_path):

@@ -294,6 +294,46 @@ def test_verify_expansion_seeded_17_reward_row():
     assert len(text.splitlines()) == 4 + 4 + 1
 
 
+@pytest.mark.parametrize("scale", [1e-30, 1e-3, 1e3, 1e30, 1e150])
+def test_verify_expansion_is_scale_free(scale):
+    # The series is homogeneous: z -> a z, kappa -> kappa / a leaves every slope unchanged,
+    # and cumulants are computed in units of the row's spread, so d**n never overflows.
+    z = np.random.default_rng(8).standard_normal(9)
+    ref = taylor.verify_expansion(z)
+    got = taylor.verify_expansion(scale * z)
+    np.testing.assert_allclose(got.kappas * scale, ref.kappas, rtol=1e-12)
+    for n in ref.orders:
+        assert got.expected[n] == ref.expected[n]
+        assert got.slopes[n] == pytest.approx(ref.slopes[n], abs=0.02)
+    assert got.ok
+
+
+def test_verify_expansion_reports_rounding_dominated_orders():
+    # Spread 1e-6 on a mean of 1e3: float64 resolves the order-1 error only.
+    z = 1e3 + 1e-6 * np.random.default_rng(8).standard_normal(9)
+    result = taylor.verify_expansion(z)
+    assert math.isfinite(result.slopes[1]) and abs(result.slopes[1] - 1) < 0.3
+    assert all(math.isnan(result.slopes[n]) for n in (2, 3, 4))
+    assert result.order_ok(4) is None and result.ok
+    assert "n/a (rounding)" in str(result)
+
+
+def test_inputs_from_torch_and_integers():
+    torch = pytest.importorskip("torch")
+    z = np.random.default_rng(9).standard_normal(6)
+    t = torch.tensor(z, dtype=torch.float64, requires_grad=True)
+    np.testing.assert_array_equal(taylor.cumulants(t), taylor.cumulants(z))
+    assert taylor.verify_expansion(t).ok
+    np.testing.assert_allclose(taylor.cumulants([1, 2, 4], order=2), [7 / 3, 14 / 9])
+
+
+def test_empty_reward_axis_gives_nan_rows():
+    z = np.zeros((2, 0))
+    assert np.all(np.isnan(taylor.cumulants(z, order=3)))
+    assert np.all(np.isnan(taylor.softmin_series(z, 0.5, order=2)))
+    assert all(taylor.check_identities(z))
+
+
 def test_verify_expansion_result_is_frozen():
     result = taylor.verify_expansion(np.random.default_rng(1).standard_normal(9))
     with pytest.raises(dataclasses.FrozenInstanceError):

@@ -75,7 +75,8 @@ _FLOOR_FACTOR = 256.0
 # A fit needs this many points above the floor, spanning this factor in kappa.
 _MIN_FIT_POINTS = 4
 _MIN_FIT_SPAN = 3.0
-# A cumulant counts as zero (for the expected slope) below this times spread**n.
+# A cumulant counts as zero (for the expected slope) below this times s**n, s the row's
+# largest deviation from its mean.
 _ZERO_CUMULANT_RTOL = 1e-9
 # How far above an order to look for the first non-zero cumulant.
 _SEARCH_ABOVE = 8
@@ -147,33 +148,64 @@ def _check_kappa(kappa: Any, *, allow_inf: bool) -> np.ndarray:
 # cumulants and the series
 
 
-def _cumulants_last(z: np.ndarray, v: np.ndarray, order: int) -> np.ndarray:
-    """Cumulants k_1..k_order over the last axis; rows without reward give NaN."""
-    zz = np.where(v > 0, z, 0.0)
+@dataclass(frozen=True)
+class _Scaled:
+    """Cumulants in overflow-safe form: ``mean`` (k_1), a per-row ``scale`` s > 0 and
+    ``kap[..., n - 1] = k_n / s**n`` for n >= 2 (``kap[..., 0]`` is 0). NaN rows have no
+    reward."""
+
+    mean: np.ndarray
+    scale: np.ndarray
+    kap: np.ndarray
+
+    def unscaled(self) -> np.ndarray:
+        order = self.kap.shape[-1]
+        powers = np.arange(1, order + 1)
+        with np.errstate(over="ignore", under="ignore", invalid="ignore"):
+            out = self.kap * self.scale[..., None] ** powers
+        out[..., 0] = self.mean
+        return out
+
+
+def _scaled_cumulants(z: np.ndarray, v: np.ndarray, order: int) -> _Scaled:
+    """Cumulants k_1..k_order over the last axis (see :class:`_Scaled`)."""
+    present = v > 0
+    zz = np.where(present, z, 0.0)
     mean = np.sum(v * zz, axis=-1, keepdims=True)
-    d = np.where(v > 0, zz - mean, 0.0)
+    d = np.where(present, zz - mean, 0.0)
     # One refinement pass: the mean of the residuals is the rounding error of the mean.
     mean = mean + np.sum(v * d, axis=-1, keepdims=True)
-    d = np.where(v > 0, zz - mean, 0.0)
+    d = np.where(present, zz - mean, 0.0)
+    # Work in units of the largest deviation, so that d**n neither overflows nor underflows.
+    scale = np.max(np.abs(d), axis=-1, keepdims=True, initial=0.0)
+    scale = np.where(scale > 0, scale, 1.0)
+    d = d / scale
     # Central moments mu_0..mu_order (mu_1 = 0 by construction).
-    mu = [np.ones(mean.shape[:-1]), np.zeros(mean.shape[:-1])]
+    rows = mean.shape[:-1]
+    mu = [np.ones(rows), np.zeros(rows)]
     power = d.copy()
     for _ in range(2, order + 1):
         power = power * d
         mu.append(np.sum(v * power, axis=-1))
     # Moment -> cumulant recursion for the centred variable (k_1 = 0):
     #   k_n = mu_n - sum_{j=1}^{n-1} C(n-1, j-1) k_j mu_{n-j}.
-    kap = [np.zeros(mean.shape[:-1]), np.zeros(mean.shape[:-1])]  # index 0 unused
+    kap = [np.zeros(rows), np.zeros(rows)]  # index 0 unused
     for n in range(2, order + 1):
         acc = mu[n].copy()
         for j in range(2, n - 1):  # j = 1 and j = n-1 vanish: k_1 = mu_1 = 0
             acc -= math.comb(n - 1, j - 1) * kap[j] * mu[n - j]
         kap.append(acc)
-    kap[1] = mean[..., 0]
     out = np.stack(kap[1:], axis=-1)
-    empty = ~np.any(v > 0, axis=-1)
+    mean = mean[..., 0]
+    empty = ~np.any(present, axis=-1)
     out[empty] = np.nan
-    return out
+    mean = np.where(empty, np.nan, mean)
+    return _Scaled(mean=mean, scale=scale[..., 0], kap=out)
+
+
+def _cumulants_last(z: np.ndarray, v: np.ndarray, order: int) -> np.ndarray:
+    """Cumulants k_1..k_order over the last axis; rows without reward give NaN."""
+    return _scaled_cumulants(z, v, order).unscaled()
 
 
 def cumulants(z: Any, *, weights: Any = None, order: int = 4, axis: int = -1) -> np.ndarray:
@@ -215,13 +247,14 @@ def cumulants(z: Any, *, weights: Any = None, order: int = 4, axis: int = -1) ->
     return _cumulants_last(zz, v, order)
 
 
-def _series_from_cumulants(kap: np.ndarray, kappa: np.ndarray, order: int) -> np.ndarray:
-    # Horner in (-kappa): sum_{n=1}^{order} (-kappa)^(n-1) k_n / n!
-    t = -kappa
-    acc = kap[..., order - 1] / math.factorial(order)
-    for n in range(order - 1, 0, -1):
-        acc = kap[..., n - 1] / math.factorial(n) + t * acc
-    return acc
+def _series(c: _Scaled, kappa: np.ndarray, order: int) -> np.ndarray:
+    """sum_{n=1}^{order} (-kappa)^(n-1) k_n / n!, evaluated as
+    k_1 + s * sum_{n>=2} (-kappa s)^(n-1) (k_n / s^n) / n! by Horner's rule."""
+    t = -kappa * c.scale
+    acc = np.zeros(np.broadcast_shapes(np.shape(t), c.mean.shape))
+    for n in range(order, 1, -1):
+        acc = (c.kap[..., n - 1] / math.factorial(n) + acc) * t
+    return c.mean + c.scale * acc
 
 
 def softmin_series(z: Any, kappa: Any, *, order: int, weights: Any = None) -> np.ndarray:
@@ -250,8 +283,8 @@ def softmin_series(z: Any, kappa: Any, *, order: int, weights: Any = None) -> np
     """
     order = _check_order(order)
     k = _check_kappa(kappa, allow_inf=False)
-    kap = cumulants(z, weights=weights, order=order)
-    return _series_from_cumulants(kap, k, order)
+    zz, v = _prepare(z, weights, -1)
+    return _series(_scaled_cumulants(zz, v, order), k, order)
 
 
 def convergence_radius(z: Any, *, weights: Any = None) -> np.ndarray:
@@ -267,8 +300,8 @@ def convergence_radius(z: Any, *, weights: Any = None) -> np.ndarray:
     """
     zz, v = _prepare(z, weights, -1)
     present = v > 0
-    hi = np.max(np.where(present, zz, -np.inf), axis=-1)
-    lo = np.min(np.where(present, zz, np.inf), axis=-1)
+    hi = np.max(np.where(present, zz, -np.inf), axis=-1, initial=-np.inf)
+    lo = np.min(np.where(present, zz, np.inf), axis=-1, initial=np.inf)
     with np.errstate(divide="ignore", invalid="ignore"):
         r = np.pi / (hi - lo)
     return np.where(np.any(present, axis=-1), r, np.nan)
@@ -410,9 +443,11 @@ def _fit_slope(kappas: np.ndarray, err: np.ndarray, floor: float) -> tuple[float
     return float(slope), use
 
 
-def _expected_slope(kap: np.ndarray, order: int, spread: float) -> int | None:
+def _expected_slope(scaled_kap: np.ndarray, order: int) -> int | None:
+    """j - 1 for the first j > order with k_j / s^j clearly non-zero (s: the row's largest
+    deviation from its mean, between half the spread and the spread)."""
     for j in range(order + 1, order + _SEARCH_ABOVE + 1):
-        if abs(kap[j - 1]) > _ZERO_CUMULANT_RTOL * spread**j:
+        if abs(scaled_kap[j - 1]) > _ZERO_CUMULANT_RTOL:
             return j - 1
     return None
 
@@ -488,18 +523,18 @@ def verify_expansion(
         raise ValueError(f"tol must be positive; got {tol!r}")
 
     top = max(orders) + _SEARCH_ABOVE
-    kap = _cumulants_last(zz, v, top)
+    c = _scaled_cumulants(zz, v, top)
     w = None if weights is None else _as_float64(weights, "weights")
     exact = _softmin_grid(zz[None, :], grid, w)[:, 0]
-    floor = _FLOOR_FACTOR * _EPS * (abs(float(kap[0])) + spread)
+    floor = _FLOOR_FACTOR * _EPS * (abs(float(c.mean)) + spread)
 
     errors, slopes, expected, fitted = {}, {}, {}, {}
     for n in orders:
-        err = np.abs(exact - _series_from_cumulants(kap, grid, n))
+        err = np.abs(exact - _series(c, grid, n))
         slope, use = _fit_slope(grid, err, floor)
         errors[n] = _freeze(err)
         slopes[n] = slope
-        expected[n] = _expected_slope(kap, n, spread)
+        expected[n] = _expected_slope(c.kap, n)
         use = use.copy()
         use.setflags(write=False)
         fitted[n] = use
@@ -515,7 +550,7 @@ def verify_expansion(
         slopes=MappingProxyType(slopes),
         expected=MappingProxyType(expected),
         fitted=MappingProxyType(fitted),
-        cumulants=_freeze(kap),
+        cumulants=_freeze(c.unscaled()),
         n_rewards=int(np.sum(v > 0)),
         spread=spread,
         radius=math.pi / spread,
@@ -552,8 +587,9 @@ def _rows(z: Any, weights: Any) -> tuple[np.ndarray, np.ndarray, Any, np.ndarray
     """2-D rows with a reward (rows without one have no SoftMin and are dropped), their
     renormalised weights, the weights for the core, and per-row mean and spread."""
     zz, v = _prepare(z, weights, -1)
-    zz = zz.reshape(-1, zz.shape[-1])
-    v = v.reshape(-1, v.shape[-1])
+    n_rows = math.prod(zz.shape[:-1])
+    zz = zz.reshape(n_rows, zz.shape[-1])
+    v = v.reshape(n_rows, v.shape[-1])
     keep = np.any(v > 0, axis=-1)
     zz, v = zz[keep], v[keep]
     w = None if weights is None else _as_float64(weights, "weights")

@@ -99,6 +99,9 @@ def _check_trl() -> None:
 _check_trl()
 
 
+# Built-in methods that z-score each reward in its group before aggregating.
+_NORMALISE_FIRST = ("gdpo", "mean", "softmin", "mean_variance", "min")
+
 # Keyword parameters of rewardagg.advantages that belong to one method only.
 _METHOD_PARAMS = {"softmin": ("kappa",), "mean_variance": ("lam",), "grpo": ("scale",)}
 
@@ -305,14 +308,13 @@ class RewardAggGRPOTrainer(GRPOTrainer):
         self._rewardagg_kwargs = self.args.rewardagg_kwargs()
         self._rewardagg_names = _unique_names(list(self.reward_func_names))
         weights = self.reward_weights.detach().cpu().double()
-        if self.args.advantage_method != "grpo" and bool((weights < 0).any()):
+        if bool((weights < 0).any()) or not bool((weights > 0).any()):
             raise ValueError(
-                f"advantage_method={self.args.advantage_method!r} needs non-negative "
-                f"reward_weights, got {weights.tolist()}; flip the sign inside the reward "
-                "function instead (or use advantage_method='grpo')."
+                "rewardagg needs non-negative reward_weights with at least one positive, got "
+                f"{weights.tolist()}; to penalise, flip the sign inside the reward function."
             )
         n_funcs = len(self.reward_func_names)
-        if n_funcs == 1 and self.args.advantage_method != "grpo":
+        if n_funcs == 1 and self.args.advantage_method in _NORMALISE_FIRST:
             warnings.warn(
                 f"Only one reward function: advantage_method={self.args.advantage_method!r} "
                 "reduces to that reward's group z-score standardised over the batch "
