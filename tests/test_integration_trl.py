@@ -205,6 +205,31 @@ def test_loss_uses_rewardagg_advantages_of_logged_rewards(softmin_run):
     assert differs_from_trl > 1e-2, "softmin should not coincide with TRL's default"
 
 
+def test_one_generation_feeds_several_loss_steps(tiny, tmp_path):
+    # gradient accumulation: TRL generates once for 2 micro-batches and buffers the split
+    trainer = _train(
+        tiny,
+        tmp_path,
+        max_steps=1,
+        per_device_train_batch_size=N_PROMPTS * G // 2,
+        gradient_accumulation_steps=2,
+    )
+    (record,) = trainer.batches
+    assert len(trainer.loss_advantages) == 2
+    in_loss = torch.cat(trainer.loss_advantages)
+    np.testing.assert_array_equal(
+        np.sort(in_loss.numpy()), np.sort(record["output_advantages"].numpy())
+    )
+    expected = rewardagg.advantages(
+        record["logged_rewards"],
+        method="softmin",
+        group_size=G,
+        eps=1e-4,
+        weights=[1.0, 0.5, 2.0],
+    )
+    np.testing.assert_allclose(record["output_advantages"].numpy(), expected, atol=1e-6)
+
+
 def test_metrics_logged_under_rewardagg_prefix(softmin_run):
     trainer = softmin_run
     logs = [h for h in trainer.state.log_history if "loss" in h]
@@ -434,6 +459,7 @@ def test_example_tiny_runs(tmp_path, task):
             task,
             "--output-dir",
             str(tmp_path / "out"),
+            *(["--max-steps", "1"] if task == "rubric" else []),  # tool: the defaults
         ],
         env=env,
         capture_output=True,
