@@ -2,7 +2,8 @@
 
 Generic on purpose: it parametrises over ``notebooks/*.ipynb``, so a new notebook is
 tested as soon as it is added. Each one runs with nbclient in a fresh temporary
-directory (its working directory), so a notebook that writes files writes them there.
+directory (its working directory, and the kernel's IPython and matplotlib config dirs),
+so a notebook that writes files writes them there.
 The kernel sees the same ``rewardagg`` as this test process (its parent directory is
 put on the kernel's PYTHONPATH), so the suite works without an installed package.
 
@@ -36,6 +37,10 @@ def test_notebook_executes(path, tmp_path, monkeypatch):
         "PYTHONPATH",
         os.pathsep.join(p for p in (package_parent, os.environ.get("PYTHONPATH")) if p),
     )
+    # Keep the kernel's own state (IPython history, matplotlib's font cache) in the temp
+    # dir too, so running a notebook writes nothing outside it.
+    monkeypatch.setenv("IPYTHONDIR", str(tmp_path / ".ipython"))
+    monkeypatch.setenv("MPLCONFIGDIR", str(tmp_path / ".matplotlib"))
     nb = nbformat.read(path, as_version=4)
     client = nbclient.NotebookClient(
         nb,
