@@ -20,6 +20,7 @@ from rewardagg.demo import (
     default_methods,
     default_scenarios,
     format_table,
+    probe_advantages,
     run_scenario,
     summary_rows,
     write_outputs,
@@ -231,6 +232,28 @@ def test_mean_ci_matches_student_t():
         assert t_quantile_975(df) == pytest.approx(scipy_stats.t.ppf(0.975, df), abs=1e-3)
     m1, h1 = mean_ci(np.array([2.0]))
     assert m1 == 2.0 and np.isnan(h1)
+
+
+# ----------------------------------------------------------------------------- probe
+def test_probe_noise_free_lone_success():
+    # One response of 8 meets the format and loses one word in verbose_3. Noise-free,
+    # Z = [+2.47, 0, 0, -2.47] for it and [-0.35, 0, 0, +0.35] for the others: gdpo's
+    # sum is 0 for every row (advantage exactly 0); softmin, mean_variance and min score
+    # the success below the others.
+    env = ConstraintEnv(n_rewards=4, noise=0.0)
+    res = probe_advantages(env, n_meeting=1, draws=1)
+    assert res.meeting["gdpo"] == 0.0 and res.failing["gdpo"] == 0.0
+    for label in ("softmin k=1", "mean_var l=0.5", "min"):
+        assert res.meeting[label] < 0 < res.failing[label]
+
+
+def test_probe_validates_and_is_deterministic():
+    env = ConstraintEnv(n_rewards=3)
+    with pytest.raises(ValueError, match="n_meeting"):
+        probe_advantages(env, n_meeting=8)
+    a = probe_advantages(env, n_meeting=7, draws=5, seed=1)
+    b = probe_advantages(env, n_meeting=7, draws=5, seed=1)
+    assert a == b
 
 
 # ----------------------------------------------------------------------------- report
