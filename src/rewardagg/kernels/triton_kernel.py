@@ -1,0 +1,218 @@
+"""Stages 1-2 as one fused Triton kernel (CUDA tensors; CPU tensors under ``TRITON_INTERPRET=1``).
+
+One program per group. For each block of rows and each block of rewards it computes the
+cell statistics of that reward block over the whole group (count, min, max, then the mean
+and the centred sum of squares of ``u = (x - min) / (max - min)``: a true two-pass
+variance that cannot overflow), forms Z for the row block and folds it into per-row running
+aggregates (online: a running min, weighted sums, and for softmin the expm1 sum rescaled
+when the running min moves, for mean_variance Chan's weighted merge). A group that fits one
+row block (the usual case, ``BLOCK_R`` = next power of two of the largest group, up to 256
+rows) reads its rows from memory once; the repeated tile reads hit the cache. Larger groups
+re-read their rows per row block. Input is cast to float32 (float64 for float64 input) on
+load; no atomics, so results are identical run to run.
+
+Only ``tl.load/store/where/sum/min/max/exp/log/sqrt`` are used: the kernel compiles with
+Triton 3.0 and later (tested under the 3.9 interpreter; the GPU image has 3.6).
+"""
+
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+__all__ = ["stage12_triton"]
+
+_METHOD_CODES = {
+    "weighted_sum": 0,
+    "weighted_mean": 1,
+    "softmin": 2,
+    "mean_variance": 3,
+    "weighted_min": 4,
+}
+
+
+@triton.jit
+def _expm1_nonpos(y):
+    # Kahan's expm1 from exp and log, for y <= 0 (y = -inf gives -1): accurate for tiny y
+    u = tl.exp(y)
+    um1 = u - 1.0
+    safe_u = tl.where((u == 1.0) | (um1 == -1.0), 0.5, u)
+    r = um1 * y / tl.log(safe_u)
+    r = tl.where(um1 == -1.0, -1.0, r)
+    return tl.where(u == 1.0, y, r)
+
+
+@triton.jit
+def _log1p_neg(t):
+    # Kahan's log1p from log, for -1 < t <= 0
+    u = 1.0 + t
+    safe = tl.where(u == 1.0, 0.5, u)
+    return tl.where(u == 1.0, t, tl.log(safe) * t / (safe - 1.0))
+
+
+@triton.jit
+def _stage12_kernel(
+    r_ptr, off_ptr, w_ptr, out_ptr, bad_ptr,
+    n_rew, stride_r,
+    kappa, lam, eps, correction,
+    METHOD: tl.constexpr, IDENTITY: tl.constexpr, LOO: tl.constexpr,
+    BLOCK_R: tl.constexpr, BLOCK_K: tl.constexpr, ACC: tl.constexpr,
+):
+    g = tl.program_id(0)
+    start = tl.load(off_ptr + g).to(tl.int64)
+    end = tl.load(off_ptr + g + 1).to(tl.int64)
+    ar = tl.arange(0, BLOCK_R)
+    ak = tl.arange(0, BLOCK_K)
+    n_bad = tl.zeros((BLOCK_K,), dtype=tl.int32)
+    for rb in range(start, end, BLOCK_R):
+        rows = rb + ar
+        rmask = rows < end
+        wsum = tl.zeros((BLOCK_R,), dtype=ACC)
+        acc = tl.zeros((BLOCK_R,), dtype=ACC)
+        zmin = tl.full((BLOCK_R,), float("inf"), dtype=ACC)
+        tsum = tl.zeros((BLOCK_R,), dtype=ACC)  # softmin: sum w expm1(-kappa (z - zmin))
+        mv_m2 = tl.zeros((BLOCK_R,), dtype=ACC)  # mean_variance: sum w (z - mean)^2
+        for kb in range(0, n_rew, BLOCK_K):
+            ks = kb + ak
+            kmask = ks < n_rew
+            # ---- stage 1 statistics of this reward block over the whole group ----------
+            cnt = tl.zeros((BLOCK_K,), dtype=ACC)
+            lo = tl.full((BLOCK_K,), float("inf"), dtype=ACC)
+            hi = tl.full((BLOCK_K,), float("-inf"), dtype=ACC)
+            for sb in range(start, end, BLOCK_R):
+                srow = sb + ar
+                m2d = (srow < end)[:, None] & kmask[None, :]
+                x = tl.load(r_ptr + srow[:, None] * stride_r + ks[None, :], mask=m2d,
+                            other=float("nan")).to(ACC)
+                pres = x == x
+                cnt += tl.sum(pres.to(ACC), axis=0)
+                lo = tl.minimum(lo, tl.min(tl.where(pres, x, float("inf")), axis=0))
+                hi = tl.maximum(hi, tl.max(tl.where(pres, x, float("-inf")), axis=0))
+            n_bad += ((lo == float("-inf")) | (hi == float("inf"))).to(tl.int32)
+            signal = (hi > lo) & (cnt - correction > 0)
+            inv = tl.where(signal, 1.0 / tl.where(signal, hi - lo, 1.0), 0.0)
+            base = tl.where(signal, lo, 0.0)
+            s1 = tl.zeros((BLOCK_K,), dtype=ACC)
+            for sb in range(start, end, BLOCK_R):
+                srow = sb + ar
+                m2d = (srow < end)[:, None] & kmask[None, :]
+                x = tl.load(r_ptr + srow[:, None] * stride_r + ks[None, :], mask=m2d,
+                            other=float("nan")).to(ACC)
+                s1 += tl.sum(tl.where(x == x, (x - base[None, :]) * inv[None, :], 0.0), axis=0)
+            mean_u = s1 / tl.maximum(cnt, 1.0)
+            m2 = tl.zeros((BLOCK_K,), dtype=ACC)
+            for sb in range(start, end, BLOCK_R):
+                srow = sb + ar
+                m2d = (srow < end)[:, None] & kmask[None, :]
+                x = tl.load(r_ptr + srow[:, None] * stride_r + ks[None, :], mask=m2d,
+                            other=float("nan")).to(ACC)
+                d = tl.where(x == x, (x - base[None, :]) * inv[None, :] - mean_u[None, :], 0.0)
+                m2 += tl.sum(d * d, axis=0)
+            sd = tl.sqrt(m2 / tl.where(cnt - correction > 0, cnt - correction, 1.0))
+            fac = 1.0 / (sd + eps * inv)
+            if LOO:
+                fac = fac * cnt / (tl.maximum(cnt, 2.0) - 1.0)
+            fac = tl.where(signal, fac, 0.0)
+            # ---- Z of this row block, folded into the row aggregates --------------------
+            m2d = rmask[:, None] & kmask[None, :]
+            x = tl.load(r_ptr + rows[:, None] * stride_r + ks[None, :], mask=m2d,
+                        other=float("nan")).to(ACC)
+            z = ((x - base[None, :]) * inv[None, :] - mean_u[None, :]) * fac[None, :]
+            if IDENTITY:
+                z = tl.where((cnt == 1.0)[None, :], x / (1.0 + eps), z)
+            wk = tl.load(w_ptr + ks, mask=kmask, other=0.0).to(ACC)
+            use = (x == x) & (wk > 0.0)[None, :]
+            wz = tl.where(use, wk[None, :], 0.0)
+            zu = tl.where(use, z, 0.0)
+            w_blk = tl.sum(wz, axis=1)
+            a_blk = tl.sum(wz * zu, axis=1)
+            if METHOD == 2:  # softmin, online in the running minimum
+                m_blk = tl.min(tl.where(use, z, float("inf")), axis=1)
+                m_new = tl.minimum(zmin, m_blk)
+                delta = tl.where(wsum > 0.0, zmin - m_new, 0.0)
+                tsum = tsum * tl.exp(-kappa * delta) + _expm1_nonpos(-kappa * delta) * wsum
+                gap = tl.where(use, z - m_new[:, None], 0.0)
+                tsum += tl.sum(wz * _expm1_nonpos(-kappa * gap), axis=1)
+                zmin = m_new
+            elif METHOD == 3:  # mean_variance: merge (weight, mean, M2) of the block
+                m_blk = a_blk / tl.where(w_blk > 0.0, w_blk, 1.0)
+                dv = tl.where(use, z - m_blk[:, None], 0.0)
+                m2_blk = tl.sum(wz * dv * dv, axis=1)
+                w_new = wsum + w_blk
+                mean_old = acc / tl.where(wsum > 0.0, wsum, 1.0)
+                dm = m_blk - mean_old
+                mv_m2 = mv_m2 + m2_blk + dm * dm * wsum * w_blk / tl.where(w_new > 0.0, w_new, 1.0)
+            elif METHOD == 4:
+                zmin = tl.minimum(zmin, tl.min(tl.where(use, z, float("inf")), axis=1))
+            wsum += w_blk
+            acc += a_blk
+        has = wsum > 0.0
+        wdiv = tl.where(has, wsum, 1.0)
+        if METHOD == 0:
+            s = acc
+        elif METHOD == 1:
+            s = acc / wdiv
+        elif METHOD == 2:
+            s = zmin - _log1p_neg(tl.maximum(tsum / wdiv, -1.0)) / kappa
+        elif METHOD == 3:
+            s = acc / wdiv - lam * (mv_m2 / wdiv)
+        else:
+            s = zmin
+        s = tl.where(has, s, float("nan"))
+        tl.store(out_ptr + rows, s.to(out_ptr.dtype.element_ty), mask=rmask)
+    tl.store(bad_ptr + g, tl.sum(n_bad, axis=0))
+
+
+def _next_pow2(n: int) -> int:
+    return 1 << max(0, int(n) - 1).bit_length()
+
+
+def stage12_triton(
+    r,
+    offsets,
+    w,
+    *,
+    method: str,
+    kappa: float,
+    lam: float,
+    eps: float,
+    correction: float,
+    identity: bool,
+    loo: bool,
+    max_group: int | None = None,
+    block_r: int | None = None,
+    block_k: int | None = None,
+):
+    """``(S, per-group count of reward blocks holding +-inf)``; torch tensors on one device.
+
+    ``block_r`` / ``block_k`` override the tile shape (tests use them to reach the
+    multi-block paths with small inputs).
+    """
+    import torch
+
+    if r.dtype not in (torch.float16, torch.bfloat16, torch.float32, torch.float64):
+        r = r.to(torch.float32)
+    if r.stride(1) != 1:
+        r = r.contiguous()
+    n_rows, n_rew = r.shape
+    offsets = offsets.to(device=r.device, dtype=torch.int64).contiguous()
+    w = w.to(device=r.device, dtype=torch.float64 if r.dtype == torch.float64 else torch.float32)
+    n_groups = offsets.numel() - 1
+    acc = tl.float64 if r.dtype == torch.float64 else tl.float32
+    out = torch.empty(n_rows, device=r.device,
+                      dtype=torch.float64 if r.dtype == torch.float64 else torch.float32)
+    bad = torch.zeros(max(n_groups, 1), device=r.device, dtype=torch.int32)
+    if n_groups == 0 or n_rows == 0:
+        return out, bad
+    if max_group is None:
+        max_group = int((offsets[1:] - offsets[:-1]).max())
+    bk = block_k or min(_next_pow2(max(n_rew, 1)), 64)
+    br = block_r or max(1, min(_next_pow2(max_group), 256, 4096 // bk))
+    _stage12_kernel[(n_groups,)](
+        r, offsets, w, out, bad,
+        n_rew, r.stride(0),
+        float(kappa), float(lam), float(eps), float(correction),
+        METHOD=_METHOD_CODES[method], IDENTITY=bool(identity), LOO=bool(loo),
+        BLOCK_R=br, BLOCK_K=bk, ACC=acc,
+    )
+    return out, bad

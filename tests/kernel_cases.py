@@ -1,0 +1,53 @@
+"""Shared inputs and the float64 oracle for the kernel tests (tests/test_kernels*.py).
+
+The oracle is the core's independent mpmath transcription of DESIGN.md section 2
+(``tests/oracle.py``) applied to sorted groups; nothing here imports a kernel.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+
+import oracle
+
+METHODS = ("weighted_sum", "weighted_mean", "softmin", "mean_variance", "weighted_min")
+ORACLE_NAME = {"weighted_sum": "gdpo", "weighted_mean": "mean", "softmin": "softmin",
+               "mean_variance": "mean_variance", "weighted_min": "min"}
+
+
+def make_case(sizes, n_rew, *, seed=0, p_missing=0.2, zero_weight=True, ties=True):
+    """Rows sorted by group (``sizes`` rows each), NaN holes, integer-valued columns (ties,
+    zero-spread cells) next to continuous ones, and weights with a zero."""
+    rng = np.random.default_rng(seed)
+    off = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+    n = int(off[-1])
+    r = rng.standard_normal((n, n_rew)) * rng.uniform(0.1, 10, n_rew) + rng.normal(0, 5, n_rew)
+    if ties and n_rew > 1:
+        r[:, 0] = rng.integers(0, 2, n)  # pass/fail reward: many all-equal cells
+    if p_missing:
+        r[rng.random((n, n_rew)) < p_missing] = np.nan
+    w = rng.uniform(0.2, 2.0, n_rew)
+    if zero_weight and n_rew > 2:
+        w[-1] = 0.0
+    return r, off, w
+
+
+def oracle_scores(r, off, w, method, *, kappa=1.0, lam=0.5, eps=1e-6, correction=1,
+                  singleton="zero", baseline="mean"):
+    groups = [list(range(int(a), int(b))) for a, b in itertools.pairwise(off) if b > a]
+    z = oracle.stage1(r, groups, eps=eps, correction=correction, singleton=singleton,
+                      baseline=baseline)
+    out = np.full(r.shape[0], np.nan)
+    for i, zrow in enumerate(z):
+        s = oracle.reduce_row(zrow, list(w), ORACLE_NAME[method], kappa=kappa, lam=lam)
+        if s is not None:
+            out[i] = float(s)
+    return out
+
+
+def assert_scores(got, want, *, rtol, atol):
+    got = np.asarray(got, dtype=np.float64)
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want), err_msg="NaN rows differ")
+    np.testing.assert_allclose(got, want, rtol=rtol, atol=atol, equal_nan=True)
