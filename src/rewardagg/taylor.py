@@ -12,7 +12,8 @@ the K standardised rewards of a completion with the SoftMin
 where :math:`v_k` are the weights renormalised over the present rewards and
 :math:`K_X(t) = \log \mathbb{E}_v e^{tX}` is the cumulant generating function of the
 row's reward distribution (:math:`X = z_k` with probability :math:`v_k`). Expanding
-:math:`K_X(t) = \sum_{n \ge 1} \kappa_n t^n / n!` gives the cumulant series
+:math:`K_X(t) = \sum_{n \ge 1} k_n t^n / n!` in the cumulants :math:`k_n` gives the
+cumulant series
 
 .. math::
 
@@ -21,7 +22,7 @@ row's reward distribution (:math:`X = z_k` with probability :math:`v_k`). Expand
                - \frac{\kappa^3}{24} k_4 + \dots
 
 (:math:`k_1` mean, :math:`k_2` variance, :math:`k_3` third central moment,
-:math:`k_4 = m_4 - 3 m_2^2`), so :math:`S_\kappa = \bar z - \tfrac{\kappa}{2}
+:math:`k_4 = \mu_4 - 3 \mu_2^2`), so :math:`S_\kappa = \bar z - \tfrac{\kappa}{2}
 \operatorname{Var}_v(z) + O(\kappa^2)`. The series converges at least for
 :math:`\kappa < \pi / (\max z - \min z)`; the bound is reached by two equally weighted
 rewards.
@@ -424,12 +425,16 @@ class ExpansionResult:
             e = self.expected[n]
             s = self.slopes[n]
             status = self.order_ok(n)
+            if status is None:
+                verdict = "n/a (no k_j found)" if e is None else "n/a (rounding)"
+            else:
+                verdict = "yes" if status else "no"
             lines.append(
                 f"{n:>5}  {('-' if e is None else str(e)):>8}  "
                 f"{(f'{s:.3f}' if math.isfinite(s) else 'n/a'):>6}  "
                 f"{int(self.fitted[n].sum()):>3}/{k.size:<3}  "
                 f"{float(np.max(self.errors[n])):>10.3g}  "
-                f"{'yes' if status else ('no' if status is False else 'n/a (rounding)')}"
+                f"{verdict}"
             )
         lines.append(f"ok: {self.ok}")
         return "\n".join(lines)
