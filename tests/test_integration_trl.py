@@ -324,7 +324,28 @@ def test_config_errors(tmp_path):
         _config(tmp_path, advantage_method="grpo", multi_objective_aggregation="normalize_then_sum")
     with pytest.warns(UserWarning, match="scale_rewards"):
         _config(tmp_path, scale_rewards="none")
+    with pytest.raises(TypeError, match="does not take"):
+        _config(tmp_path, advantage_kwargs={"temperature": 2.0})
     assert _config(tmp_path, kappa=float("inf")).kappa == float("inf")
+    # only the parameters the method declares are passed on
+    kw = _config(tmp_path, advantage_method="mean_variance", lam=0.25).rewardagg_kwargs()
+    assert kw["lam"] == 0.25 and "kappa" not in kw and "scale" not in kw
+    kw = _config(tmp_path, advantage_method="grpo", scale_rewards="batch").rewardagg_kwargs()
+    assert kw["scale"] == "batch" and "kappa" not in kw
+
+
+def test_custom_registered_method_gets_its_parameters(tmp_path):
+    def harmonic(z, *, weights=None, kappa=1.0):  # any reducer over the last axis
+        return rewardagg.softmin(z, kappa=2 * kappa, weights=weights)
+
+    name = "test_trl_custom"
+    rewardagg.register_aggregator(name, harmonic, params={"kappa": 1.0}, overwrite=True)
+    kw = _config(tmp_path, advantage_method=name, kappa=0.5).rewardagg_kwargs()
+    assert kw["method"] == name and kw["kappa"] == 0.5
+    adv = rewardagg.advantages(
+        np.array([[0.0, 1.0], [1.0, 0.0], [1.0, 1.0], [0.0, 0.0]]), group_size=2, **kw
+    )
+    assert adv.shape == (4,)
 
 
 def test_trainer_errors(tiny, tmp_path):

@@ -102,9 +102,6 @@ _check_trl()
 # Built-in methods that z-score each reward in its group before aggregating.
 _NORMALISE_FIRST = ("gdpo", "mean", "softmin", "mean_variance", "min")
 
-# Keyword parameters of rewardagg.advantages that belong to one method only.
-_METHOD_PARAMS = {"softmin": ("kappa",), "mean_variance": ("lam",), "grpo": ("scale",)}
-
 
 @dataclass
 class RewardAggGRPOConfig(GRPOConfig):
@@ -199,6 +196,8 @@ class RewardAggGRPOConfig(GRPOConfig):
                 "advantage_singleton must be 'zero' or 'identity', got "
                 f"{self.advantage_singleton!r}."
             )
+        # unknown or invalid method parameters fail here, not at the first batch
+        rewardagg.get_aggregator(self.advantage_method).bind(self._method_params())
         if self.advantage_method == "grpo" and self.multi_objective_aggregation != (
             "sum_then_normalize"
         ):
@@ -227,13 +226,18 @@ class RewardAggGRPOConfig(GRPOConfig):
             "singleton": self.advantage_singleton,
             "backend": self.advantage_backend,
         }
-        values = {"kappa": self.kappa, "lam": self.lam, "scale": self.scale_rewards}
-        for name in _METHOD_PARAMS.get(self.advantage_method, ()):
-            kwargs[name] = values[name]
-        extra = self.advantage_kwargs
-        if isinstance(extra, Mapping):
-            kwargs.update(extra)
+        kwargs.update(self._method_params())
         return kwargs
+
+    def _method_params(self) -> dict[str, Any]:
+        """The method's own parameters: those of ``kappa``, ``lam`` and ``scale_rewards``
+        (as ``scale``) that the registered method declares, then ``advantage_kwargs``."""
+        declared = rewardagg.get_aggregator(self.advantage_method).params
+        values = {"kappa": self.kappa, "lam": self.lam, "scale": self.scale_rewards}
+        params = {name: values[name] for name in declared if name in values}
+        if isinstance(self.advantage_kwargs, Mapping):
+            params.update(self.advantage_kwargs)
+        return params
 
 
 @dataclass(frozen=True)
