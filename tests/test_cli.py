@@ -189,3 +189,15 @@ def test_audit_bad_input_exits_two(tmp_path, content, args, message):
 def test_audit_missing_file_exits_two(tmp_path):
     res = run_cli("audit", tmp_path / "nope.jsonl")
     assert res.returncode == 2 and "no such file" in res.stderr
+
+
+def test_cli_and_demo_modules_import_no_plotting_or_torch():
+    code = (
+        "import sys, rewardagg.cli, rewardagg.demo, rewardagg.audit, rewardagg.rollouts_io;"
+        "rewardagg.cli.build_parser();"
+        "print(sorted(m for m in ('matplotlib', 'tqdm', 'torch', 'scipy') if m in sys.modules))"
+    )
+    env = dict(os.environ, PYTHONPATH=PACKAGE_PARENT)
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == "[]"
