@@ -165,6 +165,14 @@ def test_missing_values_are_nan_and_skipped(tmp_path):
         assert np.all(np.isfinite(m.advantages))
 
 
+def test_pairs_get_a_note_about_z_scores(tmp_path):
+    path = tmp_path / "pairs.csv"
+    path.write_text("group,a\n0,1\n0,2\n1,3\n1,0\n")
+    data = load_rollouts(path)
+    text = format_report(run_audit(data.rewards, data.group_codes()))
+    assert "groups of at most 2" in text
+
+
 def test_rankdata_and_spearman_match_scipy():
     scipy_stats = pytest.importorskip("scipy.stats")
     rng = np.random.default_rng(0)

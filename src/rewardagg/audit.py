@@ -366,6 +366,11 @@ def format_report(rep: AuditReport) -> str:
     out.append(
         f"  groups with no signal on any reward: {rep.groups_without_signal} of {rep.n_groups}"
     )
+    if hi <= 2 and rep.z_level <= -1.0:
+        out.append(
+            "  note: in groups of at most 2 a z-score is at most 0.71 in size, so no row "
+            f"reaches Z<={rep.z_level:g}; use --threshold"
+        )
     out.append(
         f"  rows failing some reward (Z<={rep.z_level:g}): {rep.z_failures} of {rep.n_rows}"
         + (
