@@ -99,7 +99,9 @@ def test_every_method_preserves_library_dtype_shape_and_never_writes(method, kin
     requires_grad = isinstance(x, torch.Tensor) and x.is_floating_point()
     if requires_grad:
         x.requires_grad_(True)
-    out = ra.advantages(x, method=method, group_size=4)
+    out, info = ra.advantages(x, method=method, group_size=4, return_info=True)
+    assert isinstance(info, ra.AggregationInfo) and info.n_rows == 12
+    assert all(isinstance(v, float) for v in info.to_metrics().values())
     assert out.shape == (12,)
     assert out.dtype == EXPECTED_DTYPE[kind]
     if isinstance(x, torch.Tensor):

@@ -167,7 +167,9 @@ def advantages(
         if z is None:
             z, signals = standardize_sorted(x, missing, layout, ops, **stage1)
             rw = row_weights(z, w, ops, missing)
-        attention = None if agg.attention is None else agg.attention(z, rw, ops, **params)
+        # grpo's only parameter (scale) acts after the sum: its attention is the weights
+        att_params = {} if agg.kind == "sum_first" else params
+        attention = None if agg.attention is None else agg.attention(z, rw, ops, **att_params)
         info = compute_info(
             method=agg.name,
             params=params,
