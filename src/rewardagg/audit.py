@@ -156,18 +156,6 @@ def _no_signal_cells(
     return (counts < 2) | (hi == lo)
 
 
-def _mean_distinct_per_group(adv: np.ndarray, codes: np.ndarray, n_groups: int) -> float:
-    """Mean over groups of the number of distinct advantages (equal within 1e-6 relative)."""
-    counts = []
-    for g in range(n_groups):
-        v = np.sort(adv[codes == g])
-        if v.size == 0:
-            continue
-        tol = 1e-6 * np.maximum(np.abs(v[1:]), np.abs(v[:-1])) + 1e-12
-        counts.append(1 + int(np.count_nonzero(np.diff(v) > tol)))
-    return float(np.mean(counts)) if counts else float("nan")
-
-
 def run_audit(
     rewards: np.ndarray,
     group_ids: np.ndarray,
@@ -241,26 +229,18 @@ def run_audit(
     info0 = None
     for spec in methods:
         kwargs = dict(group_ids=codes, weights=w, eps=eps, **spec.params)
-        try:
-            adv, info = rewardagg.advantages(r, method=spec.method, return_info=True, **kwargs)
-        except TypeError:
-            # rewardagg 0.1.0: method="grpo" with return_info=True passes `scale` to the
-            # attention function and raises; fall back to the same definitions here.
-            adv, info = rewardagg.advantages(r, method=spec.method, **kwargs), None
+        adv, info = rewardagg.advantages(r, method=spec.method, return_info=True, **kwargs)
         adv = np.asarray(adv, dtype=np.float64)
-        if info0 is None and info is not None:
+        if info0 is None:
             info0 = info
         pos = adv > 0
-        if z_level == -1.0 and info is not None:
+        if z_level == -1.0:
             mf = int(info.masked_failures)
             mf_k = np.asarray(info.masked_failures_per_reward, dtype=np.int64)
         else:
             mf = int(np.count_nonzero(z_failed.any(axis=1) & pos))
             mf_k = np.count_nonzero(z_failed & pos[:, None], axis=0).astype(np.int64)
-        if info is not None:
-            distinct = float(np.mean(info.distinct_advantages_per_group))
-        else:
-            distinct = _mean_distinct_per_group(adv, codes, n_groups)
+        distinct = float(np.mean(info.distinct_advantages_per_group))
         tm = tm_k = None
         if thr_failed is not None:
             tm = int(np.count_nonzero(thr_failed.any(axis=1) & pos))
