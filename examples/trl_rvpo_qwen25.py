@@ -344,6 +344,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--lam", type=float, default=0.5)
     p.add_argument("--max-steps", type=int, default=None)
     p.add_argument("--num-generations", type=int, default=None)
+    p.add_argument("--max-completion-length", type=int, default=None)
     p.add_argument("--dataset-size", type=int, default=None)
     p.add_argument("--output-dir", default=None)
     p.add_argument("--use-vllm", action="store_true")
@@ -387,7 +388,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
             max_steps=args.max_steps or 3,
             per_device_train_batch_size=16,
             num_generations=args.num_generations or 4,
-            max_completion_length=32,
+            max_completion_length=args.max_completion_length or 32,
             learning_rate=1e-3,
             gradient_checkpointing=False,
             bf16=False,
@@ -396,18 +397,21 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
+        bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
         tokenizer = AutoTokenizer.from_pretrained(args.model)
-        model = AutoModelForCausalLM.from_pretrained(args.model, dtype=torch.bfloat16)
+        model = AutoModelForCausalLM.from_pretrained(
+            args.model, dtype=torch.bfloat16 if bf16 else torch.float32
+        )
         config = RewardAggGRPOConfig(
             **common,
             max_steps=args.max_steps or 500,
             per_device_train_batch_size=8,
             gradient_accumulation_steps=4,
             num_generations=args.num_generations or 8,
-            max_completion_length=512,
+            max_completion_length=args.max_completion_length or 512,
             learning_rate=1e-6,
             beta=0.0,
-            bf16=True,
+            bf16=bf16,
             use_vllm=args.use_vllm,
             vllm_mode="colocate",
             log_completions=True,
@@ -424,8 +428,9 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
 
     last = [h for h in trainer.state.log_history if any(k.startswith("rewardagg/") for k in h)]
     final = last[-1] if last else {}
+    params = {"softmin": f" (kappa={args.kappa})", "mean_variance": f" (lam={args.lam})"}
     print(
-        f"\nrewardagg {args.method} (kappa={args.kappa}) on task {args.task!r}, "
+        f"\nrewardagg {args.method}{params.get(args.method, '')} on task {args.task!r}, "
         f"{trainer.state.global_step} steps"
     )
     for key in sorted(final):

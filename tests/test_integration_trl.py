@@ -8,8 +8,8 @@ trained on the spot (``examples/trl_rvpo_qwen25.py::build_tiny_model_and_tokeniz
 Reward values are multiples of 1/4, so TRL's float32 means of all-equal cells are exact and
 the parity checks hold to 1e-5 (DESIGN.md section 2).
 
-Runtime: about 40 s on the 2-core CI machine (most of it the two example subprocesses and
-the two-process run); skipped whole when trl is not installed.
+Runtime: about 30-45 s on the 2-core machine when it is otherwise idle (most of it the two
+example subprocesses and the two-process run); skipped whole when trl is not installed.
 """
 
 from __future__ import annotations
