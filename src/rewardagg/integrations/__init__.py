@@ -12,7 +12,7 @@ import importlib
 from types import ModuleType
 
 # One entry per adapter submodule (imported on first attribute access).
-_ADAPTERS = ("trl",)
+_ADAPTERS = ("trl", "verl", "openrlhf")
 
 __all__ = list(_ADAPTERS)
 

@@ -29,7 +29,8 @@ def check_config(config: Any) -> None:
     Args:
         config: verl's composed top-level PPO config (``DictConfig``).
     """
-    from rewardagg.integrations.verl import _V1_HINT, ESTIMATORS, RewardAggVerlSettings
+    from rewardagg.integrations.verl import ESTIMATORS
+    from rewardagg.integrations.verl._adapter import _V1_HINT, RewardAggVerlSettings
 
     estimator = str(config.algorithm.adv_estimator)
     if estimator not in ESTIMATORS:

@@ -1,0 +1,169 @@
+r"""OpenRLHF adapter: advantage estimators ``rvpo`` and ``rewardagg`` for OpenRLHF's PPO.
+
+Supported OpenRLHF versions: ``0.11.x`` (tested on openrlhf 0.11.2). Importing this module
+imports OpenRLHF's experience maker (and torch, ray, deepspeed); ``import rewardagg`` never
+does.
+
+Usage::
+
+    python -m rewardagg.integrations.openrlhf \
+        --algo.advantage.estimator rvpo \
+        --rollout.n_samples_per_prompt 8 \
+        --reward.remote_url examples/openrlhf_qwen2.5_rvpo/reward_func.py \
+        --rewardagg.reward_keys format correct safe \
+        --rewardagg.kappa 1.0 \
+        ...  # the rest of a normal openrlhf.cli.train_ppo_ray command line
+
+Where the rewards come from. A ``reward_func(queries, prompts, labels)`` file (given as
+``--reward.remote_url``) returns ``{"rewards": ..., "scores": ..., "extra_logs": {...}}``;
+OpenRLHF turns every ``extra_logs`` entry into a per-sample tensor in ``experience.info``.
+``--rewardagg.reward_keys`` names the entries that are reward components (K of them); the
+estimator stacks them into a ``(prompts, n_samples_per_prompt, K)`` tensor in prompt order
+(OpenRLHF's ``experience.index``), aggregates with :func:`rewardagg.advantages` and then
+continues exactly as OpenRLHF's ``group_norm`` estimator: the per-sample advantage goes
+through ``compute_reward`` (reward clipping ``--reward.clip_range``, KL penalty, placed on the
+last action token) and ``get_cumulative_returns`` with gamma 1, ``advantages = returns``,
+no whitening across the batch. A NaN component is a missing reward. Without
+``--rewardagg.reward_keys`` the scalar ``experience.rewards`` is the only reward (K = 1).
+The scalar ``rewards`` is still what OpenRLHF logs as ``reward`` and what dynamic filtering
+reads; return e.g. the sum of the components there.
+
+Flags added by the launcher (stored in ``args.rewardagg``):
+
+========================== ========== =================================================
+flag                       default    meaning
+========================== ========== =================================================
+``--rewardagg.reward_keys`` none       ``extra_logs`` keys of the K components
+``--rewardagg.weights``     all 1      K non-negative weights
+``--rewardagg.method``      softmin    any :func:`rewardagg.available_methods` name
+                                      (``rvpo`` accepts only softmin)
+``--rewardagg.kappa``       1.0        softmin risk coefficient
+``--rewardagg.lam``         0.5        mean_variance coefficient
+``--rewardagg.scale``       group      grpo scale (group, batch, none)
+``--rewardagg.eps``         1e-9       epsilon of stages 1 and 3 (OpenRLHF's group_norm)
+``--rewardagg.no_batch_norm``  off     skip stage 3 (batch z-score of the scores)
+========================== ========== =================================================
+
+Conventions reproduced from OpenRLHF's ``group_norm``: contiguous groups of
+``n_samples_per_prompt`` rows in prompt order, ``eps = 1e-9`` added to ``.std(-1)``
+(Bessel). With K = 1 and ``method="grpo"`` the estimator is OpenRLHF's ``group_norm``
+(parity-tested on real ``Experience`` objects; OpenRLHF computes zero-spread groups in
+float32 as ``(r - mean) / 1e-9``, exactly 0 only when the mean is exact, we give exactly 0).
+
+Per-batch diagnostics go to ``experience.info["rewardagg/<metric>"]`` (the same value for
+every sample), which OpenRLHF's actor logs with its other ``info`` entries.
+
+Length penalties (``--reward.overlong_buffer_len``, ``--reward.stop_properly_penalty_coef``)
+change the scalar ``rewards`` only, so with ``reward_keys`` they do not reach the
+advantage; a warning says so. Return such a penalty as a component instead.
+
+Why :func:`install` and a launcher. OpenRLHF computes advantages inline in
+``RemoteExperienceMaker.compute_advantages_and_returns`` and its CLI accepts a fixed list of
+estimators. :func:`install` wraps that method: for ``rvpo`` / ``rewardagg`` it runs the
+steps above (calling OpenRLHF's own ``apply_length_penalties``, ``compute_reward`` and
+``get_cumulative_returns``), for every other estimator it calls OpenRLHF's method
+unchanged. The experience maker lives in the ``PPOTrainer`` Ray actor, so the launcher also
+adds ``worker_process_setup_hook=rewardagg.integrations.openrlhf.setup_hook`` to the
+``ray.init`` runtime env (when you start Ray yourself, add it there).
+
+References:
+    Montero, Jurczyk, Dhingra, "RVPO: Risk-Sensitive Alignment via Variance
+    Regularization", 2026, https://arxiv.org/abs/2605.05750
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.abc
+import sys
+from typing import Any
+
+__all__ = [
+    "DEFAULTS",
+    "ESTIMATORS",
+    "SETUP_HOOK",
+    "aggregate_experiences",
+    "install",
+    "is_installed",
+    "settings_from_args",
+    "setup_hook",
+    "uninstall",
+]
+
+#: Estimator names this adapter adds to OpenRLHF.
+ESTIMATORS = ("rvpo", "rewardagg")
+#: Dotted path to give Ray as ``runtime_env["worker_process_setup_hook"]``.
+SETUP_HOOK = "rewardagg.integrations.openrlhf.setup_hook"
+
+# Everything else lives in ``_adapter``, which imports OpenRLHF; this file stays light so
+# that Ray can run :func:`setup_hook` in every worker process cheaply.
+_LAZY = frozenset(__all__) - {"ESTIMATORS", "SETUP_HOOK", "setup_hook"}
+_TRIGGER = "openrlhf.trainer.ppo_utils.experience_maker"
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY or (name.startswith("_") and not name.startswith("__")):
+        adapter = importlib.import_module(f"{__name__}._adapter")
+        try:
+            return getattr(adapter, name)
+        except AttributeError:
+            pass
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
+
+
+def _install() -> None:
+    importlib.import_module(f"{__name__}._adapter").install()
+
+
+class _InstallAfterImport(importlib.abc.MetaPathFinder):
+    """Runs ``install()`` right after OpenRLHF's experience maker module is imported."""
+
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname != _TRIGGER:
+            return None
+        for finder in sys.meta_path:
+            if finder is self or not hasattr(finder, "find_spec"):
+                continue
+            spec = finder.find_spec(fullname, path, target)
+            if spec is not None:
+                break
+        else:
+            return None
+        loader = spec.loader
+        if loader is None or not hasattr(loader, "exec_module"):
+            return spec
+
+        class _Loader(importlib.abc.Loader):
+            def create_module(self, spec_):
+                return loader.create_module(spec_)
+
+            def exec_module(self, module):
+                loader.exec_module(module)
+                sys.modules[fullname] = module
+                _remove_finder()
+                _install()
+
+        spec.loader = _Loader()
+        return spec
+
+
+def _remove_finder() -> None:
+    sys.meta_path[:] = [f for f in sys.meta_path if not isinstance(f, _InstallAfterImport)]
+
+
+def setup_hook() -> None:
+    """Ray ``worker_process_setup_hook``: ``install()`` in this worker process.
+
+    Installs at once if ``openrlhf.trainer.ppo_utils.experience_maker`` is already imported,
+    otherwise right after it is, so Ray workers that never import it (rollout engines, ...)
+    pay nothing: this module imports neither OpenRLHF nor torch.
+    """
+    if _TRIGGER in sys.modules:
+        _install()
+        return
+    if not any(isinstance(f, _InstallAfterImport) for f in sys.meta_path):
+        sys.meta_path.insert(0, _InstallAfterImport())

@@ -1,0 +1,239 @@
+"""Implementation of :mod:`rewardagg.integrations.openrlhf` (imports openrlhf).
+
+See the package docstring.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from types import SimpleNamespace
+from typing import Any
+
+import torch
+from openrlhf.models.utils import compute_reward
+from openrlhf.trainer.ppo_utils import experience_maker as _em
+from openrlhf.trainer.ppo_utils.length_penalty import apply_length_penalties
+
+import rewardagg
+from rewardagg.integrations.openrlhf import ESTIMATORS, SETUP_HOOK
+
+__all__ = [
+    "DEFAULTS",
+    "ESTIMATORS",
+    "SETUP_HOOK",
+    "aggregate_experiences",
+    "install",
+    "is_installed",
+    "settings_from_args",
+    "uninstall",
+]
+
+#: ``args.rewardagg`` defaults (what the launcher's flags default to).
+DEFAULTS = {
+    "reward_keys": None,
+    "weights": None,
+    "method": "softmin",
+    "kappa": None,
+    "lam": None,
+    "scale": None,
+    "eps": 1e-9,
+    "no_batch_norm": False,
+}
+
+_lock = threading.RLock()
+_state: dict[str, Any] = {"original": None, "warned_penalty": False}
+
+
+def settings_from_args(args: Any) -> SimpleNamespace:
+    """Validated ``args.rewardagg`` settings (defaults filled in) for ``args``' estimator."""
+    estimator = args.algo.advantage.estimator
+    given = getattr(args, "rewardagg", None)
+    given = vars(given) if given is not None else {}
+    unknown = sorted(set(given) - set(DEFAULTS))
+    if unknown:
+        raise ValueError(f"unknown rewardagg setting(s) {unknown}; known: {list(DEFAULTS)}")
+    s = SimpleNamespace(**{**DEFAULTS, **{k: v for k, v in given.items() if v is not None}})
+    if estimator == "rvpo" and s.method != "softmin":
+        raise ValueError(
+            f"--algo.advantage.estimator rvpo is rewardagg's softmin; got --rewardagg.method "
+            f"{s.method}: use --algo.advantage.estimator rewardagg for other methods"
+        )
+    if s.method not in rewardagg.available_methods():
+        raise ValueError(
+            f"--rewardagg.method {s.method!r} is not a rewardagg method; available: "
+            f"{list(rewardagg.available_methods())}"
+        )
+    taken = rewardagg.get_aggregator(s.method).params
+    s.method_params = {}
+    for name in ("kappa", "lam", "scale"):
+        value = getattr(s, name)
+        if value is None:
+            continue
+        if name not in taken:
+            raise ValueError(
+                f"--rewardagg.{name} does not apply to method {s.method!r} "
+                f"(it takes: {list(taken) or 'no parameters'})"
+            )
+        s.method_params[name] = value
+    if isinstance(s.reward_keys, str):
+        s.reward_keys = [s.reward_keys]
+    n_keys = len(s.reward_keys) if s.reward_keys else 1
+    if s.weights is not None and len(s.weights) != n_keys:
+        raise ValueError(f"--rewardagg.weights has {len(s.weights)} values for {n_keys} reward(s)")
+    return s
+
+
+def _info_column(experiences: list, key: str) -> torch.Tensor:
+    cols = []
+    for j, exp in enumerate(experiences):
+        if key not in exp.info:
+            raise KeyError(
+                f"rewardagg: reward key {key!r} is not in experience.info of experience {j} "
+                f"(has: {sorted(exp.info)}); return it from reward_func in "
+                "'extra_logs' for every sample"
+            )
+        cols.append(torch.as_tensor(exp.info[key]).reshape(-1).to("cpu", torch.float64))
+    return torch.cat(cols)
+
+
+@torch.no_grad()
+def aggregate_experiences(
+    experiences: list, args: Any, settings: SimpleNamespace | None = None
+) -> tuple[list[torch.Tensor], rewardagg.AggregationInfo | None]:
+    """One advantage per sample for OpenRLHF experiences, split like ``experiences``.
+
+    Builds the ``(prompts, n_samples_per_prompt, K)`` reward tensor in prompt order (from
+    ``experience.info[key]`` for each of ``--rewardagg.reward_keys``, or
+    ``experience.rewards`` for K = 1) and applies :func:`rewardagg.advantages` with
+    contiguous groups of ``n_samples_per_prompt``.
+
+    Returns:
+        ``(per_experience_advantages, info)``: a list of ``(B_j,)`` float tensors in each
+        experience's sample order, and the batch's :class:`rewardagg.AggregationInfo`
+        (``None`` for method ``"grpo"``).
+    """
+    s = settings or settings_from_args(args)
+    n = int(args.rollout.n_samples_per_prompt)
+    exp_len = [len(exp.index) for exp in experiences]
+    indices = torch.tensor(list(itertools.chain.from_iterable(exp.index for exp in experiences)))
+    if s.reward_keys:
+        raw = torch.stack([_info_column(experiences, k) for k in s.reward_keys], dim=1)
+    else:
+        raw = torch.cat([exp.rewards.reshape(-1) for exp in experiences]).to(torch.float64)[:, None]
+    total = raw.shape[0]
+    if total % n:
+        raise ValueError(
+            f"rewardagg: {total} samples are not whole groups of n_samples_per_prompt={n}"
+        )
+    ordered = torch.empty_like(raw)
+    ordered[indices] = raw  # prompt order, as OpenRLHF's group_norm
+    grouped = ordered.reshape(-1, n, raw.shape[1])  # (prompts, n_samples, K)
+    out = rewardagg.advantages(
+        grouped.reshape(-1, raw.shape[1]),
+        method=s.method,
+        group_size=n,
+        weights=s.weights,
+        eps=float(s.eps),
+        correction=1,
+        batch_norm=not s.no_batch_norm,
+        # rewardagg core: method "grpo" with return_info=True raises; no diagnostics there
+        return_info=s.method != "grpo",
+        **s.method_params,
+    )
+    adv, info = out if s.method != "grpo" else (out, None)
+    adv = adv.reshape(-1)[indices].to(torch.float32)
+    return list(adv.split(exp_len)), info
+
+
+def _compute_rewardagg(self, experiences: list) -> list:
+    """OpenRLHF's group_norm path with the advantage scalar from rewardagg."""
+    args = self.strategy.args
+    settings = settings_from_args(args)
+    for exp in experiences:  # as OpenRLHF: at least fp32 for rewards
+        exp.rewards = exp.rewards.to(torch.promote_types(exp.rewards.dtype, torch.float32))
+    before = [exp.rewards.clone() for exp in experiences]
+    apply_length_penalties(experiences, args)
+    changed = any(not torch.equal(b, e.rewards) for b, e in zip(before, experiences, strict=True))
+    if changed and settings.reward_keys and not _state["warned_penalty"]:
+        _em.logger.warning(
+            "rewardagg: length penalties changed the scalar rewards, which do not reach the "
+            "rewardagg advantage (built from --rewardagg.reward_keys); return the penalty as "
+            "a reward component instead"
+        )
+        _state["warned_penalty"] = True
+
+    n = args.rollout.n_samples_per_prompt
+    exp_len = [len(exp.index) for exp in experiences]
+    if n > 1:  # the same group_reward_std OpenRLHF logs (of the scalar rewards)
+        indices = torch.tensor(list(itertools.chain.from_iterable(e.index for e in experiences)))
+        raw = torch.cat([exp.rewards for exp in experiences], dim=0)
+        ordered = torch.empty_like(raw)
+        ordered[indices] = raw
+        stds = ordered.reshape(-1, n).std(-1, keepdim=True).repeat(1, n).reshape(-1)[indices]
+        for exp, std in zip(experiences, stds.split(exp_len), strict=True):
+            exp.info["group_reward_std"] = std
+
+    per_exp, info = aggregate_experiences(experiences, args, settings)
+    metrics = {} if info is None else info.to_metrics(settings.reward_keys, prefix="rewardagg/")
+    if args.algo.advantage.gamma != 1.0:
+        _em.logger.warning(f"gamma is set to 1.0 for {args.algo.advantage.estimator}")
+        args.algo.advantage.gamma = 1.0
+    for exp, adv in zip(experiences, per_exp, strict=True):
+        reward = compute_reward(
+            adv.to(exp.rewards.device),
+            self.kl_ctl.value,
+            exp.kl,
+            action_mask=exp.action_mask,
+            reward_clip_range=args.reward.clip_range,
+        )
+        exp.returns = self.get_cumulative_returns(reward, exp.action_mask, 1.0)
+        exp.advantages = exp.returns.clone()
+        exp.info["return"] = reward.sum(dim=-1)
+        exp.kl = None
+        b = len(exp.index)
+        for key, value in metrics.items():
+            exp.info[key] = torch.full((b,), float(value))
+    return experiences
+
+
+def _wrap(original):
+    def compute_advantages_and_returns(self, experiences):
+        if self.strategy.args.algo.advantage.estimator in ESTIMATORS:
+            with torch.no_grad():
+                return _compute_rewardagg(self, experiences)
+        return original(self, experiences)
+
+    compute_advantages_and_returns.__wrapped__ = original  # type: ignore[attr-defined]
+    compute_advantages_and_returns.__rewardagg_wrapper__ = True  # type: ignore[attr-defined]
+    compute_advantages_and_returns.__doc__ = original.__doc__
+    return compute_advantages_and_returns
+
+
+def install() -> None:
+    """Wrap ``RemoteExperienceMaker.compute_advantages_and_returns`` for ``rvpo`` /
+    ``rewardagg``; other estimators run OpenRLHF's method unchanged. Idempotent;
+    :func:`uninstall` reverts it."""
+    with _lock:
+        cls = _em.RemoteExperienceMaker
+        current = cls.__dict__["compute_advantages_and_returns"]
+        if getattr(current, "__rewardagg_wrapper__", False):
+            return
+        _state["original"] = current
+        cls.compute_advantages_and_returns = _wrap(current)
+
+
+def uninstall() -> None:
+    """Undo :func:`install`."""
+    with _lock:
+        cls = _em.RemoteExperienceMaker
+        current = cls.__dict__["compute_advantages_and_returns"]
+        if getattr(current, "__rewardagg_wrapper__", False):
+            cls.compute_advantages_and_returns = current.__wrapped__
+        _state["original"] = None
+
+
+def is_installed() -> bool:
+    """Whether :func:`install` is in effect in this process."""
+    current = _em.RemoteExperienceMaker.__dict__["compute_advantages_and_returns"]
+    return bool(getattr(current, "__rewardagg_wrapper__", False))

@@ -1,0 +1,545 @@
+"""Implementation of :mod:`rewardagg.integrations.verl` (imports verl).
+
+See the package docstring.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+from collections.abc import Mapping
+from enum import Enum
+from typing import Any
+
+import numpy as np
+import torch
+from verl.trainer.ppo import core_algos
+
+import rewardagg
+from rewardagg.integrations.verl import ESTIMATORS, SETUP_HOOK
+
+__all__ = [
+    "ESTIMATORS",
+    "SETUP_HOOK",
+    "RewardAggVerlSettings",
+    "compute_rewardagg_advantage",
+    "compute_rvpo_advantage",
+    "install",
+    "is_installed",
+    "last_info",
+    "uninstall",
+]
+
+logger = logging.getLogger(__name__)
+
+
+BATCH_NORMS = ("verl", "rows", "none")
+_SETTING_NAMES = (
+    "method",
+    "kappa",
+    "lam",
+    "scale",
+    "batch_norm",
+    "singleton",
+    "baseline",
+    "eps",
+)
+_V1_HINT = (
+    "verl's v1 / TransferQueue trainer (trainer.use_v1=True, the default in verl 0.9) "
+    "does not pass reward_extra_info to advantage estimators; run the legacy trainer with "
+    "trainer.use_v1=False."
+)
+_INSTALL_HINT = (
+    "Call rewardagg.integrations.verl.install() in the process that runs compute_advantage "
+    "(verl's TaskRunner Ray actor): launch with `python -m rewardagg.integrations.verl ...`, "
+    "or add runtime_env worker_process_setup_hook="
+    f"{SETUP_HOOK!r} to ray.init (Hydra: "
+    f"+ray_kwargs.ray_init.runtime_env.worker_process_setup_hook={SETUP_HOOK})."
+)
+
+_lock = threading.RLock()
+_state: dict[str, Any] = {"installed": False, "originals": {}, "last_info": None}
+
+
+# --------------------------------------------------------------------------------------
+# settings
+# --------------------------------------------------------------------------------------
+
+
+def _cfg_get(cfg: Any, key: str, default: Any = None) -> Any:
+    """``cfg.get(key)`` for DictConfig, verl's dataclass configs and plain mappings."""
+    if cfg is None:
+        return default
+    if isinstance(cfg, Mapping):
+        return cfg.get(key, default)
+    get = getattr(cfg, "get", None)
+    if callable(get):
+        try:
+            return get(key, default)
+        except Exception:  # a struct config that refuses unknown keys
+            return default
+    return getattr(cfg, key, default)
+
+
+def _plain(value: Any) -> Any:
+    """OmegaConf containers -> Python lists/dicts (without importing omegaconf)."""
+    if value is None or isinstance(value, (str, bytes, int, float, bool)):
+        return value
+    if isinstance(value, Mapping) or hasattr(value, "items"):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)) or hasattr(value, "__iter__"):
+        return [_plain(v) for v in value]
+    return value
+
+
+class RewardAggVerlSettings:
+    """Resolved estimator settings (from ``algorithm.*`` and ``algorithm.rewardagg.*``).
+
+    Attributes:
+        reward_keys: ``non_tensor_batch`` keys of the K components (``None``: K = 1 from
+            ``token_level_rewards``).
+        weights: ``(K,)`` weights or ``None`` (all ones).
+        method: rewardagg method name.
+        method_params: ``kappa`` / ``lam`` / ``scale`` as the method takes them.
+        batch_norm: ``"verl"``, ``"rows"`` or ``"none"``.
+        singleton, baseline, eps: stage-1 options.
+    """
+
+    def __init__(self, config: Any, *, estimator: str) -> None:
+        keys = _plain(_cfg_get(config, "gdpo_reward_keys"))
+        weights = _plain(_cfg_get(config, "gdpo_reward_weights"))
+        ra = _plain(_cfg_get(config, "rewardagg")) or {}
+        if not isinstance(ra, dict):
+            raise TypeError(f"algorithm.rewardagg must be a mapping, got {type(ra).__name__}")
+        unknown = sorted(set(ra) - set(_SETTING_NAMES))
+        if unknown:
+            raise ValueError(
+                f"unknown algorithm.rewardagg setting(s) {unknown}; known: {list(_SETTING_NAMES)}"
+            )
+        if keys is not None and isinstance(keys, str):
+            keys = [keys]
+        self.reward_keys: list[str] | None = [str(k) for k in keys] if keys else None
+        if weights is not None:
+            weights = [float(w) for w in weights]
+            n_keys = len(self.reward_keys) if self.reward_keys else 1
+            if len(weights) != n_keys:
+                raise ValueError(
+                    f"algorithm.gdpo_reward_weights has {len(weights)} entries but "
+                    f"algorithm.gdpo_reward_keys names {n_keys} reward(s)"
+                )
+        self.weights: list[float] | None = weights
+        method = str(ra.get("method", "softmin"))
+        if estimator == "rvpo" and method != "softmin":
+            raise ValueError(
+                f"adv_estimator 'rvpo' is rewardagg's softmin; got algorithm.rewardagg.method="
+                f"{method!r}: use adv_estimator=rewardagg for other methods"
+            )
+        if method not in rewardagg.available_methods():
+            raise ValueError(
+                f"algorithm.rewardagg.method={method!r} is not a rewardagg method; "
+                f"available: {list(rewardagg.available_methods())}"
+            )
+        self.method = method
+        taken = rewardagg.get_aggregator(method).params
+        self.method_params = {k: ra[k] for k in ("kappa", "lam", "scale") if k in ra}
+        not_taken = sorted(set(self.method_params) - set(taken))
+        if not_taken:
+            raise ValueError(
+                f"algorithm.rewardagg.{not_taken[0]} does not apply to method {method!r} "
+                f"(it takes: {list(taken) or 'no parameters'})"
+            )
+        self.batch_norm = str(ra.get("batch_norm", "verl"))
+        if self.batch_norm not in BATCH_NORMS:
+            raise ValueError(
+                f"algorithm.rewardagg.batch_norm={self.batch_norm!r}; choose from {BATCH_NORMS}"
+            )
+        self.singleton = str(ra.get("singleton", "identity"))
+        self.baseline = str(ra.get("baseline", "mean"))
+        self.eps = None if ra.get("eps") is None else float(ra["eps"])
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{k}={v!r}" for k, v in vars(self).items())
+        return f"RewardAggVerlSettings({fields})"
+
+
+# --------------------------------------------------------------------------------------
+# estimators
+# --------------------------------------------------------------------------------------
+
+
+def _column(values: Any, key: str, n: int) -> np.ndarray:
+    """One ``non_tensor_batch`` entry -> float64 ``(n,)``, ``None`` -> NaN."""
+    arr = np.asarray(values)
+    if arr.shape[:1] != (n,):
+        raise ValueError(f"non_tensor_batch[{key!r}] has shape {arr.shape}, expected ({n},)")
+    if arr.dtype.kind in "biuf":
+        return arr.reshape(n).astype(np.float64)
+    out = np.empty(n, dtype=np.float64)
+    for i, v in enumerate(arr.reshape(n)):
+        if v is None:
+            out[i] = np.nan
+        else:
+            try:
+                out[i] = float(v)
+            except (TypeError, ValueError) as err:
+                raise TypeError(
+                    f"non_tensor_batch[{key!r}][{i}] = {v!r} is not a number; reward "
+                    "components must be numbers, or None for a missing reward"
+                ) from err
+    return out
+
+
+def _rewards_matrix(
+    settings: RewardAggVerlSettings,
+    token_level_rewards: torch.Tensor,
+    non_tensor_batch: Mapping[str, Any] | None,
+) -> np.ndarray:
+    n = token_level_rewards.shape[0]
+    if settings.reward_keys is None:  # K = 1: the sequence score
+        return token_level_rewards.detach().sum(dim=-1).double().cpu().numpy()[:, None]
+    if non_tensor_batch is None:
+        where = (
+            "install() ran in this process, so this call did not come through the wrapped "
+            "ray_trainer.compute_advantage: " + _V1_HINT
+            if _state["installed"]
+            else "rewardagg.integrations.verl.install() has not run in this process. "
+            + _INSTALL_HINT
+        )
+        raise RuntimeError(
+            "rewardagg verl estimator: algorithm.gdpo_reward_keys="
+            f"{settings.reward_keys} needs the reward components from non_tensor_batch, but "
+            f"none was passed. {where}"
+        )
+    missing = [k for k in settings.reward_keys if k not in non_tensor_batch]
+    if missing:
+        hint = (
+            _V1_HINT
+            if set(non_tensor_batch) <= {"uid"}
+            else (
+                "Use reward.reward_manager.name=gdpo and make compute_score return a dict with "
+                "these keys."
+            )
+        )
+        raise KeyError(
+            f"rewardagg verl estimator: reward key(s) {missing} not in non_tensor_batch "
+            f"(available: {sorted(non_tensor_batch)}). {hint}"
+        )
+    cols = [_column(non_tensor_batch[k], k, n) for k in settings.reward_keys]
+    return np.stack(cols, axis=1)
+
+
+def _has_reward(r: np.ndarray, weights: list[float] | None) -> np.ndarray:
+    present = ~np.isnan(r)
+    if weights is not None:
+        present &= np.asarray(weights, dtype=np.float64)[None, :] > 0
+    return present.any(axis=1)
+
+
+def _row_scores(
+    r: np.ndarray, index: Any, settings: RewardAggVerlSettings, *, eps: float, scale_by_std: bool
+) -> tuple[np.ndarray, Any]:
+    """Stages 1-2 (and 3 for ``batch_norm="rows"``) in float64; 0 for rows without reward."""
+    group_ids = np.arange(r.shape[0]) if index is None else index
+    params = dict(settings.method_params)
+    if settings.method == "grpo" and not scale_by_std:
+        params.setdefault("scale", "none")
+    if settings.method == "grpo" or scale_by_std:
+        grpo = settings.method == "grpo"  # rewardagg core: grpo + return_info raises
+        out = rewardagg.advantages(
+            r,
+            method=settings.method,
+            group_ids=group_ids,
+            weights=settings.weights,
+            eps=eps,
+            correction=1,
+            batch_norm=settings.batch_norm == "rows",
+            singleton=settings.singleton,
+            baseline=settings.baseline,
+            return_info=not grpo,
+            **params,
+        )
+        s, info = (out, None) if grpo else out
+        return np.asarray(s, dtype=np.float64), info
+    # norm_adv_by_std_in_grpo=False: centre each reward in its group, no scaling.
+    z = rewardagg.group_standardize(
+        r,
+        group_ids=group_ids,
+        eps=eps,
+        correction=1,
+        singleton=settings.singleton,
+        baseline=settings.baseline,
+        scale=False,
+    )
+    reducer = rewardagg.get_aggregator(settings.method).reduce
+    s = np.asarray(reducer(z, weights=settings.weights, **params), dtype=np.float64)
+    if settings.batch_norm == "rows":
+        s = np.asarray(rewardagg.batch_standardize(s, eps=eps, correction=1), dtype=np.float64)
+    return np.where(np.isnan(s), 0.0, s), None
+
+
+def _whiten_verl(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """verl's ``masked_whiten`` (token-weighted mean, Bessel variance, rsqrt(var + 1e-8))."""
+    from verl.utils.torch_functional import masked_whiten
+
+    if float(mask.sum()) < 2:  # verl raises here; there is nothing to whiten
+        return torch.zeros_like(values)
+    return masked_whiten(values, mask)
+
+
+def _estimate(
+    estimator: str,
+    token_level_rewards: torch.Tensor,
+    response_mask: torch.Tensor,
+    index: Any = None,
+    epsilon: float = 1e-6,
+    norm_adv_by_std_in_grpo: bool | None = None,
+    config: Any = None,
+    non_tensor_batch: Mapping[str, Any] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    settings = RewardAggVerlSettings(config, estimator=estimator)
+    if norm_adv_by_std_in_grpo is None:
+        norm_adv_by_std_in_grpo = bool(_cfg_get(config, "norm_adv_by_std_in_grpo", True))
+    eps = settings.eps if settings.eps is not None else float(epsilon)
+    with torch.no_grad():
+        r = _rewards_matrix(settings, token_level_rewards, non_tensor_batch)
+        s, info = _row_scores(r, index, settings, eps=eps, scale_by_std=norm_adv_by_std_in_grpo)
+        _state["last_info"] = info
+        mask = response_mask.to(token_level_rewards.dtype)
+        has = torch.as_tensor(_has_reward(r, settings.weights), device=mask.device)
+        mask = mask * has.to(mask.dtype)[:, None]
+        scores = torch.as_tensor(s, device=mask.device).to(token_level_rewards.dtype)
+        adv = scores[:, None] * mask
+        if settings.batch_norm == "verl" and settings.method != "grpo":
+            adv = _whiten_verl(adv, mask) * mask
+    return adv, adv
+
+
+def compute_rewardagg_advantage(
+    token_level_rewards: torch.Tensor,
+    response_mask: torch.Tensor,
+    index: Any = None,
+    epsilon: float = 1e-6,
+    norm_adv_by_std_in_grpo: bool | None = None,
+    config: Any = None,
+    non_tensor_batch: Mapping[str, Any] | None = None,
+    batch: Any = None,
+    **kwargs: Any,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    r"""verl advantage estimator ``"rewardagg"``: any rewardagg method on verl's batch.
+
+    .. math::
+
+        Z_{ik} = \frac{R_{ik} - \mu_{g(i)k}}{\sigma_{g(i)k} + \varepsilon}, \quad
+        S_i = \operatorname{agg}_k(Z_{ik}; w), \quad
+        A_{it} = \operatorname{whiten}_{\text{mask}}(S_i \, m_{it}) \, m_{it}
+
+    with :math:`R_{ik}` = ``non_tensor_batch[gdpo_reward_keys[k]][i]``, :math:`g(i)` =
+    ``index[i]`` (verl's ``uid``), :math:`w` = ``gdpo_reward_weights``, :math:`m` =
+    ``response_mask``, :math:`\varepsilon` = ``epsilon`` and ``agg`` the reducer of
+    ``algorithm.rewardagg.method`` (default ``softmin``).
+
+    Args:
+        token_level_rewards: ``(B, T)``; used only when no ``gdpo_reward_keys`` are set
+            (K = 1: its row sums).
+        response_mask: ``(B, T)`` response-token mask.
+        index: ``(B,)`` group labels (``uid``); ``None``: every row is its own group.
+        epsilon: stage-1 epsilon (verl passes 1e-6).
+        norm_adv_by_std_in_grpo: ``False`` only centres in the group; ``None`` reads
+            ``config.norm_adv_by_std_in_grpo`` (default ``True``).
+        config: verl's ``algorithm`` config.
+        non_tensor_batch: ``DataProto.non_tensor_batch`` with the reward components.
+        batch: unused (accepted for verl's calling convention).
+        **kwargs: other keyword arguments verl may pass (ignored).
+
+    Returns:
+        ``(advantages, returns)``, both the same ``(B, T)`` tensor, zero outside
+        ``response_mask``.
+    """
+    return _estimate(
+        "rewardagg",
+        token_level_rewards,
+        response_mask,
+        index,
+        epsilon,
+        norm_adv_by_std_in_grpo,
+        config,
+        non_tensor_batch,
+    )
+
+
+def compute_rvpo_advantage(
+    token_level_rewards: torch.Tensor,
+    response_mask: torch.Tensor,
+    index: Any = None,
+    epsilon: float = 1e-6,
+    norm_adv_by_std_in_grpo: bool | None = None,
+    config: Any = None,
+    non_tensor_batch: Mapping[str, Any] | None = None,
+    batch: Any = None,
+    **kwargs: Any,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    r"""verl advantage estimator ``"rvpo"``: RVPO's SoftMin over the group z-scores.
+
+    :func:`compute_rewardagg_advantage` with ``method="softmin"``:
+    :math:`S_i = -\frac{1}{\kappa}\log\sum_k v_{ik} e^{-\kappa Z_{ik}}` with
+    :math:`\kappa` = ``algorithm.rewardagg.kappa`` (default 1). Same arguments and
+    return value as :func:`compute_rewardagg_advantage`.
+    """
+    return _estimate(
+        "rvpo",
+        token_level_rewards,
+        response_mask,
+        index,
+        epsilon,
+        norm_adv_by_std_in_grpo,
+        config,
+        non_tensor_batch,
+    )
+
+
+compute_rewardagg_advantage.__rewardagg_estimator__ = "rewardagg"  # type: ignore[attr-defined]
+compute_rvpo_advantage.__rewardagg_estimator__ = "rvpo"  # type: ignore[attr-defined]
+_FUNCTIONS = {"rvpo": compute_rvpo_advantage, "rewardagg": compute_rewardagg_advantage}
+
+
+def last_info() -> rewardagg.AggregationInfo | None:
+    """Diagnostics of the last estimator call in this process (``None`` before any call,
+    and for ``norm_adv_by_std_in_grpo=False``); ``last_info().to_metrics(names)`` gives a
+    flat dict for a logger."""
+    return _state["last_info"]
+
+
+# --------------------------------------------------------------------------------------
+# install / uninstall
+# --------------------------------------------------------------------------------------
+
+
+def _name(adv_estimator: Any) -> Any:
+    return adv_estimator.value if isinstance(adv_estimator, Enum) else adv_estimator
+
+
+def _ours(adv_estimator: Any) -> bool:
+    name = _name(adv_estimator)
+    if not isinstance(name, str):
+        return False
+    fn = core_algos.ADV_ESTIMATOR_REGISTRY.get(name)
+    return getattr(fn, "__rewardagg_estimator__", None) is not None
+
+
+def _wrap_compute_advantage(original):
+    def compute_advantage(
+        data,
+        adv_estimator,
+        gamma: float = 1.0,
+        lam: float = 1.0,
+        num_repeat: int = 1,
+        norm_adv_by_std_in_grpo: bool = True,
+        config=None,
+    ):
+        if not _ours(adv_estimator):
+            return original(
+                data,
+                adv_estimator=adv_estimator,
+                gamma=gamma,
+                lam=lam,
+                num_repeat=num_repeat,
+                norm_adv_by_std_in_grpo=norm_adv_by_std_in_grpo,
+                config=config,
+            )
+        if "response_mask" not in data.batch.keys():
+            from verl.trainer.ppo.ray_trainer import compute_response_mask
+
+            data.batch["response_mask"] = compute_response_mask(data)
+        fn = core_algos.get_adv_estimator_fn(_name(adv_estimator))
+        advantages, returns = fn(
+            token_level_rewards=data.batch["token_level_rewards"],
+            response_mask=data.batch["response_mask"],
+            index=data.non_tensor_batch.get("uid"),
+            norm_adv_by_std_in_grpo=norm_adv_by_std_in_grpo,
+            config=config,
+            non_tensor_batch=data.non_tensor_batch,
+            batch=data.batch,
+        )
+        data.batch["advantages"] = advantages
+        data.batch["returns"] = returns
+        return data
+
+    compute_advantage.__wrapped__ = original  # type: ignore[attr-defined]
+    compute_advantage.__rewardagg_wrapper__ = True  # type: ignore[attr-defined]
+    compute_advantage.__doc__ = (
+        "verl's compute_advantage, wrapped by rewardagg.integrations.verl.install(): the "
+        f"estimators {ESTIMATORS} also receive non_tensor_batch.\n\n{original.__doc__ or ''}"
+    )
+    return compute_advantage
+
+
+def _register() -> None:
+    registry = core_algos.ADV_ESTIMATOR_REGISTRY
+    for name, fn in _FUNCTIONS.items():
+        current = registry.get(name)
+        if current is fn:
+            continue
+        if current is not None and getattr(current, "__rewardagg_estimator__", None) != name:
+            raise ValueError(
+                f"verl already has an advantage estimator named {name!r} ({current!r}) that is "
+                "not rewardagg's; unregister it first"
+            )
+        if current is not None:  # ours from a reloaded copy of this module
+            del registry[name]
+        core_algos.register_adv_est(name)(fn)
+
+
+def _patch(module: Any) -> None:
+    current = getattr(module, "compute_advantage", None)
+    if current is None or getattr(current, "__rewardagg_wrapper__", False):
+        return
+    _state["originals"][module.__name__] = current
+    module.compute_advantage = _wrap_compute_advantage(current)
+
+
+def install() -> None:
+    """Register ``"rvpo"`` and ``"rewardagg"`` with verl and wrap ``compute_advantage``.
+
+    Wraps ``verl.trainer.ppo.ray_trainer.compute_advantage`` (what the legacy trainer
+    calls), and ``verl.trainer.ppo.v1.utils.compute_advantage`` when that module is already
+    imported (its estimators still get no components there, see the module docstring).
+    Idempotent and thread-safe; :func:`uninstall` reverts it.
+    """
+    with _lock:
+        _register()
+        from verl.trainer.ppo import ray_trainer
+
+        _patch(ray_trainer)
+        v1_utils = sys.modules.get("verl.trainer.ppo.v1.utils")
+        if v1_utils is not None:
+            _patch(v1_utils)
+        _state["installed"] = True
+
+
+def uninstall() -> None:
+    """Undo :func:`install`: restore verl's ``compute_advantage`` and unregister ours."""
+    with _lock:
+        for modname, original in list(_state["originals"].items()):
+            module = sys.modules.get(modname)
+            if module is not None and getattr(module.compute_advantage, "__wrapped__", None) is (
+                original
+            ):
+                module.compute_advantage = original
+            del _state["originals"][modname]
+        registry = core_algos.ADV_ESTIMATOR_REGISTRY
+        for name, fn in _FUNCTIONS.items():
+            if registry.get(name) is fn:
+                del registry[name]
+        _state["installed"] = False
+
+
+def is_installed() -> bool:
+    """Whether :func:`install` is in effect in this process."""
+    from verl.trainer.ppo import ray_trainer
+
+    return bool(
+        _state["installed"]
+        and getattr(ray_trainer.compute_advantage, "__rewardagg_wrapper__", False)
+        and all(core_algos.ADV_ESTIMATOR_REGISTRY.get(n) is f for n, f in _FUNCTIONS.items())
+    )

@@ -1,0 +1,423 @@
+"""OpenRLHF adapter against the real OpenRLHF 0.11.2 code paths: per-sample ``Experience``
+objects as the rollout makes them (reward_func ``extra_logs`` in ``experience.info``), merged
+into micro-batches by the real ``RemoteExperienceMaker.split_rollout_samples`` (seq-length
+balanced, so ``experience.index`` is shuffled), then the real
+``compute_advantages_and_returns`` (``group_norm``) against ours.
+
+Skips when openrlhf is not installed. OpenRLHF cannot be fully installed on a CPU machine
+(it pins flash-attn, vllm and deepspeed): CI installs it with ``--no-deps`` plus what its
+experience maker imports (deepspeed installs and imports on CPU). The GPU-only packages
+``flash_attn`` and ``vllm`` are STUBBED here: a ``sys.meta_path`` finder serves empty
+placeholder modules for them (and their submodules) while this module runs; any use of a
+stubbed object raises. No OpenRLHF code is mocked. The stubs are removed at teardown.
+
+Runtime: about 15 s on 2 CPU cores, most of it importing OpenRLHF (~6 s) and one
+subprocess that checks the Ray setup hook.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib.abc
+import importlib.machinery
+import subprocess
+import sys
+import textwrap
+import types
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("openrlhf")
+
+
+# --------------------------------------------------------------------------------------
+# stubs for the GPU-only packages (flash_attn, vllm)
+# --------------------------------------------------------------------------------------
+
+STUBBED = ("flash_attn", "vllm")
+
+STUB_SOURCE = '''
+import importlib.abc, importlib.machinery, sys, types
+
+class _StubModule(types.ModuleType):
+    """Placeholder for a GPU-only package: attributes are classes that raise when used."""
+
+    def __getattr__(self, name):
+        if name.startswith("__"):
+            raise AttributeError(name)
+
+        def _unavailable(self_, *args, **kwargs):
+            raise RuntimeError(f"{self.__name__}.{name} is a CPU test stub")
+
+        obj = type(name, (), {"__init__": _unavailable, "__module__": self.__name__})
+        setattr(self, name, obj)
+        return obj
+
+
+class _StubFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    def __init__(self, roots):
+        self.roots = frozenset(roots)
+
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname.split(".")[0] in self.roots:
+            return importlib.machinery.ModuleSpec(fullname, self, is_package=True)
+        return None
+
+    def create_module(self, spec):
+        module = _StubModule(spec.name)
+        module.__path__ = []
+        return module
+
+    def exec_module(self, module):
+        pass
+'''
+
+
+def _present(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+_namespace: dict = {}
+exec(STUB_SOURCE, _namespace)  # the same source runs in the subprocess test below
+_FINDER = _namespace["_StubFinder"]([n for n in STUBBED if not _present(n)])
+sys.meta_path.insert(0, _FINDER)
+
+from openrlhf.trainer.ppo_utils.experience import Experience  # noqa: E402
+from openrlhf.trainer.ppo_utils.experience_maker import RemoteExperienceMaker  # noqa: E402
+from openrlhf.trainer.ppo_utils.kl_controller import FixedKLController  # noqa: E402
+
+import rewardagg  # noqa: E402
+import rewardagg.integrations.openrlhf as ro  # noqa: E402
+
+OPENRLHF_METHOD = RemoteExperienceMaker.__dict__["compute_advantages_and_returns"]
+KEYS = ["format", "correct", "safe"]
+
+
+def teardown_module(module):
+    ro.uninstall()
+    sys.meta_path[:] = [f for f in sys.meta_path if f is not _FINDER]
+    for name in list(sys.modules):
+        if name.split(".")[0] in _FINDER.roots:
+            del sys.modules[name]
+
+
+@pytest.fixture(autouse=True)
+def _installed():
+    ro.install()
+    yield
+    ro.install()
+
+
+# --------------------------------------------------------------------------------------
+# fixtures: OpenRLHF args, per-sample experiences, the real experience maker
+# --------------------------------------------------------------------------------------
+
+
+def make_args(estimator: str, n: int, **rewardagg_settings):
+    ns = SimpleNamespace
+    args = ns(
+        algo=ns(advantage=ns(estimator=estimator, gamma=1.0, lambd=1.0, no_std_norm=False)),
+        rollout=ns(n_samples_per_prompt=n, micro_batch_size=3, max_tokens_per_gpu=64),
+        reward=ns(clip_range=(-10.0, 10.0), overlong_buffer_len=None),
+        train=ns(dynamic_batch_enable=True),
+        actor=ns(num_nodes=1, num_gpus_per_node=2),
+        ds=ns(ring_attn_size=1, tensor_parallel_size=1),
+        data=ns(max_len=64),
+    )
+    if rewardagg_settings:
+        args.rewardagg = ns(**{**ro.DEFAULTS, **rewardagg_settings})
+    return args
+
+
+def make_maker(args, kl_coef=0.05):
+    return RemoteExperienceMaker(
+        None,
+        None,
+        None,
+        None,
+        FixedKLController(kl_coef),
+        SimpleNamespace(args=args),
+        SimpleNamespace(pad_token_id=0),
+    )
+
+
+def make_samples(seed: int, prompts: int, n: int, missing: bool = False):
+    """One Experience per completion, shaped as OpenRLHF's rollout builds them, rewards
+    exactly representable in binary; ``reward`` = sum of the components."""
+    rng = np.random.default_rng(seed)
+    samples = []
+    for _ in range(prompts * n):
+        prompt_len, resp_len = int(rng.integers(2, 5)), int(rng.integers(1, 9))
+        total = prompt_len + resp_len
+        action_mask = torch.zeros(total - 1, dtype=torch.long)
+        action_mask[prompt_len - 1 :] = 1
+        comps = {
+            "format": float(rng.choice([0.0, 0.5, 1.0])),
+            "correct": float(rng.choice([0.0, 1.0])),
+            "safe": float(rng.choice([0.0, 0.25, 1.0])),
+        }
+        if missing and rng.random() < 0.2:
+            comps["safe"] = float("nan")  # the criterion does not apply
+        reward = float(np.nansum(list(comps.values())))
+        info = {"response_clip_ratio": torch.tensor([False]), "reward": torch.tensor([reward])}
+        info.update({k: torch.tensor([v]) for k, v in comps.items()})
+        samples.append(
+            Experience(
+                sequences=torch.randint(1, 100, (1, total)),
+                attention_mask=torch.ones(1, total, dtype=torch.long),
+                action_mask=action_mask.unsqueeze(0),
+                prompts=["p"],
+                labels=["l"],
+                rewards=torch.tensor([reward]),
+                scores=torch.tensor([reward]),
+                response_length=torch.tensor([resp_len]),
+                truncated=torch.tensor([False]),
+                total_length=torch.tensor([total]),
+                info=info,
+            )
+        )
+    return samples
+
+
+def make_experiences(maker, seed=0, prompts=4, n=4, missing=False):
+    """Real micro-batching, then a KL tensor as make_experience would attach."""
+    experiences = maker.split_rollout_samples(make_samples(seed, prompts, n, missing))
+    rng = torch.Generator().manual_seed(seed)
+    for exp in experiences:
+        exp.kl = torch.rand(exp.action_mask.shape, generator=rng) * 0.1 * exp.action_mask
+    return experiences
+
+
+def prompt_order(experiences, key):
+    idx = [i for e in experiences for i in e.index]
+    vals = torch.cat([e.info[key].double() for e in experiences])
+    out = torch.empty_like(vals)
+    out[torch.tensor(idx)] = vals
+    return out
+
+
+# --------------------------------------------------------------------------------------
+# parity: K = 1, method "grpo" == OpenRLHF's group_norm
+# --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("reward_keys", [None, ["reward"]])
+def test_grpo_k1_is_openrlhf_group_norm(seed, reward_keys):
+    n = 4
+    ref_maker = make_maker(make_args("group_norm", n))
+    experiences = make_experiences(ref_maker, seed=seed, n=n)
+    assert sorted(i for e in experiences for i in e.index) == list(range(16))
+    assert [i for e in experiences for i in e.index] != list(range(16))  # shuffled
+    ours_exps = copy.deepcopy(experiences)
+    ref = OPENRLHF_METHOD(ref_maker, experiences)
+    args = make_args("rewardagg", n, method="grpo", reward_keys=reward_keys)
+    ours = make_maker(args).compute_advantages_and_returns(ours_exps)
+    for r, o in zip(ref, ours, strict=True):
+        torch.testing.assert_close(o.advantages, r.advantages, atol=1e-6, rtol=0)
+        torch.testing.assert_close(o.returns, r.returns, atol=1e-6, rtol=0)
+        torch.testing.assert_close(o.info["return"], r.info["return"], atol=1e-6, rtol=0)
+        torch.testing.assert_close(o.info["group_reward_std"], r.info["group_reward_std"])
+        assert o.kl is None and r.kl is None
+
+
+def test_grpo_k1_parity_through_the_installed_method():
+    """The wrapped method dispatches: group_norm unchanged, rewardagg ours."""
+    n = 4
+    experiences = make_experiences(make_maker(make_args("group_norm", n)), seed=7)
+    ours_exps = copy.deepcopy(experiences)
+    ref = make_maker(make_args("group_norm", n)).compute_advantages_and_returns(experiences)
+    ours = make_maker(make_args("rvpo", n, method="softmin")).compute_advantages_and_returns(
+        copy.deepcopy(ours_exps)
+    )
+    grpo = make_maker(make_args("rewardagg", n, method="grpo")).compute_advantages_and_returns(
+        ours_exps
+    )
+    for r, g in zip(ref, grpo, strict=True):
+        torch.testing.assert_close(g.advantages, r.advantages, atol=1e-6, rtol=0)
+    assert any(
+        not torch.allclose(o.advantages, r.advantages) for o, r in zip(ours, ref, strict=True)
+    )
+
+
+# --------------------------------------------------------------------------------------
+# multi-reward estimators
+# --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("missing", [False, True])
+def test_rvpo_from_extra_logs_matches_rewardagg_on_prompt_ordered_tensor(missing):
+    n, kappa = 4, 2.0
+    args = make_args("rvpo", n, reward_keys=KEYS, kappa=kappa, weights=[1.0, 2.0, 1.0])
+    maker = make_maker(args, kl_coef=0.0)
+    experiences = make_experiences(maker, seed=3, n=n, missing=missing)
+    # the (prompts, n_samples, K) tensor the estimator must build
+    rewards = torch.stack([prompt_order(experiences, k) for k in KEYS], dim=1)
+    expected = rewardagg.advantages(
+        rewards.reshape(-1, n, 3).reshape(-1, 3),
+        method="softmin",
+        kappa=kappa,
+        group_size=n,
+        weights=[1.0, 2.0, 1.0],
+        eps=1e-9,
+    )
+    out = maker.compute_advantages_and_returns(experiences)
+    for exp in out:
+        mask = exp.action_mask.bool()
+        for j, i in enumerate(exp.index):
+            want = float(expected[i].clamp(-10, 10))
+            # kl_coef = 0: every action token's return is the final reward (gamma 1)
+            torch.testing.assert_close(
+                exp.advantages[j][mask[j]],
+                torch.full((int(mask[j].sum()),), want),
+                atol=1e-6,
+                rtol=0,
+            )
+            last = int(mask[j].nonzero().max())
+            assert (exp.advantages[j][last + 1 :] == 0).all()  # nothing after the response
+        assert "rewardagg/bottleneck_share/safe" in exp.info
+        assert exp.info["rewardagg/n_rows"].shape == (len(exp.index),)
+
+
+def test_rvpo_penalises_a_failed_constraint_more_than_gdpo():
+    n = 4
+    samples = make_samples(0, 1, n)
+    table = {"format": [1, 0, 0, 0], "correct": [1, 0, 0, 0], "safe": [0, 1, 1, 1]}
+    for i, s in enumerate(samples):
+        for k, v in table.items():
+            s.info[k] = torch.tensor([float(v[i])])
+
+    def first_token_adv(estimator, **settings):
+        args = make_args(estimator, n, reward_keys=KEYS, no_batch_norm=True, **settings)
+        maker = make_maker(args, kl_coef=0.0)
+        exps = maker.split_rollout_samples(copy.deepcopy(samples))
+        for e in exps:
+            e.kl = torch.zeros(e.action_mask.shape)
+        out = maker.compute_advantages_and_returns(exps)
+        adv = {}
+        for e in out:
+            for j, i in enumerate(e.index):
+                adv[i] = float(e.advantages[j][e.action_mask[j].bool()][0])
+        return adv
+
+    assert first_token_adv("rewardagg", method="gdpo")[0] > 0
+    assert first_token_adv("rvpo", kappa=4.0)[0] < 0
+
+
+def test_missing_info_key_raises_a_clear_error():
+    args = make_args("rvpo", 4, reward_keys=["format", "helpfulness"])
+    maker = make_maker(args)
+    with pytest.raises(KeyError, match="extra_logs"):
+        maker.compute_advantages_and_returns(make_experiences(maker))
+
+
+@pytest.mark.parametrize(
+    ("estimator", "settings", "match"),
+    [
+        ("rvpo", {"method": "gdpo"}, "rvpo"),
+        ("rewardagg", {"method": "nope"}, "available"),
+        ("rvpo", {"lam": 1.0}, "does not apply"),
+        ("rvpo", {"reward_keys": KEYS, "weights": [1.0]}, "weights"),
+    ],
+)
+def test_bad_settings(estimator, settings, match):
+    with pytest.raises(ValueError, match=match):
+        ro.settings_from_args(make_args(estimator, 4, **settings))
+
+
+def test_install_is_idempotent_and_reversible():
+    ro.install()
+    ro.install()
+    assert ro.is_installed()
+    wrapped = RemoteExperienceMaker.__dict__["compute_advantages_and_returns"]
+    assert wrapped.__wrapped__ is OPENRLHF_METHOD
+    ro.uninstall()
+    assert RemoteExperienceMaker.__dict__["compute_advantages_and_returns"] is OPENRLHF_METHOD
+    assert not ro.is_installed()
+    ro.install()
+    assert ro.is_installed()
+
+
+# --------------------------------------------------------------------------------------
+# launcher and Ray hook
+# --------------------------------------------------------------------------------------
+
+
+class _StopAtRayInit(Exception):
+    pass
+
+
+def test_launcher_adds_flags_and_the_ray_setup_hook(monkeypatch):
+    ray = pytest.importorskip("ray")
+    import rewardagg.integrations.openrlhf.__main__ as launcher
+
+    seen = {}
+
+    def fake_init(*args, **kwargs):
+        seen.update(kwargs)
+        raise _StopAtRayInit
+
+    monkeypatch.setattr(ray, "init", fake_init)
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    argv = [
+        "--algo.advantage.estimator",
+        "rvpo",
+        "--rollout.n_samples_per_prompt",
+        "4",
+        "--rewardagg.reward_keys",
+        *KEYS,
+        "--rewardagg.kappa",
+        "2.0",
+        "--actor.model_name_or_path",
+        "Qwen/Qwen2.5-0.5B-Instruct",
+    ]
+    with pytest.raises(_StopAtRayInit):
+        launcher.main(argv)
+    assert seen["runtime_env"]["worker_process_setup_hook"] == ro.SETUP_HOOK
+    assert "env_vars" in seen["runtime_env"]  # OpenRLHF's own runtime env is kept
+    flat = vars(launcher.last_args)
+    assert flat["algo.advantage.estimator"] == "rvpo"
+    assert flat["rewardagg.reward_keys"] == KEYS and flat["rewardagg.kappa"] == 2.0
+    assert ray.init is fake_init  # the launcher restored what it wrapped
+
+
+@pytest.mark.parametrize(
+    ("extra", "match"),
+    [
+        (["--rollout.n_samples_per_prompt", "1"], "n_samples_per_prompt"),
+        (["--rollout.n_samples_per_prompt", "4", "--rewardagg.method", "gdpo"], "rvpo"),
+    ],
+)
+def test_launcher_refuses_bad_settings_before_ray(extra, match):
+    import rewardagg.integrations.openrlhf.__main__ as launcher
+
+    with pytest.raises(SystemExit, match=match):
+        launcher.main(["--algo.advantage.estimator", "rvpo", *extra])
+
+
+def test_setup_hook_installs_after_the_experience_maker_is_imported():
+    code = STUB_SOURCE + textwrap.dedent(
+        """
+        sys.meta_path.insert(0, _StubFinder(["flash_attn", "vllm"]))
+        import rewardagg.integrations.openrlhf as ro
+        ro.setup_hook()
+        assert "openrlhf.trainer.ppo_utils.experience_maker" not in sys.modules
+        assert "torch" not in sys.modules
+        from openrlhf.trainer.ppo_utils.experience_maker import RemoteExperienceMaker
+        assert ro.is_installed()
+        print("OK")
+        """
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert out.returncode == 0 and "OK" in out.stdout, out.stderr[-2000:]
+
+
+_ = types  # (types is used by the stub source executed above)
