@@ -208,3 +208,41 @@ def test_import_is_light():
             "print([m for m in ('torch', 'numba', 'triton') if m in sys.modules])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+# ---- the core's backend= argument ------------------------------------------------------
+
+@pytest.mark.skipif(not HAS_NUMBA, reason="numba not installed")
+@pytest.mark.parametrize("method", ["gdpo", "mean", "softmin", "mean_variance", "min"])
+def test_core_numba_backend_equals_array_path(method):
+    import rewardagg
+
+    rng = np.random.default_rng(3)
+    r = rng.standard_normal((300, 5))
+    r[rng.random(r.shape) < 0.2] = np.nan
+    mask = rng.random(r.shape) > 0.1
+    ids = rng.integers(0, 40, 300)  # ragged, unsorted groups
+    kw = dict(method=method, group_ids=ids, mask=mask, weights=[1, 2, 0, 1, 0.5],
+              singleton="identity", baseline="leave_one_out")
+    want = rewardagg.advantages(r, backend="numpy", **kw)
+    got = rewardagg.advantages(r, backend="numba", **kw)
+    np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-9)
+    got_t, info = rewardagg.advantages(torch.from_numpy(r).float(), backend="numba",
+                                       return_info=True, **kw)
+    np.testing.assert_allclose(got_t.numpy(), want, rtol=1e-4, atol=1e-4)
+    assert info.n_rows == 300
+
+
+@pytest.mark.skipif(not HAS_NUMBA, reason="numba not installed")
+def test_core_auto_fuses_large_inputs_and_validates_inside_the_pass():
+    import rewardagg
+
+    r = np.random.default_rng(0).standard_normal((K.AUTO_NUMBA_MIN_ELEMENTS // 4, 4))
+    a = rewardagg.advantages(r, group_size=16)
+    np.testing.assert_allclose(a, rewardagg.advantages(r, group_size=16, backend="numpy"),
+                               rtol=1e-9, atol=1e-9)
+    r[100, 2] = np.inf
+    with pytest.raises(ValueError, match="infinite"):
+        rewardagg.advantages(r, group_size=16)
+    with pytest.raises(ValueError, match="backend='numba' runs the built-in"):
+        rewardagg.advantages(r, group_size=16, method="grpo", backend="numba")
