@@ -36,6 +36,8 @@ def make_case(sizes, n_rew, *, seed=0, p_missing=0.2, zero_weight=True, ties=Tru
 
 def oracle_scores(r, off, w, method, *, kappa=1.0, lam=0.5, eps=1e-6, correction=1,
                   singleton="zero", baseline="mean"):
+    import oracle  # mpmath, only where the oracle is used
+
     groups = [list(range(int(a), int(b))) for a, b in itertools.pairwise(off) if b > a]
     z = oracle.stage1(r, groups, eps=eps, correction=correction, singleton=singleton,
                       baseline=baseline)
