@@ -8,8 +8,9 @@ Skips when openrlhf is not installed. OpenRLHF cannot be fully installed on a CP
 (it pins flash-attn, vllm and deepspeed): CI installs it with ``--no-deps`` plus what its
 experience maker imports (deepspeed installs and imports on CPU). The GPU-only packages
 ``flash_attn`` and ``vllm`` are STUBBED here: a ``sys.meta_path`` finder serves empty
-placeholder modules for them (and their submodules) while this module runs; any use of a
-stubbed object raises. No OpenRLHF code is mocked. The stubs are removed at teardown.
+placeholder modules for them (and their submodules) only while OpenRLHF is imported and
+while its launcher runs, then they are dropped from ``sys.modules`` again; any use of a
+stubbed object raises. No OpenRLHF code is mocked.
 
 Runtime: about 15 s on 2 CPU cores, most of it importing OpenRLHF (~6 s) and one
 subprocess that checks the Ray setup hook.
@@ -17,13 +18,13 @@ subprocess that checks the Ray setup hook.
 
 from __future__ import annotations
 
+import contextlib
 import copy
-import importlib.abc
-import importlib.machinery
+import importlib.util
 import subprocess
 import sys
 import textwrap
-import types
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -86,14 +87,32 @@ def _present(name: str) -> bool:
 _namespace: dict = {}
 exec(STUB_SOURCE, _namespace)  # the same source runs in the subprocess test below
 _FINDER = _namespace["_StubFinder"]([n for n in STUBBED if not _present(n)])
-sys.meta_path.insert(0, _FINDER)
 
-from openrlhf.trainer.ppo_utils.experience import Experience  # noqa: E402
-from openrlhf.trainer.ppo_utils.experience_maker import RemoteExperienceMaker  # noqa: E402
-from openrlhf.trainer.ppo_utils.kl_controller import FixedKLController  # noqa: E402
 
-import rewardagg  # noqa: E402
-import rewardagg.integrations.openrlhf as ro  # noqa: E402
+@contextlib.contextmanager
+def gpu_stubs():
+    """Serve the stubs only inside this block, then drop them from ``sys.meta_path`` and
+    ``sys.modules``, so that other test modules (TRL's vllm check, ...) never see them.
+    OpenRLHF's modules keep the references they imported."""
+    sys.meta_path.insert(0, _FINDER)
+    try:
+        yield
+    finally:
+        sys.meta_path[:] = [f for f in sys.meta_path if f is not _FINDER]
+        for name in list(sys.modules):
+            if name.split(".")[0] in _FINDER.roots:
+                del sys.modules[name]
+
+
+with gpu_stubs():
+    import openrlhf.cli.train_ppo_ray  # noqa: F401  (all that the launcher test runs)
+    from openrlhf.trainer.ppo_utils.experience import Experience
+    from openrlhf.trainer.ppo_utils.experience_maker import RemoteExperienceMaker
+    from openrlhf.trainer.ppo_utils.kl_controller import FixedKLController
+
+    import rewardagg
+    import rewardagg.integrations.openrlhf as ro
+    import rewardagg.integrations.openrlhf._adapter
 
 OPENRLHF_METHOD = RemoteExperienceMaker.__dict__["compute_advantages_and_returns"]
 KEYS = ["format", "correct", "safe"]
@@ -101,10 +120,6 @@ KEYS = ["format", "correct", "safe"]
 
 def teardown_module(module):
     ro.uninstall()
-    sys.meta_path[:] = [f for f in sys.meta_path if f is not _FINDER]
-    for name in list(sys.modules):
-        if name.split(".")[0] in _FINDER.roots:
-            del sys.modules[name]
 
 
 @pytest.fixture(autouse=True)
@@ -377,7 +392,7 @@ def test_launcher_adds_flags_and_the_ray_setup_hook(monkeypatch):
         "--actor.model_name_or_path",
         "Qwen/Qwen2.5-0.5B-Instruct",
     ]
-    with pytest.raises(_StopAtRayInit):
+    with gpu_stubs(), pytest.raises(_StopAtRayInit):
         launcher.main(argv)
     assert seen["runtime_env"]["worker_process_setup_hook"] == ro.SETUP_HOOK
     assert "env_vars" in seen["runtime_env"]  # OpenRLHF's own runtime env is kept
@@ -397,7 +412,7 @@ def test_launcher_adds_flags_and_the_ray_setup_hook(monkeypatch):
 def test_launcher_refuses_bad_settings_before_ray(extra, match):
     import rewardagg.integrations.openrlhf.__main__ as launcher
 
-    with pytest.raises(SystemExit, match=match):
+    with gpu_stubs(), pytest.raises(SystemExit, match=match):
         launcher.main(["--algo.advantage.estimator", "rvpo", *extra])
 
 
@@ -420,4 +435,65 @@ def test_setup_hook_installs_after_the_experience_maker_is_imported():
     assert out.returncode == 0 and "OK" in out.stdout, out.stderr[-2000:]
 
 
-_ = types  # (types is used by the stub source executed above)
+# --------------------------------------------------------------------------------------
+# the example (examples/openrlhf_qwen2.5_gsm8k_rvpo)
+# --------------------------------------------------------------------------------------
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "openrlhf_qwen2.5_gsm8k_rvpo"
+
+
+def _example_args() -> list[str]:
+    words: list[str] = []
+    for line in (EXAMPLE / "args.txt").read_text().splitlines():
+        parts = line.split()
+        if parts and not parts[0].startswith("#"):
+            words += parts
+    return words
+
+
+def test_example_args_pass_openrlhf_validation(monkeypatch):
+    """The example's flags parse with OpenRLHF 0.11.2's own parser (plus ours) and pass its
+    checks, up to ray.init."""
+    ray = pytest.importorskip("ray")
+    import rewardagg.integrations.openrlhf.__main__ as launcher
+
+    seen = {}
+
+    def fake_init(*args, **kwargs):
+        seen.update(kwargs)
+        raise _StopAtRayInit
+
+    monkeypatch.setattr(ray, "init", fake_init)
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    with gpu_stubs(), pytest.raises(_StopAtRayInit):
+        launcher.main(_example_args())
+    flat = vars(launcher.last_args)
+    assert flat["algo.advantage.estimator"] == "rvpo"
+    assert flat["rewardagg.reward_keys"] == ["format", "correct", "concise"]
+    assert seen["runtime_env"]["worker_process_setup_hook"] == ro.SETUP_HOOK
+
+
+def test_example_reward_func_extra_logs_feed_the_estimator():
+    """reward_func output -> Experience.info as OpenRLHF's rollout stores extra_logs -> rvpo."""
+    spec = importlib.util.spec_from_file_location("reward_func_example", EXAMPLE / "reward_func.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    prompt = "<|im_start|>user\nWhat is 2+3?<|im_end|>\n<|im_start|>assistant\n"
+    responses = ["2 + 3 = 5\n#### 5", "It is 5.", "word " * 250 + "\n#### 5", "#### 6"] * 2
+    samples = make_samples(0, 2, 4)
+    for sample, response in zip(samples, responses, strict=True):
+        out = module.reward_func([prompt + response + "<|im_end|>"], [prompt], ["5"])
+        sample.rewards = out["rewards"]
+        sample.info["reward"] = out["rewards"]
+        for key, value in out["extra_logs"].items():  # as _process_response_into_experience
+            sample.info[key] = torch.tensor([value.flatten()[0].item()])
+    args = make_args("rvpo", 4, reward_keys=list(module.KEYS))
+    maker = make_maker(args, kl_coef=0.0)
+    experiences = maker.split_rollout_samples(samples)
+    for e in experiences:
+        e.kl = torch.zeros(e.action_mask.shape)
+    first = {}
+    for e in maker.compute_advantages_and_returns(experiences):
+        for j, i in enumerate(e.index):
+            first[i] = float(e.advantages[j][e.action_mask[j].bool()][0])
+    assert max(first, key=first.get) in (0, 4)  # a completion meeting all three rewards
