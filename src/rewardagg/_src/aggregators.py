@@ -190,6 +190,15 @@ def weighted_sum(z: Any, *, weights: Any = None):
 
     Returns:
         ``(...)`` scores; NaN for rows with no present positive-weight reward.
+
+    Examples:
+        >>> import numpy as np
+        >>> from rewardagg import weighted_sum
+        >>> z = np.array([[1.0, -1.0, 0.5], [0.2, np.nan, 0.4]])  # NaN: missing
+        >>> weighted_sum(z)
+        array([0.5, 0.6])
+        >>> weighted_sum(z, weights=[2.0, 1.0, 1.0])
+        array([1.5, 0.8])
     """
     return _reduce(weighted_sum_kernel, z, weights)
 
@@ -205,6 +214,13 @@ def weighted_mean(z: Any, *, weights: Any = None):
 
     Returns:
         ``(...)`` scores; NaN for rows with no present positive-weight reward.
+
+    Examples:
+        >>> import numpy as np
+        >>> from rewardagg import weighted_mean
+        >>> z = np.array([[1.0, -1.0, 0.5], [0.2, np.nan, 0.4]])  # NaN: missing
+        >>> weighted_mean(z).round(4)  # row 1: the mean of its two present rewards
+        array([0.1667, 0.3   ])
     """
     return _reduce(weighted_mean_kernel, z, weights)
 
@@ -220,6 +236,15 @@ def weighted_min(z: Any, *, weights: Any = None):
 
     Returns:
         ``(...)`` scores; NaN for rows with no present positive-weight reward.
+
+    Examples:
+        >>> import numpy as np
+        >>> from rewardagg import weighted_min
+        >>> z = np.array([[1.0, -1.0, 0.5], [0.2, np.nan, 0.4]])  # NaN: missing
+        >>> weighted_min(z)
+        array([-1. ,  0.2])
+        >>> weighted_min(z, weights=[1.0, 0.0, 1.0])  # a zero weight drops the reward
+        array([0.5, 0.2])
     """
     return _reduce(weighted_min_kernel, z, weights)
 
@@ -242,6 +267,13 @@ def mean_variance(z: Any, *, lam: float, weights: Any = None):
 
     Returns:
         ``(...)`` scores; NaN for rows with no present positive-weight reward.
+
+    Examples:
+        >>> import numpy as np
+        >>> from rewardagg import mean_variance
+        >>> z = np.array([[1.0, -1.0, 0.5], [0.2, np.nan, 0.4]])  # NaN: missing
+        >>> mean_variance(z, lam=0.5).round(4)
+        array([-0.1944,  0.295 ])
     """
     lam = check_nonnegative(lam, "lam")
     return _reduce(mean_variance_kernel, z, weights, lam=lam)
@@ -270,6 +302,15 @@ def softmin(z: Any, *, kappa: float, weights: Any = None):
 
     Returns:
         ``(...)`` scores; NaN for rows with no present positive-weight reward.
+
+    Examples:
+        >>> import numpy as np
+        >>> from rewardagg import softmin
+        >>> z = np.array([[1.0, -1.0, 0.5], [0.2, np.nan, 0.4]])  # NaN: missing
+        >>> softmin(z, kappa=1.0).round(4)  # below the mean, above the min
+        array([-0.2077,  0.295 ])
+        >>> softmin(z, kappa=0.0).round(4), softmin(z, kappa=np.inf)  # mean and min
+        (array([0.1667, 0.3   ]), array([-1. ,  0.2]))
 
     References:
         Montero, Jurczyk, Dhingra, "RVPO: Risk-Sensitive Alignment via Variance
