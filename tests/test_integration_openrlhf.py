@@ -105,7 +105,6 @@ def gpu_stubs():
 
 
 with gpu_stubs():
-    import openrlhf.cli.train_ppo_ray  # noqa: F401  (all that the launcher test runs)
     from openrlhf.trainer.ppo_utils.experience import Experience
     from openrlhf.trainer.ppo_utils.experience_maker import RemoteExperienceMaker
     from openrlhf.trainer.ppo_utils.kl_controller import FixedKLController
