@@ -204,8 +204,8 @@ def _wrap(original):
                 return _compute_rewardagg(self, experiences)
         return original(self, experiences)
 
-    compute_advantages_and_returns.__wrapped__ = original  # type: ignore[attr-defined]
-    compute_advantages_and_returns.__rewardagg_wrapper__ = True  # type: ignore[attr-defined]
+    setattr(compute_advantages_and_returns, "__wrapped__", original)  # noqa: B010
+    setattr(compute_advantages_and_returns, "__rewardagg_wrapper__", True)  # noqa: B010
     compute_advantages_and_returns.__doc__ = original.__doc__
     return compute_advantages_and_returns
 

@@ -465,8 +465,8 @@ def _wrap_compute_advantage(original):
         data.batch["returns"] = returns
         return data
 
-    compute_advantage.__wrapped__ = original  # type: ignore[attr-defined]
-    compute_advantage.__rewardagg_wrapper__ = True  # type: ignore[attr-defined]
+    setattr(compute_advantage, "__wrapped__", original)  # noqa: B010
+    setattr(compute_advantage, "__rewardagg_wrapper__", True)  # noqa: B010
     compute_advantage.__doc__ = (
         "verl's compute_advantage, wrapped by rewardagg.integrations.verl.install(): the "
         f"estimators {ESTIMATORS} also receive non_tensor_batch.\n\n{original.__doc__ or ''}"
@@ -522,10 +522,9 @@ def uninstall() -> None:
     with _lock:
         for modname, original in list(_state["originals"].items()):
             module = sys.modules.get(modname)
-            if module is not None and getattr(module.compute_advantage, "__wrapped__", None) is (
-                original
-            ):
-                module.compute_advantage = original
+            current = getattr(module, "compute_advantage", None)
+            if module is not None and getattr(current, "__wrapped__", None) is original:
+                setattr(module, "compute_advantage", original)  # noqa: B010
             del _state["originals"][modname]
         registry = core_algos.ADV_ESTIMATOR_REGISTRY
         for name, fn in _FUNCTIONS.items():
