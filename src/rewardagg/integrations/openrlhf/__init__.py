@@ -30,19 +30,19 @@ reads; return e.g. the sum of the components there.
 
 Flags added by the launcher (stored in ``args.rewardagg``):
 
-========================== ========== =================================================
-flag                       default    meaning
-========================== ========== =================================================
-``--rewardagg.reward_keys`` none       ``extra_logs`` keys of the K components
-``--rewardagg.weights``     all 1      K non-negative weights
-``--rewardagg.method``      softmin    any :func:`rewardagg.available_methods` name
-                                      (``rvpo`` accepts only softmin)
-``--rewardagg.kappa``       1.0        softmin risk coefficient
-``--rewardagg.lam``         0.5        mean_variance coefficient
-``--rewardagg.scale``       group      grpo scale (group, batch, none)
-``--rewardagg.eps``         1e-9       epsilon of stages 1 and 3 (OpenRLHF's group_norm)
-``--rewardagg.no_batch_norm``  off     skip stage 3 (batch z-score of the scores)
-========================== ========== =================================================
+============================= ========== =================================================
+flag                          default    meaning
+============================= ========== =================================================
+``--rewardagg.reward_keys``   none       ``extra_logs`` keys of the K components
+``--rewardagg.weights``       all 1      K non-negative weights
+``--rewardagg.method``        softmin    any :func:`rewardagg.available_methods` name
+                                         (``rvpo`` accepts only softmin)
+``--rewardagg.kappa``         1.0        softmin risk coefficient
+``--rewardagg.lam``           0.5        mean_variance coefficient
+``--rewardagg.scale``         group      grpo scale (group, batch, none)
+``--rewardagg.eps``           1e-9       epsilon of stages 1 and 3 (OpenRLHF's group_norm)
+``--rewardagg.no_batch_norm`` off        skip stage 3 (batch z-score of the scores)
+============================= ========== =================================================
 
 Conventions reproduced from OpenRLHF's ``group_norm``: contiguous groups of
 ``n_samples_per_prompt`` rows in prompt order, ``eps = 1e-9`` added to ``.std(-1)``
