@@ -279,10 +279,11 @@ CHATML = (
 
 def build_tiny_model_and_tokenizer(texts: Iterable[str], *, vocab_size: int = 512, seed: int = 0):
     """A random 2-layer Qwen2 (hidden 64) and a byte-level BPE tokenizer trained on
-    ``texts``, with a ChatML template: Qwen2.5's architecture and chat layout at toy size,
-    made offline in well under a second."""
+    ``texts``, with a ChatML template and the tool-call tags as tokens of their own (as in
+    Qwen2.5's tokenizer): Qwen2.5's architecture and chat layout at toy size, made offline
+    in well under a second."""
     import torch
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
 
     specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
@@ -298,6 +299,8 @@ def build_tiny_model_and_tokenizer(texts: Iterable[str], *, vocab_size: int = 51
             show_progress=False,
         ),
     )
+    # not special: they must survive decoding with skip_special_tokens=True
+    bpe.add_tokens([AddedToken(tag, special=False, normalized=False) for tag in _TAGS])
     tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=bpe, eos_token="<|im_end|>", pad_token="<|endoftext|>"
     )
