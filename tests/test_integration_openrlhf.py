@@ -496,3 +496,14 @@ def test_example_reward_func_extra_logs_feed_the_estimator():
         for j, i in enumerate(e.index):
             first[i] = float(e.advantages[j][e.action_mask[j].bool()][0])
     assert max(first, key=first.get) in (0, 4)  # a completion meeting all three rewards
+
+
+@pytest.mark.parametrize("method", rewardagg.available_methods())
+@pytest.mark.parametrize("no_batch_norm", [False, True])
+def test_every_method_runs(method, no_batch_norm):
+    args = make_args("rewardagg", 4, method=method, reward_keys=KEYS, no_batch_norm=no_batch_norm)
+    maker = make_maker(args)
+    out = maker.compute_advantages_and_returns(make_experiences(maker, seed=2, missing=True))
+    for exp in out:
+        assert torch.isfinite(exp.advantages).all()
+        assert exp.advantages.shape == exp.action_mask.shape

@@ -455,3 +455,24 @@ def test_example_reward_fn_feeds_the_estimator():
     adv = ray_trainer.compute_advantage(data, adv_estimator="rvpo", config=cfg).batch["advantages"]
     assert adv.shape == (n, T) and torch.isfinite(adv).all()
     assert adv[0, 0] == adv[:, 0].max()  # the completion meeting all three rewards
+
+
+@pytest.mark.parametrize("method", rewardagg.available_methods())
+@pytest.mark.parametrize("batch_norm", ["verl", "rows", "none"])
+@pytest.mark.parametrize("std", [True, False])
+def test_every_method_runs_through_compute_advantage(method, batch_norm, std):
+    data = make_batch(4, missing=True)
+    cfg = algo(
+        adv_estimator="rewardagg",
+        norm_adv_by_std_in_grpo=std,
+        rewardagg={"method": method, "batch_norm": batch_norm},
+    )
+    out = ray_trainer.compute_advantage(
+        data, adv_estimator="rewardagg", config=cfg, norm_adv_by_std_in_grpo=std
+    )
+    adv = out.batch["advantages"]
+    mask = data.batch["response_mask"].bool()
+    assert adv.dtype == torch.float32 and torch.isfinite(adv).all()
+    assert (adv[~mask] == 0).all()
+    per_row = adv.sum(-1) / mask.sum(-1)
+    torch.testing.assert_close(adv, per_row[:, None] * mask, atol=1e-6, rtol=0)

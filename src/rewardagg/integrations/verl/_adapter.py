@@ -271,8 +271,9 @@ def _row_scores(
         baseline=settings.baseline,
         scale=False,
     )
-    reducer = rewardagg.get_aggregator(settings.method).reduce
-    s = np.asarray(reducer(z, weights=settings.weights, **params), dtype=np.float64)
+    aggregator = rewardagg.get_aggregator(settings.method)
+    params = aggregator.bind(params)  # the method's defaults (kappa, lam) filled in
+    s = np.asarray(aggregator.reduce(z, weights=settings.weights, **params), dtype=np.float64)
     if settings.batch_norm == "rows":
         s = np.asarray(rewardagg.batch_standardize(s, eps=eps, correction=1), dtype=np.float64)
     return np.where(np.isnan(s), 0.0, s), None
