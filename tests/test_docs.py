@@ -8,7 +8,7 @@
   public ``__all__`` lists. Instant.
 - ``test_docs_build``: ``sphinx-build -W --keep-going -b html`` into a temp dir, with any
   HTTP(S) request sent to a dead proxy so that a build that tries the network fails. The
-  build executes the notebooks and the ``{code-cell}`` pages: about 45 s on one CPU. Skipped
+  build executes the notebooks and the ``{code-cell}`` pages: 35-60 s on two CPUs. Skipped
   when sphinx, myst-nb, furo or ipykernel is not installed (the ``docs`` extra).
 """
 
@@ -153,6 +153,8 @@ def test_docs_build(tmp_path):
         sys.executable,
         "-m",
         "sphinx",
+        "-j",
+        "auto",
         "-W",
         "--keep-going",
         "-q",
