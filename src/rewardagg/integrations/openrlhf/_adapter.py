@@ -129,7 +129,7 @@ def aggregate_experiences(
     ordered = torch.empty_like(raw)
     ordered[indices] = raw  # prompt order, as OpenRLHF's group_norm
     grouped = ordered.reshape(-1, n, raw.shape[1])  # (prompts, n_samples, K)
-    out = rewardagg.advantages(
+    adv, info = rewardagg.advantages(
         grouped.reshape(-1, raw.shape[1]),
         method=s.method,
         group_size=n,
@@ -137,11 +137,9 @@ def aggregate_experiences(
         eps=float(s.eps),
         correction=1,
         batch_norm=not s.no_batch_norm,
-        # rewardagg core: method "grpo" with return_info=True raises; no diagnostics there
-        return_info=s.method != "grpo",
+        return_info=True,
         **s.method_params,
     )
-    adv, info = out if s.method != "grpo" else (out, None)
     adv = adv.reshape(-1)[indices].to(torch.float32)
     return list(adv.split(exp_len)), info
 

@@ -245,8 +245,7 @@ def _row_scores(
     if settings.method == "grpo" and not scale_by_std:
         params.setdefault("scale", "none")
     if settings.method == "grpo" or scale_by_std:
-        grpo = settings.method == "grpo"  # rewardagg core: grpo + return_info raises
-        out = rewardagg.advantages(
+        s, info = rewardagg.advantages(
             r,
             method=settings.method,
             group_ids=group_ids,
@@ -256,10 +255,9 @@ def _row_scores(
             batch_norm=settings.batch_norm == "rows",
             singleton=settings.singleton,
             baseline=settings.baseline,
-            return_info=not grpo,
+            return_info=True,
             **params,
         )
-        s, info = (out, None) if grpo else out
         return np.asarray(s, dtype=np.float64), info
     # norm_adv_by_std_in_grpo=False: centre each reward in its group, no scaling.
     z = rewardagg.group_standardize(
