@@ -100,14 +100,17 @@ def _stage12(r, offsets, w, method, kappa, lam, eps, correction, identity, loo, 
                 n = 0.0
                 lo = math.inf
                 hi = -math.inf
-                x0 = math.nan
+                x0 = 0.0
+                for i in range(r0, r1):  # the shift: the cell's first present value
+                    x = np.float64(r[i, k])
+                    if x == x:
+                        x0 = x
+                        break
                 s1 = 0.0
                 s2 = 0.0
                 for i in range(r0, r1):
                     x = np.float64(r[i, k])
                     if x == x:
-                        if n == 0.0:
-                            x0 = x
                         n += 1.0
                         lo = min(lo, x)
                         hi = max(hi, x)
@@ -179,7 +182,11 @@ def _stage12(r, offsets, w, method, kappa, lam, eps, correction, identity, loo, 
                         t = 0.0
                         for k in range(n_rew):  # unused rewards: z = inf, weight 0
                             t += wrow[k] * _expm1_neg(-kappa * (zrow[k] - zmin))
-                        s = zmin - math.log1p(t / wsum) / kappa
+                        # log1p(q) as log(1 + q) corrected by the rounding of 1 + q (one
+                        # ulp-accurate; libm's log1p is a slower call that blocks inlining)
+                        q = t / wsum
+                        u = 1.0 + q
+                        s = zmin - (math.log(u) - ((u - 1.0) - q) / u) / kappa
                 else:
                     mean = acc / wsum
                     t = 0.0

@@ -1,0 +1,341 @@
+"""Stage 1-2 kernels and full advantage calls against the peers and the memory roofline.
+
+Writes a markdown table and a JSON file (``--out``, default ``$OUT`` or ``bench-results/``):
+seconds per call (best of repeats within a time budget) for
+
+- ``copy``: the roofline, ``out.copy_(R)`` into a preallocated tensor of the same shape;
+- ``stage12[<backend>]``: :func:`rewardagg.kernels.stage12` (softmin, validation on) for
+  every backend that runs on the device;
+- ``advantages(auto)``: the default call ``rewardagg.advantages(R, group_size=16)``
+  (softmin, validation, stage 3), and ``advantages(numpy)``/``(torch)``, the core's own
+  array path;
+- ``torch_plain``: a plain torch implementation in the inline style of TRL's trainer;
+- verl 0.9.1's own ``compute_grpo_vectorized_outcome_advantage`` and
+  ``compute_grpo_outcome_advantage`` called once per reward (stage 1 only, response length
+  1, ``uid`` strings as verl passes them), and ``compute_gdpo_outcome_advantage`` (all
+  rewards, stage 3 included), when ``verl`` is importable.
+
+Rewards are float32 torch tensors, K in {2, 4, 8, 17}, group size 16, 10% missing values.
+``--memory`` adds peak extra memory at N=2^22, K=17 (fresh subprocess per implementation).
+
+    PYTHONPATH=src python benchmarks/bench_kernels.py            # CPU, N = 2^12..2^22
+    PYTHONPATH=src python benchmarks/bench_kernels.py --device cuda --memory
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+
+import numpy as np
+import torch
+
+import rewardagg
+import rewardagg.kernels as K
+
+G = 16
+# largest N at which each slow implementation is timed (one call, no warm-up, from 2^14);
+# the numpy/torch references are the spec, not a fast path: on CPU they stop at 2^18
+SLOW = {"verl_grpo_loop": 2**14, "verl_gdpo": 2**16, "stage12[numpy]": 2**18,
+        "stage12[torch]": 2**18, "verl_grpo_vectorized_xK": 2**20}
+
+
+def make_inputs(n, k, device, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    r = torch.randn(n, k, generator=g) * 2 + 1
+    r[:, 0] = (r[:, 0] > 1).float()  # a pass/fail reward
+    r[torch.rand(n, k, generator=g) < 0.1] = float("nan")
+    return r.to(device)
+
+
+def _verl():
+    try:
+        from verl.trainer.ppo import core_algos
+    except Exception:  # any import problem: the peers are optional
+        return None
+    return core_algos
+
+
+def implementations(device, n, k, r, verl):
+    """name -> zero-argument callable, for this input."""
+    off = np.arange(0, n + 1, G, dtype=np.int64)
+    w = np.ones(k)
+    out = torch.empty_like(r)
+    impl = {"copy": lambda: out.copy_(r)}
+    for b in K.available_backends(r):
+        if b == "numpy":
+            continue
+        impl[f"stage12[{b}]"] = (lambda b=b: K.stage12(r, off, weights=w, method="softmin",
+                                                       backend=b))
+    if device == "cpu":
+        rn = r.numpy()
+        impl["stage12[numpy]"] = lambda: K.stage12(rn, off, weights=w, method="softmin",
+                                                   backend="numpy")
+    impl["advantages(auto)"] = lambda: rewardagg.advantages(r, group_size=G)
+    core_lib = "numpy" if device == "cpu" else "torch"
+    impl[f"advantages({core_lib})"] = lambda: rewardagg.advantages(r, group_size=G,
+                                                                   backend=core_lib)
+    impl["torch_plain"] = lambda: torch_plain_softmin(r, G)
+    if verl is not None:
+        uid = np.array([f"uid-{i // G}" for i in range(n)], dtype=object)
+        mask = torch.ones(n, 1, device=device)
+        cols = [r[:, j : j + 1].nan_to_num(0.0).contiguous() for j in range(k)]
+
+        def grpo_vec():
+            return [verl.compute_grpo_vectorized_outcome_advantage(c, mask, uid)[0]
+                    for c in cols]
+
+        def grpo_loop():
+            return [verl.compute_grpo_outcome_advantage(c, mask, uid)[0] for c in cols]
+
+        keys = [f"r{j}" for j in range(k)]
+        ntb = {key: r[:, j].nan_to_num(0.0).cpu().numpy() for j, key in enumerate(keys)}
+        batch = {"prompts": torch.zeros(n, 1, device=device),
+                 "attention_mask": torch.ones(n, 2, dtype=torch.long, device=device)}
+
+        def gdpo():
+            return verl.compute_gdpo_outcome_advantage(
+                cols[0], mask, uid, config={"gdpo_reward_keys": keys}, non_tensor_batch=ntb,
+                batch=batch)[0]
+
+        impl["verl_grpo_vectorized_xK"] = grpo_vec
+        impl["verl_grpo_loop"] = grpo_loop
+        impl["verl_gdpo"] = gdpo
+    return impl
+
+
+def torch_plain_softmin(r, group_size, kappa=1.0, eps=1e-6):
+    """RVPO in plain torch, written the way TRL writes its advantage code inline."""
+    n, k = r.shape
+    grouped = r.view(-1, group_size, k)
+    mean = torch.nanmean(grouped, dim=1, keepdim=True)
+    present = ~torch.isnan(grouped)
+    cnt = present.sum(1, keepdim=True)
+    var = torch.nansum((grouped - mean) ** 2, dim=1, keepdim=True) / (cnt - 1).clamp(min=1)
+    z = (grouped - mean) / (var.sqrt() + eps)
+    z = torch.where(cnt >= 2, z, 0.0).view(n, k)
+    v = (~torch.isnan(z)).float()
+    v = v / v.sum(1, keepdim=True)
+    s = -torch.logsumexp(torch.where(v > 0, -kappa * z, -torch.inf) + torch.log(v), 1) / kappa
+    has = ~torch.isnan(s)
+    a = (s - s[has].mean()) / (s[has].std() + eps)
+    return torch.where(has, a, 0.0)
+
+
+def time_calls(fns, device, budget, slow):
+    """Best seconds per call of each function. The fast ones run round-robin (one call of
+    each per round, after a warm-up call) so that load from other processes hits them
+    alike; the ``slow`` ones run once each."""
+
+    def once(fn):
+        t = time.perf_counter()
+        fn()
+        if device == "cuda":
+            torch.cuda.synchronize()
+        return time.perf_counter() - t
+
+    best = {}
+    fast = {k: f for k, f in fns.items() if k not in slow}
+    for fn in fast.values():
+        once(fn)
+    spent, rounds = 0.0, 0
+    while fast and (rounds < 3 or (spent < budget * len(fast) and rounds < 20)):
+        for name, fn in fast.items():
+            dt = once(fn)
+            best[name] = min(best.get(name, float("inf")), dt)
+            spent += dt
+        rounds += 1
+    for name in fns:
+        if name in slow:
+            best[name] = once(fns[name])
+    return best
+
+
+def peak_memory(device, name, n, k):
+    """Extra peak memory (MiB) of one call, in a fresh process."""
+    code = f"""
+import sys, torch, numpy as np
+sys.path.insert(0, {os.path.dirname(os.path.abspath(__file__))!r})
+import bench_kernels as b
+if {device!r} == "cpu":
+    b.K.warmup()  # numba's compiled code and thread pool are start-up costs, not per call
+verl = b._verl()
+small = b.make_inputs(1024, {k}, {device!r})
+b.implementations({device!r}, 1024, {k}, small, verl)[{name!r}]()
+r = b.make_inputs({n}, {k}, {device!r})
+fn = b.implementations({device!r}, {n}, {k}, r, verl)[{name!r}]
+if {device!r} == "cuda":
+    torch.cuda.synchronize(); torch.cuda.reset_peak_memory_stats()
+    before = torch.cuda.memory_allocated()
+    fn(); torch.cuda.synchronize(); print((torch.cuda.max_memory_allocated() - before) / 2**20)
+else:  # reset the high-water mark (Linux), call, read it: extra resident memory
+    def kib(key):
+        for line in open("/proc/self/status"):
+            if line.startswith(key):
+                return int(line.split()[1])
+    import ctypes, gc; gc.collect(); ctypes.CDLL("libc.so.6").malloc_trim(0)
+    open("/proc/self/clear_refs", "w").write("5")
+    before = kib("VmRSS:")
+    fn(); print((kib("VmHWM:") - before) / 1024)
+"""
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env=dict(os.environ), timeout=900)
+    try:
+        return float(res.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        print(res.stderr[-2000:], file=sys.stderr)
+        return float("nan")
+
+
+def fmt(t):
+    if t != t:
+        return "–"
+    return f"{t * 1e3:.3g} ms" if t < 1 else f"{t:.3g} s"
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument("--log2n", type=int, nargs="+", default=list(range(12, 23)))
+    p.add_argument("--ks", type=int, nargs="+", default=[2, 4, 8, 17])
+    p.add_argument("--budget", type=float, default=0.5, help="seconds of repeats per cell")
+    p.add_argument("--memory", action="store_true", help="peak memory at N=2^22, K=17")
+    p.add_argument("--no-verl", action="store_true")
+    p.add_argument("--out", default=os.environ.get("OUT") or "bench-results")
+    a = p.parse_args(argv)
+    os.makedirs(a.out, exist_ok=True)
+    verl = None if a.no_verl else _verl()
+    if a.device == "cpu":
+        K.warmup()
+    results = []
+    for k in a.ks:
+        for e in a.log2n:
+            n = 2**e
+            r = make_inputs(n, k, a.device)
+            fns = {name: fn for name, fn in implementations(a.device, n, k, r, verl).items()
+                   if name not in SLOW or n <= SLOW[name]
+                   or (a.device == "cuda" and name == "stage12[torch]")}
+            slow = {name for name in fns
+                    if name in SLOW and n >= 2**14 and a.device == "cpu"}
+            for name, t in time_calls(fns, a.device, a.budget, slow).items():
+                results.append({"N": n, "K": k, "impl": name, "seconds": t})
+                print(f"N=2^{e} K={k} {name}: {fmt(t)}", file=sys.stderr, flush=True)
+            del r, fns
+    mem = {}
+    if a.memory:
+        n, k = 2**22, 17
+        names = implementations(a.device, 1024, k, make_inputs(1024, k, a.device), verl)
+        for name in names:
+            if name in SLOW and n > SLOW[name]:
+                continue
+            mem[name] = peak_memory(a.device, name, n, k)
+            print(f"memory {name}: {mem[name]:.0f} MiB", file=sys.stderr, flush=True)
+    meta = {
+        "device": a.device,
+        "cpu": platform.processor() or platform.machine(),
+        "cores": os.cpu_count(),
+        "gpu": torch.cuda.get_device_name() if a.device == "cuda" else None,
+        "torch": torch.__version__,
+        "numba_threads": _numba_threads(),
+        "verl": getattr(sys.modules.get("verl"), "__version__", None),
+        "group_size": G,
+        "method": "softmin (kappa=1)",
+        "dtype": "float32",
+    }
+    md = render(results, mem, meta)
+    with open(os.path.join(a.out, f"bench_kernels_{a.device}.md"), "w") as f:
+        f.write(md)
+    with open(os.path.join(a.out, f"bench_kernels_{a.device}.json"), "w") as f:
+        json.dump({"meta": meta, "results": results, "peak_memory_mib": mem}, f, indent=1)
+    print(md)
+
+
+def _numba_threads():
+    try:
+        import numba
+
+        return numba.get_num_threads()
+    except ImportError:
+        return None
+
+
+def render(results, mem, meta):
+    t = {(x["N"], x["K"], x["impl"]): x["seconds"] for x in results}
+    impls = list(dict.fromkeys(x["impl"] for x in results))
+    lines = [f"Device: {meta['device']} ({meta['gpu'] or meta['cpu']}, {meta['cores']} cores); "
+             f"torch {meta['torch']}; verl {meta['verl']}; {meta['method']}, {meta['dtype']}, "
+             f"group size {meta['group_size']}, 10% missing. Best time per call.", ""]
+    for k in sorted({x["K"] for x in results}):
+        ns = sorted({x["N"] for x in results if x["K"] == k})
+        cols = [i for i in impls if any((n, k, i) in t for n in ns)]
+        lines += [f"**K = {k}**", "", "| N | " + " | ".join(f"`{c}`" for c in cols) + " |",
+                  "|---|" + "---|" * len(cols)]
+        for n in ns:
+            cells = [fmt(t.get((n, k, c), float("nan"))) for c in cols]
+            lines.append(f"| 2^{n.bit_length() - 1} | " + " | ".join(cells) + " |")
+        lines.append("")
+    lines += ["**Targets (ratios from this run)**", ""]
+    lines += targets(t, meta["device"])
+    if mem:
+        lines += ["", "**Peak extra memory at N = 2^22, K = 17** (input 272 MiB)", "",
+                  "| implementation | MiB |", "|---|---|"]
+        lines += [f"| `{k}` | {v:.0f} |" for k, v in mem.items()]
+    return "\n".join(lines) + "\n"
+
+
+def targets(t, device):
+    out = []
+    kernels = [i for i in ("stage12[numba]", "stage12[triton]", "stage12[torch]")]
+
+    def best(n, k):
+        c = [(t[(n, k, i)], i) for i in kernels if (n, k, i) in t]
+        return min(c) if c else (float("nan"), "–")
+
+    def line(text, ratio, goal, higher):
+        ok = ratio >= goal if higher else ratio <= goal
+        verdict = "met" if ok else (f"missed by {ratio / goal:.2f}x" if not higher
+                                    else f"missed by {goal / ratio:.2f}x")
+        out.append(f"- {text}: **{ratio:.2f}x** (goal {'>=' if higher else '<='} {goal}x) "
+                   f"— {verdict if ratio == ratio else 'not measured'}")
+
+    n = 2**20
+    for k, goal in ((17, 4), (4, 2), (2, 2)):
+        if (n, k, "copy") in t:
+            b, name = best(n, k)
+            line(f"N=2^20, K={k}: `{name}` / copy", b / t[(n, k, "copy")], goal, False)
+            if (n, k, "advantages(auto)") in t:
+                out.append(f"  - default call `advantages(auto)` / copy: "
+                           f"{t[(n, k, 'advantages(auto)')] / t[(n, k, 'copy')]:.2f}x")
+    if (n, 8, "verl_grpo_vectorized_xK") in t:
+        b, name = best(n, 8)
+        v = t[(n, 8, "verl_grpo_vectorized_xK")]
+        line(f"N=2^20, K=8: verl vectorized GRPO x8 / `{name}`", v / b, 5, True)
+        if (n, 8, "advantages(auto)") in t:
+            out.append(f"  - verl / default call `advantages(auto)`: "
+                       f"{v / t[(n, 8, 'advantages(auto)')]:.2f}x")
+    n = 2**16
+    if (n, 8, "verl_gdpo") in t:
+        b, name = best(n, 8)
+        v = t[(n, 8, "verl_gdpo")]
+        line(f"N=2^16, K=8: verl GDPO / `{name}`", v / b, 100, True)
+        if (n, 8, "advantages(auto)") in t:
+            out.append(f"  - verl GDPO / default call `advantages(auto)`: "
+                       f"{v / t[(n, 8, 'advantages(auto)')]:.0f}x")
+    if device == "cuda":
+        for e in (22,):
+            if (2**e, 17, "stage12[triton]") in t:
+                line(f"N=2^{e}, K=17: triton / device copy",
+                     t[(2**e, 17, "stage12[triton]")] / t[(2**e, 17, "copy")], 1.5, False)
+        if (2**16, 17, "torch_plain") in t and (2**16, 17, "stage12[triton]") in t:
+            line("N=2^16, K=17: torch eager (torch_plain) / triton",
+                 t[(2**16, 17, "torch_plain")] / t[(2**16, 17, "stage12[triton]")], 5, True)
+    return out
+
+
+if __name__ == "__main__":
+    main()
