@@ -366,18 +366,32 @@ def test_config_errors(tmp_path):
     assert kw["scale"] == "batch" and "kappa" not in kw
 
 
-def test_custom_registered_method_gets_its_parameters(tmp_path):
-    def harmonic(z, *, weights=None, kappa=1.0):  # any reducer over the last axis
+@pytest.fixture
+def custom_method():
+    """A registered method for one test, removed again so registry-wide tests never see it."""
+    from rewardagg._src.registry import _REGISTRY
+
+    def sharper(z, *, weights=None, kappa=1.0):  # any reducer over the last axis
         return rewardagg.softmin(z, kappa=2 * kappa, weights=weights)
 
     name = "test_trl_custom"
-    rewardagg.register_aggregator(name, harmonic, params={"kappa": 1.0}, overwrite=True)
-    kw = _config(tmp_path, advantage_method=name, kappa=0.5).rewardagg_kwargs()
-    assert kw["method"] == name and kw["kappa"] == 0.5
+    rewardagg.register_aggregator(name, sharper, params={"kappa": 1.0}, overwrite=True)
+    yield name
+    _REGISTRY.pop(name, None)
+
+
+def test_custom_registered_method_gets_its_parameters(tmp_path, custom_method):
+    kw = _config(tmp_path, advantage_method=custom_method, kappa=0.5).rewardagg_kwargs()
+    assert kw["method"] == custom_method and kw["kappa"] == 0.5
     adv = rewardagg.advantages(
         np.array([[0.0, 1.0], [1.0, 0.0], [1.0, 1.0], [0.0, 0.0]]), group_size=2, **kw
     )
     assert adv.shape == (4,)
+    assert custom_method in rewardagg.available_methods()
+
+
+def test_custom_method_is_gone_after_its_test():
+    assert "test_trl_custom" not in rewardagg.available_methods()
 
 
 def test_trainer_errors(tiny, tmp_path):
