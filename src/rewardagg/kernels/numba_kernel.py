@@ -1,6 +1,7 @@
-"""Stages 1-2 as one compiled CPU pass (numba, ``parallel=True``, cached on disk).
+"""Stages 1-2 as one compiled CPU pass (numba, cached on disk, threads over groups).
 
-Groups are split into chunks that run on numba's threads; inside a group the rows are
+Large batches are split into runs of groups, one per thread (a thread pool; the compiled
+function releases the GIL); inside a group the rows are
 read three times while they sit in L1 (count/min/max, then the sums of the rescaled
 values, then Z and the row aggregate), so main memory sees each reward once. All
 arithmetic is float64. Same formulas as :mod:`rewardagg.kernels.reference`.
@@ -12,12 +13,13 @@ Importing this module imports numba (about 0.5 s). The first call for a dtype co
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
 
 import numba
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 __all__ = ["METHOD_CODES", "is_warm", "stage12_numba", "warmup"]
 
@@ -78,126 +80,121 @@ def _expm1_neg(y):
     return s * em + (s - 1.0)
 
 
-@njit(parallel=True, cache=True, nogil=True, fastmath={"reassoc", "contract"})
-def _stage12(r, offsets, w, method, kappa, lam, eps, correction, identity, loo, out, n_chunks):
-    n_groups = offsets.shape[0] - 1
+@njit(cache=True, nogil=True, error_model="numpy", fastmath={"reassoc", "contract"})
+def _stage12(r, offsets, w, method, kappa, lam, eps, correction, identity, loo, out, g_begin,
+             g_end):
     n_rew = r.shape[1]
-    bad = np.zeros(n_chunks, np.int64)
-    for c in prange(n_chunks):
-        g_begin = (c * n_groups) // n_chunks
-        g_end = ((c + 1) * n_groups) // n_chunks
-        mu = np.empty(n_rew, np.float64)
-        fac = np.empty(n_rew, np.float64)
-        zrow = np.empty(n_rew, np.float64)
-        wrow = np.empty(n_rew, np.float64)
-        n_bad = 0
-        for g in range(g_begin, g_end):
-            r0 = offsets[g]
-            r1 = offsets[g + 1]
-            # pass 1, one cell at a time (the group's rows sit in L1): count, min, max and
-            # the first two sums of the values shifted by the cell's first present value
-            for k in range(n_rew):
-                n = 0.0
-                lo = math.inf
-                hi = -math.inf
-                x0 = 0.0
-                for i in range(r0, r1):  # the shift: the cell's first present value
-                    x = np.float64(r[i, k])
-                    if x == x:
-                        x0 = x
-                        break
-                s1 = 0.0
-                s2 = 0.0
-                for i in range(r0, r1):
-                    x = np.float64(r[i, k])
-                    if x == x:
-                        n += 1.0
-                        lo = min(lo, x)
-                        hi = max(hi, x)
-                        d = x - x0
-                        s1 += d
-                        s2 += d * d
-                if lo == -math.inf or hi == math.inf:
-                    n_bad += 1
-                if hi > lo and n - correction > 0:
-                    sc = 1.0  # d = (x - x0) * sc
-                    if not (s2 < math.inf):  # |x| beyond 1e154: redo with sc = 1 / (max - min)
-                        c2 = 1.0 / (0.5 * hi - 0.5 * lo)
-                        sc = 0.5 * c2
-                        s1 = 0.0
-                        s2 = 0.0
-                        for i in range(r0, r1):
-                            x = np.float64(r[i, k])
-                            if x == x:
-                                d = 0.5 * x * c2 - 0.5 * x0 * c2
-                                s1 += d
-                                s2 += d * d
-                    m = s1 / n
-                    var = (s2 - s1 * m) / (n - correction)
-                    sd = math.sqrt(var) if var > 0.0 else 0.0
-                    f = sc / (sd + eps * sc)
-                    if loo:
-                        f *= n / (n - 1.0)
-                    mu[k] = x0 + m / sc
-                    fac[k] = f
-                elif identity and n == 1.0:
-                    mu[k] = 0.0
-                    fac[k] = 1.0 / (1.0 + eps)
-                else:  # no signal: exactly 0
-                    mu[k] = 0.0
-                    fac[k] = 0.0
-            # pass 2: Z of each row, then the row's aggregate
+    mu = np.empty(n_rew, np.float64)
+    fac = np.empty(n_rew, np.float64)
+    zrow = np.empty(n_rew, np.float64)
+    wrow = np.empty(n_rew, np.float64)
+    n_bad = 0
+    for g in range(g_begin, g_end):
+        r0 = offsets[g]
+        r1 = offsets[g + 1]
+        # pass 1, one cell at a time (the group's rows sit in L1): count, min, max and
+        # the first two sums of the values shifted by the cell's first present value
+        for k in range(n_rew):
+            n = 0.0
+            lo = math.inf
+            hi = -math.inf
+            x0 = 0.0
+            for i in range(r0, r1):  # the shift: the cell's first present value
+                x = np.float64(r[i, k])
+                if x == x:
+                    x0 = x
+                    break
+            s1 = 0.0
+            s2 = 0.0
             for i in range(r0, r1):
-                wsum = 0.0
-                acc = 0.0
-                zmin = math.inf
-                for k in range(n_rew):
-                    x = np.float64(r[i, k])
-                    wk = w[k]
-                    if x == x and wk > 0.0:
-                        z = (x - mu[k]) * fac[k]
-                        zrow[k] = z
-                        wrow[k] = wk
-                        wsum += wk
-                        acc += wk * z
-                        zmin = min(zmin, z)
-                    else:
-                        zrow[k] = math.inf
-                        wrow[k] = 0.0
-                if wsum <= 0.0:
-                    out[i] = math.nan
-                    continue
-                if method == 0:
-                    s = acc
-                elif method == 1:
-                    s = acc / wsum
-                elif method == 4:
-                    s = zmin
-                elif method == 2:
-                    if kappa == 0.0:
-                        s = acc / wsum
-                    elif kappa == math.inf:
-                        s = zmin
-                    else:
-                        t = 0.0
-                        for k in range(n_rew):  # unused rewards: z = inf, weight 0
-                            t += wrow[k] * _expm1_neg(-kappa * (zrow[k] - zmin))
-                        # log1p(q) as log(1 + q) corrected by the rounding of 1 + q (one
-                        # ulp-accurate; libm's log1p is a slower call that blocks inlining)
-                        q = t / wsum
-                        u = 1.0 + q
-                        s = zmin - (math.log(u) - ((u - 1.0) - q) / u) / kappa
+                x = np.float64(r[i, k])
+                if x == x:
+                    n += 1.0
+                    lo = min(lo, x)
+                    hi = max(hi, x)
+                    d = x - x0
+                    s1 += d
+                    s2 += d * d
+            if lo == -math.inf or hi == math.inf:
+                n_bad += 1
+            if hi > lo and n - correction > 0:
+                sc = 1.0  # d = (x - x0) * sc
+                if not (s2 < math.inf):  # |x| beyond 1e154: redo with sc = 1 / (max - min)
+                    c2 = 1.0 / (0.5 * hi - 0.5 * lo)
+                    sc = 0.5 * c2
+                    s1 = 0.0
+                    s2 = 0.0
+                    for i in range(r0, r1):
+                        x = np.float64(r[i, k])
+                        if x == x:
+                            d = 0.5 * x * c2 - 0.5 * x0 * c2
+                            s1 += d
+                            s2 += d * d
+                m = s1 / n
+                var = (s2 - s1 * m) / (n - correction)
+                sd = math.sqrt(var) if var > 0.0 else 0.0
+                f = sc / (sd + eps * sc)
+                if loo:
+                    f *= n / (n - 1.0)
+                mu[k] = x0 + m / sc
+                fac[k] = f
+            elif identity and n == 1.0:
+                mu[k] = 0.0
+                fac[k] = 1.0 / (1.0 + eps)
+            else:  # no signal: exactly 0
+                mu[k] = 0.0
+                fac[k] = 0.0
+        # pass 2: Z of each row, then the row's aggregate
+        for i in range(r0, r1):
+            wsum = 0.0
+            acc = 0.0
+            zmin = math.inf
+            for k in range(n_rew):
+                x = np.float64(r[i, k])
+                wk = w[k]
+                if x == x and wk > 0.0:
+                    z = (x - mu[k]) * fac[k]
+                    zrow[k] = z
+                    wrow[k] = wk
+                    wsum += wk
+                    acc += wk * z
+                    zmin = min(zmin, z)
                 else:
-                    mean = acc / wsum
+                    zrow[k] = math.inf
+                    wrow[k] = 0.0
+            if wsum <= 0.0:
+                out[i] = math.nan
+                continue
+            if method == 0:
+                s = acc
+            elif method == 1:
+                s = acc / wsum
+            elif method == 4:
+                s = zmin
+            elif method == 2:
+                if kappa == 0.0:
+                    s = acc / wsum
+                elif kappa == math.inf:
+                    s = zmin
+                else:
                     t = 0.0
-                    for k in range(n_rew):
-                        z = zrow[k]
-                        if wrow[k] > 0.0:
-                            t += wrow[k] * (z - mean) * (z - mean)
-                    s = mean - lam * (t / wsum)
-                out[i] = s
-        bad[c] = n_bad
-    return bad.sum()
+                    for k in range(n_rew):  # unused rewards: z = inf, weight 0
+                        t += wrow[k] * _expm1_neg(-kappa * (zrow[k] - zmin))
+                    # log1p(q) as log(1 + q) corrected by the rounding of 1 + q (one
+                    # ulp-accurate; libm's log1p is a slower call that blocks inlining)
+                    q = t / wsum
+                    u = 1.0 + q
+                    s = zmin - (math.log(u) - ((u - 1.0) - q) / u) / kappa
+            else:
+                mean = acc / wsum
+                t = 0.0
+                for k in range(n_rew):
+                    z = zrow[k]
+                    if wrow[k] > 0.0:
+                        t += wrow[k] * (z - mean) * (z - mean)
+                s = mean - lam * (t / wsum)
+            out[i] = s
+    return n_bad
 
 
 def is_warm(dtype: str) -> bool:
@@ -218,24 +215,54 @@ def stage12_numba(
     identity: bool,
     loo: bool,
 ) -> tuple[np.ndarray, int]:
-    """``(S, number of cells holding +-inf)``; ``r`` C-contiguous float32/float64."""
+    """``(S, number of cells holding +-inf)``; ``r`` C-contiguous float32/float64.
+
+    Large batches are cut into one contiguous run of groups per thread (balanced by rows)
+    and run on a small thread pool: the compiled function releases the GIL. numba's own
+    ``parallel=True`` runtime is not used: under torch it would start a second OpenMP
+    runtime whose spinning threads slow both down by several times.
+    """
     if r.dtype not in (np.float32, np.float64):
         r = r.astype(np.float32)
     r = np.ascontiguousarray(r)
     key = r.dtype.name
     out = np.empty(r.shape[0], dtype=r.dtype)
+    offsets = np.ascontiguousarray(offsets, dtype=np.int64)
+    args = (r, offsets, np.ascontiguousarray(w, np.float64), METHOD_CODES[method], float(kappa),
+            float(lam), float(eps), float(correction), bool(identity), bool(loo), out)
     n_groups = offsets.shape[0] - 1
-    n_chunks = max(1, min(n_groups, 8 * numba.get_num_threads()))
+    n_threads = min(threads(), n_groups, max(1, r.size // MIN_ELEMENTS_PER_THREAD))
     t0 = time.perf_counter()
-    bad = _stage12(
-        r, np.ascontiguousarray(offsets, dtype=np.int64), np.ascontiguousarray(w, np.float64),
-        METHOD_CODES[method], float(kappa), float(lam), float(eps), float(correction),
-        bool(identity), bool(loo), out, n_chunks,
-    )
+    if n_threads <= 1:
+        bad = _stage12(*args, 0, n_groups)
+    else:  # split at group boundaries into runs of about the same number of rows
+        cuts = np.searchsorted(offsets, np.linspace(0, r.shape[0], n_threads + 1)[1:-1])
+        bounds = [0, *sorted(set(int(c) for c in cuts)), n_groups]
+        jobs = [_pool().submit(_stage12, *args, lo, hi)
+                for lo, hi in itertools.pairwise(bounds) if hi > lo]
+        bad = sum(j.result() for j in jobs)
     if key not in _warm:
         _warm.add(key)
         last_first_call_seconds[key] = time.perf_counter() - t0
     return out, int(bad)
+
+
+MIN_ELEMENTS_PER_THREAD = 1 << 14
+_POOL: list = []
+
+
+def threads() -> int:
+    """Threads a call may use: ``NUMBA_NUM_THREADS`` / :func:`numba.set_num_threads`."""
+    return max(1, numba.get_num_threads())
+
+
+def _pool():
+    if not _POOL:
+        from concurrent.futures import ThreadPoolExecutor
+
+        _POOL.append(ThreadPoolExecutor(max_workers=numba.config.NUMBA_NUM_THREADS,
+                                        thread_name_prefix="rewardagg-numba"))
+    return _POOL[0]
 
 
 def warmup(dtypes: tuple[str, ...] = ("float32", "float64")) -> dict[str, float]:
