@@ -145,6 +145,24 @@ def test_numba_takes_cpu_tensors_and_large_ragged_batches():
     np.testing.assert_allclose(got.numpy(), ref, rtol=1e-10, atol=1e-10)
 
 
+@pytest.mark.skipif(not HAS_NUMBA, reason="numba not installed")
+def test_numba_threads_split_at_group_boundaries_bit_identical():
+    import numba
+
+    rng = np.random.default_rng(5)
+    r, off, w = make_case(rng.integers(1, 60, 2500), 7, seed=5)
+    results = []
+    before = numba.get_num_threads()
+    try:
+        for n in sorted({1, numba.config.NUMBA_NUM_THREADS}):
+            numba.set_num_threads(n)
+            results.append(K.stage12(r.astype(np.float32), off, weights=w, method="softmin",
+                                     backend="numba"))
+    finally:
+        numba.set_num_threads(before)
+    np.testing.assert_array_equal(results[0], results[-1])
+
+
 def test_matches_core_advantages():
     import rewardagg
 
