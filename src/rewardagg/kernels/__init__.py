@@ -31,6 +31,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import math
+import numbers
 import os
 import sys
 import warnings
@@ -142,6 +143,10 @@ def resolve_backend(rewards: Any, backend: str = "auto") -> str:
     return backend
 
 
+def _real(x: Any) -> bool:
+    return isinstance(x, numbers.Real) and not isinstance(x, bool)
+
+
 def _check(rewards, offsets, weights, method, kappa, lam, eps, correction, singleton, baseline):
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}; got {method!r}")
@@ -150,11 +155,11 @@ def _check(rewards, offsets, weights, method, kappa, lam, eps, correction, singl
     if baseline not in ("mean", "leave_one_out"):
         raise ValueError(f"baseline must be 'mean' or 'leave_one_out'; got {baseline!r}")
     for name, val in (("eps", eps), ("correction", correction)):
-        if not (isinstance(val, (int, float)) and math.isfinite(val) and val >= 0):
+        if not (_real(val) and math.isfinite(val) and val >= 0):
             raise ValueError(f"{name} must be a finite non-negative number; got {val!r}")
-    if not (isinstance(kappa, (int, float)) and kappa >= 0):
+    if not (_real(kappa) and kappa >= 0):
         raise ValueError(f"kappa must be >= 0 (inf allowed); got {kappa!r}")
-    if not (isinstance(lam, (int, float)) and math.isfinite(lam)):
+    if not (_real(lam) and math.isfinite(lam)):
         raise ValueError(f"lam must be a finite number; got {lam!r}")
     if len(rewards.shape) != 2:
         raise ValueError(f"rewards must be 2-D (N, K); got shape {tuple(rewards.shape)}")
