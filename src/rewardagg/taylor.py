@@ -605,6 +605,13 @@ def _rows(z: Any, weights: Any) -> tuple[np.ndarray, np.ndarray, Any, np.ndarray
     return zz, v, w, mean, hi - lo
 
 
+def _round_tol(mean: np.ndarray, spread: np.ndarray) -> np.ndarray:
+    """What float64 rounding allows a SoftMin value to move: 16 ulps of the row's scale,
+    and at least the smallest normal number (a row of subnormal-scale values rounds in
+    absolute steps; issue found by hypothesis on ``[0, 7e-304]``)."""
+    return 16 * _EPS * (np.abs(mean) + spread) + np.finfo(np.float64).tiny
+
+
 def _worst(name: str, violation: np.ndarray, tol: np.ndarray) -> IdentityCheck:
     """Summarise per-row violations (<= 0 where the identity holds) against per-row
     tolerances: report the row closest to failing."""
@@ -657,7 +664,8 @@ def check_monotone_in_kappa(z: Any, *, kappas: Any = None, weights: Any = None) 
     :math:`\partial S_\kappa / \partial \kappa = -\frac{1}{\kappa^2}
     \mathrm{KL}(\pi_\kappa \,\|\, v) \le 0` with :math:`\pi_\kappa \propto v\,e^{-\kappa z}`,
     so successive values on an increasing grid may only go down, up to float64 rounding
-    (``tol`` :math:`= 16\,\epsilon\,(|\bar z| + \text{spread})`). Default grid: 0,
+    (``tol`` :math:`= 16\,\epsilon\,(|\bar z| + \text{spread})` plus the smallest
+    normal float64). Default grid: 0,
     :math:`10^{-8} \dots 10^{8}` (49 points) and :math:`\infty`.
     """
     name = "softmin non-increasing in kappa"
@@ -667,14 +675,15 @@ def check_monotone_in_kappa(z: Any, *, kappas: Any = None, weights: Any = None) 
         return IdentityCheck(name, True, 0.0, 0.0)
     s = _softmin_grid(zz, grid, w)
     rise = np.max(np.diff(s, axis=0), axis=0)
-    return _worst(name, rise, 16 * _EPS * (np.abs(mean) + spread))
+    return _worst(name, rise, _round_tol(mean, spread))
 
 
 def check_mean_softmin_min(z: Any, *, kappas: Any = None, weights: Any = None) -> IdentityCheck:
     r"""Check :math:`\bar z_v \ge S_\kappa \ge \min_k z_k` on every row and every
     :math:`\kappa` of the grid (Jensen's inequality, and
     :math:`\sum_k v_k e^{-\kappa z_k} \le e^{-\kappa \min z}`), up to
-    ``tol`` :math:`= 16\,\epsilon\,(|\bar z| + \text{spread})`. Default grid as in
+    ``tol`` :math:`= 16\,\epsilon\,(|\bar z| + \text{spread})` plus the smallest normal
+    float64. Default grid as in
     :func:`check_monotone_in_kappa`.
     """
     name = "mean >= softmin >= min"
@@ -686,7 +695,7 @@ def check_mean_softmin_min(z: Any, *, kappas: Any = None, weights: Any = None) -
     s = _softmin_grid(zz, grid, w)
     over_mean = np.max(s - mean[None, :], axis=0)
     under_min = np.max(lo[None, :] - s, axis=0)
-    return _worst(name, np.maximum(over_mean, under_min), 16 * _EPS * (np.abs(mean) + spread))
+    return _worst(name, np.maximum(over_mean, under_min), _round_tol(mean, spread))
 
 
 def check_identities(
