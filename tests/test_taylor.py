@@ -478,3 +478,10 @@ def test_importing_taylor_imports_numpy_only():
         "PYTHONPATH": os.pathsep.join(filter(None, [parent, os.environ.get("PYTHONPATH")])),
     }
     subprocess.run([sys.executable, "-c", code], check=True, env=env)
+
+
+def test_identities_hold_on_a_subnormal_scale_row():
+    """Regression: hypothesis found [0, 7.24e-304] failing monotonicity by 2.9e-317, a
+    rounding step of subnormal arithmetic that a purely relative tolerance rejected."""
+    for check in taylor.check_identities(np.array([[0.0, 7.24445352e-304]])):
+        assert check, str(check)
