@@ -10,8 +10,6 @@ import itertools
 
 import numpy as np
 
-import oracle
-
 METHODS = ("weighted_sum", "weighted_mean", "softmin", "mean_variance", "weighted_min")
 ORACLE_NAME = {"weighted_sum": "gdpo", "weighted_mean": "mean", "softmin": "softmin",
                "mean_variance": "mean_variance", "weighted_min": "min"}

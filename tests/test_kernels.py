@@ -190,17 +190,21 @@ def test_explicit_backend_errors_are_clear(monkeypatch):
     r, off, w = make_case([4] * 2, 2)
     with pytest.raises(ValueError, match="backend must be one of"):
         K.stage12(r, off, weights=w, method="softmin", backend="cuda")
-    with pytest.raises(ValueError, match="takes torch tensors"):
-        K.stage12(r, off, weights=w, method="softmin", backend="triton")
     with pytest.raises(ValueError, match="numpy arrays"):
         K.stage12(torch.from_numpy(r), off, weights=w, method="softmin", backend="numpy")
-    if not torch.cuda.is_available():
-        monkeypatch.delenv("TRITON_INTERPRET", raising=False)
-        with pytest.raises(ValueError, match="needs a CUDA tensor"):
-            K.stage12(torch.from_numpy(r), off, weights=w, method="softmin", backend="triton")
+    if K._has("triton"):
+        with pytest.raises(ValueError, match="takes torch tensors"):
+            K.stage12(r, off, weights=w, method="softmin", backend="triton")
+        if not torch.cuda.is_available():
+            monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+            with pytest.raises(ValueError, match="needs a CUDA tensor"):
+                K.stage12(torch.from_numpy(r), off, weights=w, method="softmin",
+                          backend="triton")
     monkeypatch.setattr(K, "_has", lambda name: name not in ("numba", "triton"))
     with pytest.raises(RuntimeError, match="needs numba"):
         K.stage12(r, off, weights=w, method="softmin", backend="numba")
+    with pytest.raises(RuntimeError, match="needs triton"):
+        K.stage12(torch.from_numpy(r), off, weights=w, method="softmin", backend="triton")
     big = np.zeros((K.AUTO_NUMBA_MIN_ELEMENTS, 1))
     assert K.resolve_backend(big) == "numpy"  # auto never fails on a missing package
     assert "numba" not in K.available_backends(r)

@@ -63,8 +63,8 @@ class CompileWarning(UserWarning):
 
 
 def _has(module: str) -> bool:
-    if module in sys.modules:
-        return True
+    if module in sys.modules:  # None there means "blocked": not available
+        return sys.modules[module] is not None
     try:
         return importlib.util.find_spec(module) is not None
     except (ImportError, ValueError):
@@ -238,7 +238,7 @@ def stage12(
     elif method == "softmin" and math.isinf(kappa):
         method = "weighted_min"
     name = resolve_backend(rewards, backend)
-    opts = dict(method=method, kappa=float(kappa), lam=float(lam), eps=float(eps),
+    opts: dict[str, Any] = dict(method=method, kappa=float(kappa), lam=float(lam), eps=float(eps),
                 correction=float(correction))
     identity, loo = singleton == "identity", baseline == "leave_one_out"
     if name in ("numpy", "torch"):
