@@ -22,11 +22,11 @@ print("device", torch.cuda.get_device_name() if torch.cuda.is_available() else "
 PYEOF
 
 echo "== CUDA correctness tests =="
-timeout 100 "$PY" -m pytest tests/test_kernels_cuda.py -q -p no:cacheprovider -rs 2>&1 \
+timeout 90 "$PY" -m pytest tests/test_kernels_cuda.py -q -p no:cacheprovider -rs 2>&1 \
     | tee "$DEST/gpu_tests.txt" || status=1
 
 echo "== benchmark =="
-timeout 180 "$PY" benchmarks/bench_kernels.py --device cuda --log2n 12 14 16 18 20 22 \
+timeout 190 "$PY" benchmarks/bench_kernels.py --device cuda --log2n 12 14 16 18 20 22 \
     --ks 2 4 8 17 --budget 0.2 --memory --out "$DEST" 2>&1 | tee "$DEST/gpu_bench_log.txt" \
     || status=1
 
