@@ -187,6 +187,19 @@ def group_standardize(
         ``Z`` with the shape, array library and dtype of ``rewards``; NaN where missing,
         exactly 0 in cells with ``max == min`` or fewer than two present values.
 
+    Examples:
+        >>> import numpy as np
+        >>> from rewardagg import group_standardize
+        >>> R = np.array([[0.0, 1.0], [1.0, 0.5], [1.0, 0.0],
+        ...               [1.0, 1.0], [0.0, np.nan], [1.0, 1.0]])  # NaN: missing
+        >>> group_standardize(R, group_size=3).round(3)  # reward 1 of group 1: all equal
+        array([[-1.155,  1.   ],
+               [ 0.577,  0.   ],
+               [ 0.577, -1.   ],
+               [ 0.577,  0.   ],
+               [-1.155,    nan],
+               [ 0.577,  0.   ]])
+
     References:
         Liu et al., "GDPO: Group reward-Decoupled normalization Policy Optimization for
         multi-reward RL", 2026.
@@ -219,8 +232,12 @@ def standardize_scores(
     missing = ops.isnan(s)
     if not ops.any(missing):
         missing = None
-    if process_group is not None:
-        raise NotImplementedError("process_group: distributed batch statistics are not wired yet")
+    if process_group is not None:  # count/mean/M2 merged across ranks (Chan et al.)
+        from rewardagg.kernels.distributed import batch_standardize_distributed
+
+        return batch_standardize_distributed(
+            s, eps=eps, correction=correction, process_group=process_group
+        )
     a, _ = standardize_cells(s, missing, axis=0, ops=ops, eps=eps, correction=correction)
     if missing is not None:
         ops.fill_where(a, missing, 0.0)
@@ -252,6 +269,12 @@ def batch_standardize(
 
     Returns:
         ``A`` with the shape, library and dtype of ``scores``.
+
+    Examples:
+        >>> import numpy as np
+        >>> from rewardagg import batch_standardize
+        >>> batch_standardize(np.array([0.5, -1.0, np.nan, 2.0])).round(4)  # NaN: no score
+        array([ 0., -1.,  0.,  1.])
     """
     s, restore, ops = as_float(scores, "scores")
     if s.ndim != 1 or s.shape[0] == 0:

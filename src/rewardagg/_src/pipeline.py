@@ -31,11 +31,48 @@ __all__ = [
     "softmin_advantages",
 ]
 
-BACKENDS = ("auto", "numpy", "torch")
+BACKENDS = ("auto", "numpy", "torch", "numba", "triton")
 
 
 def _no_grad(ops):
     return ops.torch.no_grad() if ops.name == "torch" else contextlib.nullcontext()
+
+
+def _fused_method(agg) -> str | None:
+    """The rewardagg.kernels name of a built-in z-score method's reducer (None otherwise)."""
+    from rewardagg._src import aggregators as A
+
+    if agg.kind == "sum_first":
+        return None
+    return {
+        A.weighted_sum_kernel: "weighted_sum",
+        A.weighted_mean_kernel: "weighted_mean",
+        A.softmin_kernel: "softmin",
+        A.mean_variance_kernel: "mean_variance",
+        A.weighted_min_kernel: "weighted_min",
+    }.get(agg.kernel)
+
+
+def _fused_backend(backend: str, agg, rewards) -> str | None:
+    """The rewardagg.kernels backend that runs stages 1-2 in one pass, or None (array path).
+
+    "auto" takes it when the kernels pick numba (CPU, large input) or Triton (CUDA) for
+    a built-in reducer; "numba"/"triton" insist on it.
+    """
+    stage2 = _fused_method(agg)
+    if backend in ("numba", "triton"):
+        if stage2 is None:
+            raise ValueError(
+                f"backend={backend!r} runs the built-in z-score methods; "
+                f"method {agg.name!r} needs backend='auto', 'numpy' or 'torch'"
+            )
+        return backend
+    if backend != "auto" or stage2 is None or not hasattr(rewards, "shape"):
+        return None
+    from rewardagg import kernels
+
+    name = kernels.resolve_backend(rewards)
+    return name if name in ("numba", "triton") else None
 
 
 def _grpo_scores(
@@ -122,7 +159,10 @@ def advantages(
         singleton: ``"zero"``, or ``"identity"`` for verl's one-row-group convention.
         baseline: ``"mean"`` or ``"leave_one_out"`` (RLOO).
         return_info: also return an :class:`AggregationInfo`.
-        backend: ``"auto"`` (the input's library), ``"numpy"`` or ``"torch"``.
+        backend: ``"auto"``, ``"numpy"``, ``"torch"`` (the array path in that library),
+            ``"numba"`` or ``"triton"`` (stages 1-2 fused in one pass, see
+            :mod:`rewardagg.kernels`). ``"auto"`` takes numba for large CPU inputs and
+            Triton for CUDA tensors when installed, and the input's library otherwise.
         process_group: ``torch.distributed`` group for stage 3 across ranks.
         **method_params: the method's parameters: ``kappa`` (softmin, default 1),
             ``lam`` (mean_variance, default 0.5), ``scale`` (grpo, default ``"group"``).
@@ -132,6 +172,19 @@ def advantages(
         lists and integers; bf16/fp16 are computed in float32), without autograd history;
         rows without any reward get 0. With ``return_info=True``: ``(advantages, info)``.
 
+    Examples:
+        >>> import numpy as np
+        >>> import rewardagg as ra
+        >>> R = np.array([[0.0, 1.0], [1.0, 0.5], [1.0, 0.0],   # prompt 0: format, correct
+        ...               [1.0, 1.0], [0.0, 0.2], [1.0, 0.6]])  # prompt 1
+        >>> ra.advantages(R, group_size=3).round(3)  # RVPO (softmin, kappa=1)
+        array([-0.622,  0.58 , -0.51 ,  1.342, -1.37 ,  0.58 ])
+        >>> ra.advantages(R, method="gdpo", group_ids=[0, 0, 0, 1, 1, 1]).round(3)
+        array([-0.122,  0.456, -0.334,  1.247, -1.703,  0.456])
+        >>> adv, info = ra.advantages(R, group_size=3, return_info=True)
+        >>> info.n_groups, info.rows_without_reward
+        (2, 0)
+
     References:
         Montero, Jurczyk, Dhingra, "RVPO: Risk-Sensitive Alignment via Variance
         Regularization", 2026, https://arxiv.org/abs/2605.05750
@@ -139,7 +192,13 @@ def advantages(
     agg = get_aggregator(method)
     params = agg.bind(method_params)
     check_choice(backend, "backend", BACKENDS)
-    prep = prepare_rewards(rewards, mask, library=backend)
+    fused = _fused_backend(backend, agg, rewards)  # None: stages 1-2 on the array path
+    prep = prepare_rewards(
+        rewards,
+        mask,
+        library={"numba": "auto", "triton": "torch"}.get(backend, backend),
+        check_finite=fused is None or return_info,  # the fused kernel checks inside its pass
+    )
     ops = prep.ops
     w = prepare_weights(weights, prep.n_rewards)
     eps, correction, singleton, baseline = check_stage_options(eps, correction, singleton, baseline)
@@ -152,9 +211,22 @@ def advantages(
         if agg.kind == "sum_first":
             adv = _grpo_scores(x, missing, w, layout, ops, scale=params["scale"], **stage1)
         else:
-            z, signals = standardize_sorted(x, missing, layout, ops, **stage1)
-            rw = row_weights(z, w, ops, missing)
-            s = agg.kernel(z, rw, ops, **params)
+            if fused is not None:
+                from rewardagg import kernels
+
+                s = kernels.stage12(
+                    x,
+                    layout.offsets,
+                    weights=[1.0] * prep.n_rewards if w is None else w,
+                    method=_fused_method(agg),
+                    backend=fused,
+                    **stage1,
+                    **params,
+                )
+            else:
+                z, signals = standardize_sorted(x, missing, layout, ops, **stage1)
+                rw = row_weights(z, w, ops, missing)
+                s = agg.kernel(z, rw, ops, **params)
             if batch_norm:
                 adv = standardize_scores(
                     s, ops, eps=eps, correction=correction, process_group=process_group
@@ -220,6 +292,14 @@ def softmin_advantages(
     Arguments as :func:`advantages`; ``options`` takes its remaining keywords
     (``singleton``, ``baseline``, ``return_info``, ``backend``, ``process_group``).
 
+    Examples:
+        >>> import numpy as np
+        >>> import rewardagg as ra
+        >>> R = np.array([[0.0, 1.0], [1.0, 0.5], [1.0, 0.0],   # prompt 0: format, correct
+        ...               [1.0, 1.0], [0.0, 0.2], [1.0, 0.6]])  # prompt 1
+        >>> ra.softmin_advantages(R, group_size=3, kappa=1.0).round(3)  # row 0 failed format
+        array([-0.622,  0.58 , -0.51 ,  1.342, -1.37 ,  0.58 ])
+
     References:
         Montero, Jurczyk, Dhingra, "RVPO: Risk-Sensitive Alignment via Variance
         Regularization", 2026, https://arxiv.org/abs/2605.05750
@@ -246,6 +326,14 @@ def mean_variance_advantages(rewards: Any, *, lam: float = 0.5, **kwargs: Any):
 
     With ``lam = kappa / 2`` it is the second-order Taylor twin of
     :func:`softmin_advantages`. Other arguments as :func:`advantages`.
+
+    Examples:
+        >>> import numpy as np
+        >>> import rewardagg as ra
+        >>> R = np.array([[0.0, 1.0], [1.0, 0.5], [1.0, 0.0],   # prompt 0: format, correct
+        ...               [1.0, 1.0], [0.0, 0.2], [1.0, 0.6]])  # prompt 1
+        >>> ra.mean_variance_advantages(R, group_size=3, lam=0.5).round(3)
+        array([-0.707,  0.595, -0.512,  1.342, -1.315,  0.595])
     """
     return advantages(rewards, method="mean_variance", lam=lam, **kwargs)
 
@@ -261,6 +349,16 @@ def grpo_advantages(rewards: Any, *, scale: str = "group", **kwargs: Any):
 
     with :math:`\sigma` the group std (``scale="group"``), the batch std (``"batch"``), or
     no division at all (``"none"``, Dr. GRPO). Other arguments as :func:`advantages`.
+
+    Examples:
+        >>> import numpy as np
+        >>> import rewardagg as ra
+        >>> R = np.array([[0.0, 1.0], [1.0, 0.5], [1.0, 0.0],   # prompt 0: format, correct
+        ...               [1.0, 1.0], [0.0, 0.2], [1.0, 0.6]])  # prompt 1
+        >>> ra.grpo_advantages(R, group_size=3).round(3)
+        array([-0.577,  1.155, -0.577,  0.776, -1.129,  0.353])
+        >>> ra.grpo_advantages(R, group_size=3, scale="none").round(3)  # Dr. GRPO
+        array([-0.167,  0.333, -0.167,  0.733, -1.067,  0.333])
 
     References:
         Shao et al., "DeepSeekMath", 2024, https://arxiv.org/abs/2402.03300;
@@ -279,6 +377,14 @@ gdpo_advantages = _named(
     Exactly TRL's ``multi_objective_aggregation="normalize_then_sum"`` and verl's ``gdpo``
     up to their eps. Arguments as :func:`advantages`.
 
+    Examples:
+        >>> import numpy as np
+        >>> import rewardagg as ra
+        >>> R = np.array([[0.0, 1.0], [1.0, 0.5], [1.0, 0.0],   # prompt 0: format, correct
+        ...               [1.0, 1.0], [0.0, 0.2], [1.0, 0.6]])  # prompt 1
+        >>> ra.gdpo_advantages(R, group_size=3).round(3)  # row 0 failed format
+        array([-0.122,  0.456, -0.334,  1.247, -1.703,  0.456])
+
     References:
         Liu et al., "GDPO: Group reward-Decoupled normalization Policy Optimization for
         multi-reward RL", 2026.
@@ -292,6 +398,14 @@ mean_advantages = _named(
 
     The :math:`\kappa \to 0` limit of :func:`softmin_advantages`. Arguments as
     :func:`advantages`.
+
+    Examples:
+        >>> import numpy as np
+        >>> import rewardagg as ra
+        >>> R = np.array([[0.0, 1.0], [1.0, 0.5], [1.0, 0.0],   # prompt 0: format, correct
+        ...               [1.0, 1.0], [0.0, 0.2], [1.0, 0.6]])  # prompt 1
+        >>> ra.mean_advantages(R, group_size=3).round(3)  # = GDPO: no reward missing
+        array([-0.122,  0.456, -0.334,  1.247, -1.703,  0.456])
     """,
 )
 min_advantages = _named(
@@ -302,6 +416,14 @@ min_advantages = _named(
 
     The :math:`\kappa \to \infty` limit of :func:`softmin_advantages`. Arguments as
     :func:`advantages`.
+
+    Examples:
+        >>> import numpy as np
+        >>> import rewardagg as ra
+        >>> R = np.array([[0.0, 1.0], [1.0, 0.5], [1.0, 0.0],   # prompt 0: format, correct
+        ...               [1.0, 1.0], [0.0, 0.2], [1.0, 0.6]])  # prompt 1
+        >>> ra.min_advantages(R, group_size=3).round(3)
+        array([-0.942,  0.613, -0.734,  1.391, -0.942,  0.613])
     """,
 )
 

@@ -166,9 +166,18 @@ def check_finite_or_nan(values: Any, ops: NumpyOps | TorchOps, name: str) -> Any
 
 
 def prepare_rewards(
-    rewards: Any, mask: Any = None, *, name: str = "rewards", library: str = "auto"
+    rewards: Any,
+    mask: Any = None,
+    *,
+    name: str = "rewards",
+    library: str = "auto",
+    check_finite: bool = True,
 ) -> Prepared:
-    """Validate ``rewards`` (and ``mask``) and put them in the compute dtype, NaN = missing."""
+    """Validate ``rewards`` (and ``mask``) and put them in the compute dtype, NaN = missing.
+
+    ``check_finite=False`` skips the +-inf sweep and leaves ``missing`` as ``None``: only
+    for callers whose next pass checks (the fused kernels of :mod:`rewardagg.kernels`).
+    """
     values, restore, ops = as_float(rewards, name, library=library)
     was_1d = values.ndim == 1
     if was_1d:
@@ -184,7 +193,7 @@ def prepare_rewards(
         )
     if mask is not None:
         values = _apply_mask(values, mask, ops, was_1d, name)
-    missing = check_finite_or_nan(values, ops, name)
+    missing = check_finite_or_nan(values, ops, name) if check_finite else None
     return Prepared(ops=ops, values=values, missing=missing, restore=restore, was_1d=was_1d)
 
 
