@@ -34,6 +34,12 @@ VERL_COMPUTE_ADVANTAGE = ray_trainer.compute_advantage
 
 
 @pytest.fixture(autouse=True)
+def _run_in_tmp(tmp_path, monkeypatch):
+    """verl's Hydra entry point writes ``outputs/<date>/`` into the working directory."""
+    monkeypatch.chdir(tmp_path)
+
+
+@pytest.fixture(autouse=True)
 def _installed():
     rv.install()
     yield
