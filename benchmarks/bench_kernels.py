@@ -41,8 +41,13 @@ import rewardagg.kernels as K
 G = 16
 # largest N at which each slow implementation is timed (one call, no warm-up, from 2^14);
 # the numpy/torch references are the spec, not a fast path: on CPU they stop at 2^18
-SLOW = {"verl_grpo_loop": 2**14, "verl_gdpo": 2**16, "stage12[numpy]": 2**18,
-        "stage12[torch]": 2**18, "verl_grpo_vectorized_xK": 2**20}
+SLOW = {
+    "verl_grpo_loop": 2**14,
+    "verl_gdpo": 2**16,
+    "stage12[numpy]": 2**18,
+    "stage12[torch]": 2**18,
+    "verl_grpo_vectorized_xK": 2**20,
+}
 
 
 def make_inputs(n, k, device, seed=0):
@@ -70,16 +75,19 @@ def implementations(device, n, k, r, verl):
     for b in K.available_backends(r):
         if b == "numpy":
             continue
-        impl[f"stage12[{b}]"] = (lambda b=b: K.stage12(r, off, weights=w, method="softmin",
-                                                       backend=b))
+        impl[f"stage12[{b}]"] = lambda b=b: K.stage12(
+            r, off, weights=w, method="softmin", backend=b
+        )
     if device == "cpu":
         rn = r.numpy()
-        impl["stage12[numpy]"] = lambda: K.stage12(rn, off, weights=w, method="softmin",
-                                                   backend="numpy")
+        impl["stage12[numpy]"] = lambda: K.stage12(
+            rn, off, weights=w, method="softmin", backend="numpy"
+        )
     impl["advantages(auto)"] = lambda: rewardagg.advantages(r, group_size=G)
     core_lib = "numpy" if device == "cpu" else "torch"
-    impl[f"advantages({core_lib})"] = lambda: rewardagg.advantages(r, group_size=G,
-                                                                   backend=core_lib)
+    impl[f"advantages({core_lib})"] = lambda: rewardagg.advantages(
+        r, group_size=G, backend=core_lib
+    )
     impl["torch_plain"] = lambda: torch_plain_softmin(r, G)
     if verl is not None:
         uid = np.array([f"uid-{i // G}" for i in range(n)], dtype=object)
@@ -87,21 +95,27 @@ def implementations(device, n, k, r, verl):
         cols = [r[:, j : j + 1].nan_to_num(0.0).contiguous() for j in range(k)]
 
         def grpo_vec():
-            return [verl.compute_grpo_vectorized_outcome_advantage(c, mask, uid)[0]
-                    for c in cols]
+            return [verl.compute_grpo_vectorized_outcome_advantage(c, mask, uid)[0] for c in cols]
 
         def grpo_loop():
             return [verl.compute_grpo_outcome_advantage(c, mask, uid)[0] for c in cols]
 
         keys = [f"r{j}" for j in range(k)]
         ntb = {key: r[:, j].nan_to_num(0.0).cpu().numpy() for j, key in enumerate(keys)}
-        batch = {"prompts": torch.zeros(n, 1, device=device),
-                 "attention_mask": torch.ones(n, 2, dtype=torch.long, device=device)}
+        batch = {
+            "prompts": torch.zeros(n, 1, device=device),
+            "attention_mask": torch.ones(n, 2, dtype=torch.long, device=device),
+        }
 
         def gdpo():
             return verl.compute_gdpo_outcome_advantage(
-                cols[0], mask, uid, config={"gdpo_reward_keys": keys}, non_tensor_batch=ntb,
-                batch=batch)[0]
+                cols[0],
+                mask,
+                uid,
+                config={"gdpo_reward_keys": keys},
+                non_tensor_batch=ntb,
+                batch=batch,
+            )[0]
 
         impl["verl_grpo_vectorized_xK"] = grpo_vec
         impl["verl_grpo_loop"] = grpo_loop
@@ -183,8 +197,13 @@ else:  # reset the high-water mark (Linux), call, read it: extra resident memory
     before = kib("VmRSS:")
     fn(); print((kib("VmHWM:") - before) / 1024)
 """
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         env=dict(os.environ), timeout=900)
+    res = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ),
+        timeout=900,
+    )
     try:
         return float(res.stdout.strip().splitlines()[-1])
     except (ValueError, IndexError):
@@ -217,11 +236,14 @@ def main(argv=None):
         for e in a.log2n:
             n = 2**e
             r = make_inputs(n, k, a.device)
-            fns = {name: fn for name, fn in implementations(a.device, n, k, r, verl).items()
-                   if name not in SLOW or n <= SLOW[name]
-                   or (a.device == "cuda" and name == "stage12[torch]")}
-            slow = {name for name in fns
-                    if name in SLOW and n >= 2**14 and a.device == "cpu"}
+            fns = {
+                name: fn
+                for name, fn in implementations(a.device, n, k, r, verl).items()
+                if name not in SLOW
+                or n <= SLOW[name]
+                or (a.device == "cuda" and name == "stage12[torch]")
+            }
+            slow = {name for name in fns if name in SLOW and n >= 2**14 and a.device == "cpu"}
             for name, t in time_calls(fns, a.device, a.budget, slow).items():
                 results.append({"N": n, "K": k, "impl": name, "seconds": t})
                 print(f"N=2^{e} K={k} {name}: {fmt(t)}", file=sys.stderr, flush=True)
@@ -267,14 +289,21 @@ def _numba_threads():
 def render(results, mem, meta):
     t = {(x["N"], x["K"], x["impl"]): x["seconds"] for x in results}
     impls = list(dict.fromkeys(x["impl"] for x in results))
-    lines = [f"Device: {meta['device']} ({meta['gpu'] or meta['cpu']}, {meta['cores']} cores); "
-             f"torch {meta['torch']}; verl {meta['verl']}; {meta['method']}, {meta['dtype']}, "
-             f"group size {meta['group_size']}, 10% missing. Best time per call.", ""]
+    lines = [
+        f"Device: {meta['device']} ({meta['gpu'] or meta['cpu']}, {meta['cores']} cores); "
+        f"torch {meta['torch']}; verl {meta['verl']}; {meta['method']}, {meta['dtype']}, "
+        f"group size {meta['group_size']}, 10% missing. Best time per call.",
+        "",
+    ]
     for k in sorted({x["K"] for x in results}):
         ns = sorted({x["N"] for x in results if x["K"] == k})
         cols = [i for i in impls if any((n, k, i) in t for n in ns)]
-        lines += [f"**K = {k}**", "", "| N | " + " | ".join(f"`{c}`" for c in cols) + " |",
-                  "|---|" + "---|" * len(cols)]
+        lines += [
+            f"**K = {k}**",
+            "",
+            "| N | " + " | ".join(f"`{c}`" for c in cols) + " |",
+            "|---|" + "---|" * len(cols),
+        ]
         for n in ns:
             cells = [fmt(t.get((n, k, c), float("nan"))) for c in cols]
             lines.append(f"| 2^{n.bit_length() - 1} | " + " | ".join(cells) + " |")
@@ -282,8 +311,13 @@ def render(results, mem, meta):
     lines += ["**Targets (ratios from this run)**", ""]
     lines += targets(t, meta["device"])
     if mem:
-        lines += ["", "**Peak extra memory at N = 2^22, K = 17** (input 272 MiB)", "",
-                  "| implementation | MiB |", "|---|---|"]
+        lines += [
+            "",
+            "**Peak extra memory at N = 2^22, K = 17** (input 272 MiB)",
+            "",
+            "| implementation | MiB |",
+            "|---|---|",
+        ]
         lines += [f"| `{k}` | {v:.0f} |" for k, v in mem.items()]
     return "\n".join(lines) + "\n"
 
@@ -298,10 +332,17 @@ def targets(t, device):
 
     def line(text, ratio, goal, higher):
         ok = ratio >= goal if higher else ratio <= goal
-        verdict = "met" if ok else (f"missed by {ratio / goal:.2f}x" if not higher
-                                    else f"missed by {goal / ratio:.2f}x")
-        out.append(f"- {text}: **{ratio:.2f}x** (goal {'>=' if higher else '<='} {goal}x) "
-                   f"— {verdict if ratio == ratio else 'not measured'}")
+        verdict = (
+            "met"
+            if ok
+            else (
+                f"missed by {ratio / goal:.2f}x" if not higher else f"missed by {goal / ratio:.2f}x"
+            )
+        )
+        out.append(
+            f"- {text}: **{ratio:.2f}x** (goal {'>=' if higher else '<='} {goal}x) "
+            f"— {verdict if ratio == ratio else 'not measured'}"
+        )
 
     n = 2**20
     for k, goal in ((17, 4), (4, 2), (2, 2)):
@@ -309,31 +350,45 @@ def targets(t, device):
             b, name = best(n, k)
             line(f"N=2^20, K={k}: `{name}` / copy", b / t[(n, k, "copy")], goal, False)
             if (n, k, "advantages(auto)") in t:
-                out.append(f"  - default call `advantages(auto)` / copy: "
-                           f"{t[(n, k, 'advantages(auto)')] / t[(n, k, 'copy')]:.2f}x")
+                out.append(
+                    f"  - default call `advantages(auto)` / copy: "
+                    f"{t[(n, k, 'advantages(auto)')] / t[(n, k, 'copy')]:.2f}x"
+                )
     if (n, 8, "verl_grpo_vectorized_xK") in t:
         b, name = best(n, 8)
         v = t[(n, 8, "verl_grpo_vectorized_xK")]
         line(f"N=2^20, K=8: verl vectorized GRPO x8 / `{name}`", v / b, 5, True)
         if (n, 8, "advantages(auto)") in t:
-            out.append(f"  - verl / default call `advantages(auto)`: "
-                       f"{v / t[(n, 8, 'advantages(auto)')]:.2f}x")
+            out.append(
+                f"  - verl / default call `advantages(auto)`: "
+                f"{v / t[(n, 8, 'advantages(auto)')]:.2f}x"
+            )
     n = 2**16
     if (n, 8, "verl_gdpo") in t:
         b, name = best(n, 8)
         v = t[(n, 8, "verl_gdpo")]
         line(f"N=2^16, K=8: verl GDPO / `{name}`", v / b, 100, True)
         if (n, 8, "advantages(auto)") in t:
-            out.append(f"  - verl GDPO / default call `advantages(auto)`: "
-                       f"{v / t[(n, 8, 'advantages(auto)')]:.0f}x")
+            out.append(
+                f"  - verl GDPO / default call `advantages(auto)`: "
+                f"{v / t[(n, 8, 'advantages(auto)')]:.0f}x"
+            )
     if device == "cuda":
         for e in (22,):
             if (2**e, 17, "stage12[triton]") in t:
-                line(f"N=2^{e}, K=17: triton / device copy",
-                     t[(2**e, 17, "stage12[triton]")] / t[(2**e, 17, "copy")], 1.5, False)
+                line(
+                    f"N=2^{e}, K=17: triton / device copy",
+                    t[(2**e, 17, "stage12[triton]")] / t[(2**e, 17, "copy")],
+                    1.5,
+                    False,
+                )
         if (2**16, 17, "torch_plain") in t and (2**16, 17, "stage12[triton]") in t:
-            line("N=2^16, K=17: torch eager (torch_plain) / triton",
-                 t[(2**16, 17, "torch_plain")] / t[(2**16, 17, "stage12[triton]")], 5, True)
+            line(
+                "N=2^16, K=17: torch eager (torch_plain) / triton",
+                t[(2**16, 17, "torch_plain")] / t[(2**16, 17, "stage12[triton]")],
+                5,
+                True,
+            )
     return out
 
 

@@ -11,8 +11,13 @@ import itertools
 import numpy as np
 
 METHODS = ("weighted_sum", "weighted_mean", "softmin", "mean_variance", "weighted_min")
-ORACLE_NAME = {"weighted_sum": "gdpo", "weighted_mean": "mean", "softmin": "softmin",
-               "mean_variance": "mean_variance", "weighted_min": "min"}
+ORACLE_NAME = {
+    "weighted_sum": "gdpo",
+    "weighted_mean": "mean",
+    "softmin": "softmin",
+    "mean_variance": "mean_variance",
+    "weighted_min": "min",
+}
 
 
 def make_case(sizes, n_rew, *, seed=0, p_missing=0.2, zero_weight=True, ties=True):
@@ -32,13 +37,25 @@ def make_case(sizes, n_rew, *, seed=0, p_missing=0.2, zero_weight=True, ties=Tru
     return r, off, w
 
 
-def oracle_scores(r, off, w, method, *, kappa=1.0, lam=0.5, eps=1e-6, correction=1,
-                  singleton="zero", baseline="mean"):
+def oracle_scores(
+    r,
+    off,
+    w,
+    method,
+    *,
+    kappa=1.0,
+    lam=0.5,
+    eps=1e-6,
+    correction=1,
+    singleton="zero",
+    baseline="mean",
+):
     import oracle  # mpmath, only where the oracle is used
 
     groups = [list(range(int(a), int(b))) for a, b in itertools.pairwise(off) if b > a]
-    z = oracle.stage1(r, groups, eps=eps, correction=correction, singleton=singleton,
-                      baseline=baseline)
+    z = oracle.stage1(
+        r, groups, eps=eps, correction=correction, singleton=singleton, baseline=baseline
+    )
     out = np.full(r.shape[0], np.nan)
     for i, zrow in enumerate(z):
         s = oracle.reduce_row(zrow, list(w), ORACLE_NAME[method], kappa=kappa, lam=lam)

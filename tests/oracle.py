@@ -32,7 +32,7 @@ def stage1(R, groups, *, eps, correction, singleton="zero", baseline="mean", sca
             vals = [mp.mpf(float(R[i, k])) for i in present]
             n = len(vals)
             signal = n >= 2 and max(vals) > min(vals) and n - correction > 0
-            for i, x in zip(present, vals):
+            for i, x in zip(present, vals, strict=True):
                 if signal:
                     mu = mp.fsum(vals) / n
                     sigma = mp.sqrt(mp.fsum((y - mu) ** 2 for y in vals) / (n - correction))
@@ -46,7 +46,7 @@ def stage1(R, groups, *, eps, correction, singleton="zero", baseline="mean", sca
 
 
 def _participating(zrow, w):
-    return [(z, wk) for z, wk in zip(zrow, w) if z is not None and wk > 0]
+    return [(z, wk) for z, wk in zip(zrow, w, strict=True) if z is not None and wk > 0]
 
 
 def reduce_row(zrow, w, method, *, kappa=1.0, lam=0.5):

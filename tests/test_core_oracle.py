@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import scipy.special
 
-import rewardagg as ra
 import oracle
+import rewardagg as ra
 
 METHODS = ["gdpo", "mean", "softmin", "mean_variance", "min", "grpo"]
 KAPPAS = [0.0, 1e-8, 1.0, 1e3, 1e8, math.inf]
@@ -163,7 +163,11 @@ def test_torch_operations_match_oracle(method):
         t = torch.tensor(R, dtype=dtype)
         for kappa in KAPPAS if method == "softmin" else [None]:
             extra = {} if kappa is None else {"kappa": kappa}
-            got = ra.advantages(t, method=method, group_ids=labels, weights=w, backend="torch", **extra)
+            got = ra.advantages(
+                t, method=method, group_ids=labels, weights=w, backend="torch", **extra
+            )
             assert got.dtype == dtype
-            ref = oracle.advantages(t.double().numpy(), method=method, group_ids=labels, weights=w, **extra)
+            ref = oracle.advantages(
+                t.double().numpy(), method=method, group_ids=labels, weights=w, **extra
+            )
             check(got.double().numpy(), ref, tol)

@@ -133,9 +133,15 @@ def test_numpy_and_torch_agree(batch, method, backend):
     R, g, w = batch
     a_np = ra.advantages(R, method=method, group_size=g, weights=w)
     t = torch.from_numpy(R)
-    a_t = ra.advantages(t, method=method, group_size=g, weights=torch.from_numpy(w), backend=backend)
+    a_t = ra.advantages(
+        t, method=method, group_size=g, weights=torch.from_numpy(w), backend=backend
+    )
     assert isinstance(a_t, torch.Tensor) and a_t.dtype == torch.float64
     np.testing.assert_allclose(a_t.numpy(), a_np, atol=1e-12)
     labels = np.repeat(np.arange(R.shape[0] // g), g)[::-1].copy()
-    a_ids = ra.advantages(t, method=method, group_ids=torch.from_numpy(labels), weights=w, backend=backend)
-    np.testing.assert_allclose(a_ids.numpy(), ra.advantages(R, method=method, group_ids=labels, weights=w), atol=1e-12)
+    a_ids = ra.advantages(
+        t, method=method, group_ids=torch.from_numpy(labels), weights=w, backend=backend
+    )
+    np.testing.assert_allclose(
+        a_ids.numpy(), ra.advantages(R, method=method, group_ids=labels, weights=w), atol=1e-12
+    )

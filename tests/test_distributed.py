@@ -34,23 +34,27 @@ def _worker(rank, world, init_file, out_dir):
     import rewardagg
     from rewardagg.kernels.distributed import batch_standardize_distributed
 
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank,
-                            world_size=world)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     try:
         r = _batch()
         # rank 0 holds 4 groups, rank 1 the other 8: groups stay on one rank, sizes differ
         rows = slice(0, 4 * G) if rank == 0 else slice(4 * G, N)
         s = rewardagg.advantages(r[rows], group_size=G, method="softmin", batch_norm=False)
         s[np.isnan(r[rows]).all(1)] = np.nan
-        np.save(os.path.join(out_dir, f"kernel{rank}.npy"),
-                batch_standardize_distributed(s, eps=1e-6, correction=1,
-                                              process_group=dist.group.WORLD))
-        t = batch_standardize_distributed(torch.from_numpy(s).float(),
-                                          process_group=dist.group.WORLD)
+        np.save(
+            os.path.join(out_dir, f"kernel{rank}.npy"),
+            batch_standardize_distributed(
+                s, eps=1e-6, correction=1, process_group=dist.group.WORLD
+            ),
+        )
+        t = batch_standardize_distributed(
+            torch.from_numpy(s).float(), process_group=dist.group.WORLD
+        )
         np.save(os.path.join(out_dir, f"torch{rank}.npy"), t.numpy())
         try:
-            a = rewardagg.advantages(r[rows], group_size=G, method="softmin",
-                                     process_group=dist.group.WORLD)
+            a = rewardagg.advantages(
+                r[rows], group_size=G, method="softmin", process_group=dist.group.WORLD
+            )
             np.save(os.path.join(out_dir, f"core{rank}.npy"), a)
         except NotImplementedError:
             pass
@@ -83,5 +87,6 @@ def test_two_gloo_ranks_match_single_process():
         np.testing.assert_allclose(got32, want, rtol=1e-5, atol=1e-5)
         assert got[5] == 0.0
         if all(os.path.exists(p) for p in core):
-            np.testing.assert_allclose(np.concatenate([np.load(p) for p in core]), want,
-                                       rtol=1e-10, atol=1e-12)
+            np.testing.assert_allclose(
+                np.concatenate([np.load(p) for p in core]), want, rtol=1e-10, atol=1e-12
+            )

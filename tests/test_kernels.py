@@ -41,22 +41,32 @@ def test_matches_oracle(backend, shape, method):
     sizes, n_rew = SHAPES[shape]
     r, off, w = make_case(sizes, n_rew, seed=len(shape))
     kw = dict(method=method, kappa=1.7, lam=0.3)
-    assert_scores(_run(backend, r, off, w, **kw), oracle_scores(r, off, w, **kw),
-                  rtol=1e-9, atol=1e-9)
+    assert_scores(
+        _run(backend, r, off, w, **kw), oracle_scores(r, off, w, **kw), rtol=1e-9, atol=1e-9
+    )
 
 
 @pytest.mark.parametrize("backend", CPU_BACKENDS)
 @pytest.mark.parametrize(
     "opts",
-    [dict(singleton="identity"), dict(baseline="leave_one_out"), dict(correction=0),
-     dict(correction=2, eps=0.1), dict(singleton="identity", baseline="leave_one_out")],
+    [
+        dict(singleton="identity"),
+        dict(baseline="leave_one_out"),
+        dict(correction=0),
+        dict(correction=2, eps=0.1),
+        dict(singleton="identity", baseline="leave_one_out"),
+    ],
     ids=lambda d: "-".join(f"{k}={v}" for k, v in d.items()),
 )
 def test_stage1_options(backend, opts):
     r, off, w = make_case([1, 2, 3, 16, 40], 4, seed=3)
     for method in ("weighted_mean", "softmin"):
-        assert_scores(_run(backend, r, off, w, method=method, **opts),
-                      oracle_scores(r, off, w, method, **opts), rtol=1e-9, atol=1e-9)
+        assert_scores(
+            _run(backend, r, off, w, method=method, **opts),
+            oracle_scores(r, off, w, method, **opts),
+            rtol=1e-9,
+            atol=1e-9,
+        )
 
 
 @pytest.mark.parametrize("backend", CPU_BACKENDS)
@@ -156,8 +166,9 @@ def test_numba_threads_split_at_group_boundaries_bit_identical():
     try:
         for n in sorted({1, numba.config.NUMBA_NUM_THREADS}):
             numba.set_num_threads(n)
-            results.append(K.stage12(r.astype(np.float32), off, weights=w, method="softmin",
-                                     backend="numba"))
+            results.append(
+                K.stage12(r.astype(np.float32), off, weights=w, method="softmin", backend="numba")
+            )
     finally:
         numba.set_num_threads(before)
     np.testing.assert_array_equal(results[0], results[-1])
@@ -174,6 +185,7 @@ def test_matches_core_advantages():
 
 
 # ---- dispatch ----------------------------------------------------------------------------
+
 
 def test_auto_small_input_never_compiles():
     r, _off, _w = make_case([4] * 4, 3)
@@ -198,8 +210,7 @@ def test_explicit_backend_errors_are_clear(monkeypatch):
         if not torch.cuda.is_available():
             monkeypatch.delenv("TRITON_INTERPRET", raising=False)
             with pytest.raises(ValueError, match="needs a CUDA tensor"):
-                K.stage12(torch.from_numpy(r), off, weights=w, method="softmin",
-                          backend="triton")
+                K.stage12(torch.from_numpy(r), off, weights=w, method="softmin", backend="triton")
     monkeypatch.setattr(K, "_has", lambda name: name not in ("numba", "triton"))
     with pytest.raises(RuntimeError, match="needs numba"):
         K.stage12(r, off, weights=w, method="softmin", backend="numba")
@@ -212,11 +223,17 @@ def test_explicit_backend_errors_are_clear(monkeypatch):
 
 @pytest.mark.parametrize(
     "bad, match",
-    [(dict(method="sum"), "method"), (dict(kappa=-1.0), "kappa"), (dict(eps=-1e-6), "eps"),
-     (dict(singleton="one"), "singleton"), (dict(baseline="median"), "baseline"),
-     (dict(offsets=np.array([0, 3, 7])), "offsets"),
-     (dict(offsets=np.array([0, 5, 3, 8])), "offsets"),
-     (dict(weights=np.array([1.0, -1.0])), "weights"), (dict(weights=np.ones(3)), "weights")],
+    [
+        (dict(method="sum"), "method"),
+        (dict(kappa=-1.0), "kappa"),
+        (dict(eps=-1e-6), "eps"),
+        (dict(singleton="one"), "singleton"),
+        (dict(baseline="median"), "baseline"),
+        (dict(offsets=np.array([0, 3, 7])), "offsets"),
+        (dict(offsets=np.array([0, 5, 3, 8])), "offsets"),
+        (dict(weights=np.array([1.0, -1.0])), "weights"),
+        (dict(weights=np.ones(3)), "weights"),
+    ],
 )
 def test_bad_arguments(bad, match):
     r, off, w = make_case([4] * 2, 2)
@@ -226,13 +243,16 @@ def test_bad_arguments(bad, match):
 
 
 def test_import_is_light():
-    code = ("import sys, rewardagg.kernels; "
-            "print([m for m in ('torch', 'numba', 'triton') if m in sys.modules])")
+    code = (
+        "import sys, rewardagg.kernels; "
+        "print([m for m in ('torch', 'numba', 'triton') if m in sys.modules])"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
 
 
 # ---- the core's backend= argument ------------------------------------------------------
+
 
 def _core_wired() -> bool:
     from rewardagg._src import pipeline
@@ -240,8 +260,9 @@ def _core_wired() -> bool:
     return "numba" in getattr(pipeline, "BACKENDS", ())
 
 
-needs_wiring = pytest.mark.skipif(not _core_wired(),
-                                  reason="the core is not wired to rewardagg.kernels yet")
+needs_wiring = pytest.mark.skipif(
+    not _core_wired(), reason="the core is not wired to rewardagg.kernels yet"
+)
 
 
 @needs_wiring
@@ -255,13 +276,20 @@ def test_core_numba_backend_equals_array_path(method):
     r[rng.random(r.shape) < 0.2] = np.nan
     mask = rng.random(r.shape) > 0.1
     ids = rng.integers(0, 40, 300)  # ragged, unsorted groups
-    kw = dict(method=method, group_ids=ids, mask=mask, weights=[1, 2, 0, 1, 0.5],
-              singleton="identity", baseline="leave_one_out")
+    kw = dict(
+        method=method,
+        group_ids=ids,
+        mask=mask,
+        weights=[1, 2, 0, 1, 0.5],
+        singleton="identity",
+        baseline="leave_one_out",
+    )
     want = rewardagg.advantages(r, backend="numpy", **kw)
     got = rewardagg.advantages(r, backend="numba", **kw)
     np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-9)
-    got_t, info = rewardagg.advantages(torch.from_numpy(r).float(), backend="numba",
-                                       return_info=True, **kw)
+    got_t, info = rewardagg.advantages(
+        torch.from_numpy(r).float(), backend="numba", return_info=True, **kw
+    )
     np.testing.assert_allclose(got_t.numpy(), want, rtol=1e-4, atol=1e-4)
     assert info.n_rows == 300
 
@@ -273,8 +301,9 @@ def test_core_auto_fuses_large_inputs_and_validates_inside_the_pass():
 
     r = np.random.default_rng(0).standard_normal((K.AUTO_NUMBA_MIN_ELEMENTS // 4, 4))
     a = rewardagg.advantages(r, group_size=16)
-    np.testing.assert_allclose(a, rewardagg.advantages(r, group_size=16, backend="numpy"),
-                               rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(
+        a, rewardagg.advantages(r, group_size=16, backend="numpy"), rtol=1e-9, atol=1e-9
+    )
     r[100, 2] = np.inf
     with pytest.raises(ValueError, match="infinite"):
         rewardagg.advantages(r, group_size=16)

@@ -18,8 +18,9 @@ pytestmark = [
     pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="needs triton"),
 ]
 if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
-    pytest.skip("TRITON_INTERPRET is set: the interpreter tests cover this",
-                allow_module_level=True)
+    pytest.skip(
+        "TRITON_INTERPRET is set: the interpreter tests cover this", allow_module_level=True
+    )
 
 import rewardagg.kernels as K  # noqa: E402
 from kernel_cases import METHODS, make_case  # noqa: E402
@@ -30,7 +31,8 @@ TOL = {torch.float64: 1e-9, torch.float32: 5e-5, torch.bfloat16: 5e-5, torch.flo
 
 # every method in float32, every dtype with softmin: each pair is one Triton compilation
 PAIRS = [(m, torch.float32) for m in METHODS] + [
-    ("softmin", d) for d in (torch.float64, torch.bfloat16, torch.float16)]
+    ("softmin", d) for d in (torch.float64, torch.bfloat16, torch.float16)
+]
 
 
 @pytest.mark.parametrize("method, dtype", PAIRS, ids=lambda v: str(v))
@@ -42,8 +44,9 @@ def test_triton_cuda_matches_reference(method, shape, dtype):
     want = K.stage12(x.double(), off, weights=w, method=method, kappa=1.5, backend="torch")
     got = K.stage12(x.cuda(), off, weights=w, method=method, kappa=1.5, backend="triton")
     assert got.is_cuda and got.dtype == (torch.float64 if dtype == torch.float64 else torch.float32)
-    torch.testing.assert_close(got.cpu().double(), want, rtol=TOL[dtype], atol=TOL[dtype],
-                               equal_nan=True)
+    torch.testing.assert_close(
+        got.cpu().double(), want, rtol=TOL[dtype], atol=TOL[dtype], equal_nan=True
+    )
     again = K.stage12(x.cuda(), off, weights=w, method=method, kappa=1.5, backend="triton")
     assert torch.equal(got.nan_to_num(7.0), again.nan_to_num(7.0))  # deterministic
 

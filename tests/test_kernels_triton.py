@@ -32,9 +32,14 @@ if _ALREADY:  # triton was imported for the GPU earlier in this process: rerun i
 
     def test_in_a_fresh_process():
         env = dict(os.environ, TRITON_INTERPRET="1")
-        out = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                              __file__], env=env, capture_output=True, text=True)
+        out = subprocess.run(
+            [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__],
+            env=env,
+            capture_output=True,
+            text=True,
+        )
         assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-2000:]
+
 
 import rewardagg.kernels as K  # noqa: E402
 from kernel_cases import METHODS, make_case  # noqa: E402
@@ -55,10 +60,16 @@ CASES = {  # name: (group sizes, K, block_r, block_k)
 def _both(r, off, w, dtype, **kw):
     x = torch.from_numpy(r).to(dtype)
     _name, (_, _, br, bk) = kw.pop("case")
-    got, bad = stage12_triton(x, torch.from_numpy(off), torch.from_numpy(w), block_r=br,
-                              block_k=bk, identity=kw.get("singleton") == "identity",
-                              loo=kw.get("baseline") == "leave_one_out",
-                              **{k: v for k, v in kw.items() if k not in ("singleton", "baseline")})
+    got, bad = stage12_triton(
+        x,
+        torch.from_numpy(off),
+        torch.from_numpy(w),
+        block_r=br,
+        block_k=bk,
+        identity=kw.get("singleton") == "identity",
+        loo=kw.get("baseline") == "leave_one_out",
+        **{k: v for k, v in kw.items() if k not in ("singleton", "baseline")},
+    )
     ref, n_inf = stage12_reference(x, off, weights=w, **kw)
     return got, bad, ref, n_inf
 
@@ -74,34 +85,68 @@ def _quiet_interpreter():
 def test_matches_reference_fp64(case, method):
     sizes, n_rew, _, _ = CASES[case]
     r, off, w = make_case(sizes, n_rew, seed=len(case))
-    got, bad, ref, _ = _both(r, off, w, torch.float64, case=(case, CASES[case]), method=method,
-                             kappa=1.3, lam=0.4, eps=1e-6, correction=1.0)
+    got, bad, ref, _ = _both(
+        r,
+        off,
+        w,
+        torch.float64,
+        case=(case, CASES[case]),
+        method=method,
+        kappa=1.3,
+        lam=0.4,
+        eps=1e-6,
+        correction=1.0,
+    )
     assert got.dtype == torch.float64 and int(bad.sum()) == 0
-    torch.testing.assert_close(got, ref, rtol=TOL[torch.float64], atol=TOL[torch.float64],
-                               equal_nan=True)
+    torch.testing.assert_close(
+        got, ref, rtol=TOL[torch.float64], atol=TOL[torch.float64], equal_nan=True
+    )
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16],
-                         ids=str)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16], ids=str)
 @pytest.mark.parametrize("case", ["K17_group16", "K10_two_k_blocks_ragged"])
 def test_low_precision_cast_on_load(case, dtype):
     sizes, n_rew, _, _ = CASES[case]
     r, off, w = make_case(sizes, n_rew, seed=1)
     for method in ("softmin", "mean_variance"):
-        got, _, ref, _ = _both(r, off, w, dtype, case=(case, CASES[case]), method=method,
-                               kappa=2.0, lam=0.5, eps=1e-6, correction=1.0)
+        got, _, ref, _ = _both(
+            r,
+            off,
+            w,
+            dtype,
+            case=(case, CASES[case]),
+            method=method,
+            kappa=2.0,
+            lam=0.5,
+            eps=1e-6,
+            correction=1.0,
+        )
         assert got.dtype == torch.float32
         torch.testing.assert_close(got, ref, rtol=TOL[dtype], atol=TOL[dtype], equal_nan=True)
 
 
 @pytest.mark.parametrize(
-    "opts", [dict(singleton="identity", baseline="leave_one_out", correction=1.0),
-             dict(correction=0.0, eps=0.01)], ids=["identity-loo", "correction0"])
+    "opts",
+    [
+        dict(singleton="identity", baseline="leave_one_out", correction=1.0),
+        dict(correction=0.0, eps=0.01),
+    ],
+    ids=["identity-loo", "correction0"],
+)
 def test_stage1_options(opts):
     case = "both_blocked"
     r, off, w = make_case([1, 2, 40], 6, seed=2)
-    got, _, ref, _ = _both(r, off, w, torch.float64, case=(case, CASES[case]), method="softmin",
-                           kappa=0.7, lam=0.5, **{"eps": 1e-6} | opts)
+    got, _, ref, _ = _both(
+        r,
+        off,
+        w,
+        torch.float64,
+        case=(case, CASES[case]),
+        method="softmin",
+        kappa=0.7,
+        lam=0.5,
+        **{"eps": 1e-6} | opts,
+    )
     torch.testing.assert_close(got, ref, rtol=1e-10, atol=1e-10, equal_nan=True)
 
 
@@ -109,8 +154,18 @@ def test_stage1_options(opts):
 def test_softmin_extreme_kappa_online_across_reward_blocks(kappa):
     case = "K10_two_k_blocks_ragged"
     r, off, w = make_case([3, 5], 10, seed=4)
-    got, _, ref, _ = _both(r, off, w, torch.float64, case=(case, CASES[case]), method="softmin",
-                           kappa=kappa, lam=0.5, eps=1e-6, correction=1.0)
+    got, _, ref, _ = _both(
+        r,
+        off,
+        w,
+        torch.float64,
+        case=(case, CASES[case]),
+        method="softmin",
+        kappa=kappa,
+        lam=0.5,
+        eps=1e-6,
+        correction=1.0,
+    )
     torch.testing.assert_close(got, ref, rtol=1e-10, atol=1e-12, equal_nan=True)
 
 
@@ -118,9 +173,18 @@ def test_infinite_value_is_reported_and_stage12_raises():
     r, off, w = make_case([4, 4], 3, seed=2, p_missing=0)
     r[5, 2] = np.inf
     x = torch.from_numpy(r)
-    _, bad = stage12_triton(x, torch.from_numpy(off), torch.from_numpy(w), method="softmin",
-                            kappa=1.0, lam=0.5, eps=1e-6, correction=1.0, identity=False,
-                            loo=False)
+    _, bad = stage12_triton(
+        x,
+        torch.from_numpy(off),
+        torch.from_numpy(w),
+        method="softmin",
+        kappa=1.0,
+        lam=0.5,
+        eps=1e-6,
+        correction=1.0,
+        identity=False,
+        loo=False,
+    )
     assert bad.tolist() == [0, 1]
     with pytest.raises(ValueError, match=r"infinite.*row 5, reward 2"):
         K.stage12(x, off, weights=w, method="softmin", backend="triton")

@@ -93,7 +93,7 @@ class AggregationInfo:
             "masked_failures": self.masked_failures_per_reward,
         }
         for metric, values in per_reward.items():
-            for name, value in zip(names, values):
+            for name, value in zip(names, values, strict=True):
                 out[f"{metric}/{name}"] = float(value)
         return {prefix + key: value for key, value in out.items()}
 

@@ -124,13 +124,12 @@ def make_layout(n_rows: int, group_size: Any = None, group_ids: Any = None) -> G
     sizes = np.bincount(index, minlength=n_groups)
     # sort rows by (group size, group number); stable keeps row order inside a group
     key = sizes[index] * n_groups + index
-    perm = np.argsort(key, kind="stable")
+    order = np.argsort(key, kind="stable")
     group_order = np.lexsort((np.arange(n_groups), sizes))
     buckets, start = [], 0
     for size in np.unique(sizes):
         count = int(np.count_nonzero(sizes == size))
         buckets.append(Bucket(start, count, int(size)))
         start += count * int(size)
-    if np.array_equal(perm, np.arange(n_rows)):
-        perm = None
+    perm = None if np.array_equal(order, np.arange(n_rows)) else order
     return GroupLayout(n_rows, n_groups, tuple(buckets), perm, group_order.astype(np.int64))

@@ -34,7 +34,7 @@ class NumpyOps:
 
     # reductions -------------------------------------------------------------
     @staticmethod
-    def sum(x, axis, keepdims=False):
+    def sum(x: Any, axis: int, keepdims: bool = False) -> Any:
         # numpy's strided add.reduce over a short axis is several times slower than einsum's
         # loop; einsum sums naively, so it is only used where the axis is short.
         axis = axis % x.ndim
@@ -42,10 +42,10 @@ class NumpyOps:
             letters = "abcdefgh"[: x.ndim]
             out = np.einsum(f"{letters}->{letters.replace(letters[axis], '')}", x)
             return np.expand_dims(out, axis) if keepdims else out
-        return np.add.reduce(x, axis=axis, keepdims=keepdims)
+        return np.add.reduce(x, axis=axis, keepdims=keepdims)  # type: ignore[call-overload]
 
     @classmethod
-    def sumsq(cls, x, axis, keepdims=False):
+    def sumsq(cls, x: Any, axis: int, keepdims: bool = False) -> Any:
         """Sum of squares along ``axis`` without a squared temporary."""
         axis = axis % x.ndim
         letters = "abcdefgh"[: x.ndim]
@@ -53,32 +53,32 @@ class NumpyOps:
         return np.expand_dims(out, axis) if keepdims else out
 
     @staticmethod
-    def dot_last(x, v):
+    def dot_last(x: Any, v: Any) -> Any:
         """``sum(x * v, axis=-1)`` for ``v`` broadcastable to ``x``, in one pass."""
         if v.ndim == 1:
             return x @ v
         return np.einsum("...k,...k->...", x, v)
 
     @staticmethod
-    def count(p, axis, keepdims=False, dtype=np.float64):
+    def count(p: Any, axis: int, keepdims: bool = False, dtype: Any = np.float64) -> Any:
         return np.count_nonzero(p, axis=axis, keepdims=keepdims).astype(dtype, copy=False)
 
     @staticmethod
-    def amin(x, axis, keepdims=False):
-        return np.minimum.reduce(x, axis=axis, keepdims=keepdims)
+    def amin(x: Any, axis: int, keepdims: bool = False) -> Any:
+        return np.minimum.reduce(x, axis=axis, keepdims=keepdims)  # type: ignore[call-overload]
 
     @staticmethod
-    def amax(x, axis, keepdims=False):
-        return np.maximum.reduce(x, axis=axis, keepdims=keepdims)
+    def amax(x: Any, axis: int, keepdims: bool = False) -> Any:
+        return np.maximum.reduce(x, axis=axis, keepdims=keepdims)  # type: ignore[call-overload]
 
     @staticmethod
-    def nanmin(x, axis, keepdims=False):
+    def nanmin(x: Any, axis: int, keepdims: bool = False) -> Any:
         # fmin ignores NaN; an all-NaN slice stays NaN (no warning, unlike np.nanmin).
-        return np.fmin.reduce(x, axis=axis, keepdims=keepdims)
+        return np.fmin.reduce(x, axis=axis, keepdims=keepdims)  # type: ignore[call-overload]
 
     @staticmethod
-    def nanmax(x, axis, keepdims=False):
-        return np.fmax.reduce(x, axis=axis, keepdims=keepdims)
+    def nanmax(x: Any, axis: int, keepdims: bool = False) -> Any:
+        return np.fmax.reduce(x, axis=axis, keepdims=keepdims)  # type: ignore[call-overload]
 
     @staticmethod
     def any(x) -> bool:
@@ -90,13 +90,33 @@ class NumpyOps:
         """``expm1`` in place."""
         return np.expm1(x, out=x)
 
-    isnan = staticmethod(np.isnan)
-    isinf = staticmethod(np.isinf)
-    sqrt = staticmethod(np.sqrt)
-    exp = staticmethod(np.exp)
-    expm1 = staticmethod(np.expm1)
-    log1p = staticmethod(np.log1p)
-    where = staticmethod(np.where)
+    @staticmethod
+    def isnan(x: Any) -> Any:
+        return np.isnan(x)
+
+    @staticmethod
+    def isinf(x: Any) -> Any:
+        return np.isinf(x)
+
+    @staticmethod
+    def sqrt(x: Any) -> Any:
+        return np.sqrt(x)
+
+    @staticmethod
+    def exp(x: Any) -> Any:
+        return np.exp(x)
+
+    @staticmethod
+    def expm1(x: Any) -> Any:
+        return np.expm1(x)
+
+    @staticmethod
+    def log1p(x: Any) -> Any:
+        return np.log1p(x)
+
+    @staticmethod
+    def where(c: Any, a: Any, b: Any) -> Any:
+        return np.where(c, a, b)
 
     @staticmethod
     def fill_where(x, p, value):

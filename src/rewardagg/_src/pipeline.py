@@ -203,11 +203,16 @@ def advantages(
     w = prepare_weights(weights, prep.n_rewards)
     eps, correction, singleton, baseline = check_stage_options(eps, correction, singleton, baseline)
     layout = make_layout(prep.n_rows, group_size, group_ids)
-    stage1 = dict(eps=eps, correction=correction, singleton=singleton, baseline=baseline)
+    stage1: dict[str, Any] = dict(
+        eps=eps, correction=correction, singleton=singleton, baseline=baseline
+    )
+    kernel: Any = agg.kernel
     with _no_grad(ops):
         x = layout.sort_rows(prep.values, ops)
         missing = None if prep.missing is None else layout.sort_rows(prep.missing, ops)
-        z = signals = rw = None
+        z: Any = None
+        signals: Any = None
+        rw: Any = None
         if agg.kind == "sum_first":
             adv = _grpo_scores(x, missing, w, layout, ops, scale=params["scale"], **stage1)
         else:
@@ -218,7 +223,7 @@ def advantages(
                     x,
                     layout.offsets,
                     weights=[1.0] * prep.n_rewards if w is None else w,
-                    method=_fused_method(agg),
+                    method=str(_fused_method(agg)),
                     backend=fused,
                     **stage1,
                     **params,
@@ -226,7 +231,7 @@ def advantages(
             else:
                 z, signals = standardize_sorted(x, missing, layout, ops, **stage1)
                 rw = row_weights(z, w, ops, missing)
-                s = agg.kernel(z, rw, ops, **params)
+                s = kernel(z, rw, ops, **params)
             if batch_norm:
                 adv = standardize_scores(
                     s, ops, eps=eps, correction=correction, process_group=process_group

@@ -24,6 +24,8 @@ def expand_to_tokens(adv: Any, response_mask: Any):
         ``(B, T)`` in the library and device of ``response_mask`` when it is a tensor (else
         of ``adv``), in ``adv``'s float dtype.
     """
+    a: Any
+    m: Any
     if is_torch(adv) or is_torch(response_mask):
         import torch
 
@@ -33,14 +35,19 @@ def expand_to_tokens(adv: Any, response_mask: Any):
             a = a.to(m.device)
         if not a.is_floating_point():
             a = a.to(torch.get_default_dtype())
-    else:
-        a = np.asarray(adv)
-        m = np.asarray(response_mask)
-        if a.dtype.kind not in "f":
-            a = a.astype(np.float64)
+        _check_token_shapes(a, m)
+        return a[:, None] * m.to(a.dtype)
+    a = np.asarray(adv)
+    m = np.asarray(response_mask)
+    if a.dtype.kind != "f":
+        a = a.astype(np.float64)
+    _check_token_shapes(a, m)
+    return a[:, None] * m.astype(a.dtype)
+
+
+def _check_token_shapes(a: Any, m: Any) -> None:
     if a.ndim != 1 or m.ndim != 2 or a.shape[0] != m.shape[0]:
         raise ValueError(
             f"expand_to_tokens needs adv of shape (B,) and response_mask of shape (B, T); "
             f"got {tuple(a.shape)} and {tuple(m.shape)}"
         )
-    return a[:, None] * m.to(a.dtype) if is_torch(a) else a[:, None] * m.astype(a.dtype)

@@ -150,7 +150,7 @@ def _first_bad(bad: np.ndarray) -> str:
 
 def check_finite_or_nan(values: Any, ops: NumpyOps | TorchOps, name: str) -> Any:
     """Raise on +-inf; return the NaN map, or ``None`` when every value is finite."""
-    if ops.name == "torch":
+    if isinstance(ops, TorchOps):
         finite = ops.torch.isfinite(values)
     else:
         finite = np.isfinite(values)
@@ -210,7 +210,7 @@ def _apply_mask(values: Any, mask: Any, ops: NumpyOps | TorchOps, was_1d: bool, 
     absent = (m == 0).reshape(values.shape)
     if not absent.any():
         return values
-    if ops.name == "torch":
+    if isinstance(ops, TorchOps):
         return values.masked_fill(ops.torch.from_numpy(absent).to(values.device), float("nan"))
     return np.where(absent, np.nan, values)
 

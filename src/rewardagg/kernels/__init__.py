@@ -120,8 +120,10 @@ def resolve_backend(rewards: Any, backend: str = "auto") -> str:
         return "torch" if is_t else "numpy"
     if backend == "numpy":
         if is_t:
-            raise ValueError("backend='numpy' takes numpy arrays; got a torch tensor "
-                             "(use backend='torch' or 'auto')")
+            raise ValueError(
+                "backend='numpy' takes numpy arrays; got a torch tensor "
+                "(use backend='torch' or 'auto')"
+            )
     elif backend == "torch":
         if not _has("torch"):
             raise RuntimeError("backend='torch' needs PyTorch: pip install torch")
@@ -132,14 +134,16 @@ def resolve_backend(rewards: Any, backend: str = "auto") -> str:
             raise ValueError(f"backend='numba' runs on the CPU; got a tensor on {device!r}")
     elif backend == "triton":
         if not (_has("triton") and _has("torch")):
-            raise RuntimeError("backend='triton' needs triton and torch: "
-                               "pip install 'rewardagg[triton]'")
+            raise RuntimeError(
+                "backend='triton' needs triton and torch: pip install 'rewardagg[triton]'"
+            )
         if not is_t:
-            raise ValueError("backend='triton' takes torch tensors; got "
-                             f"{type(rewards).__name__}")
+            raise ValueError(f"backend='triton' takes torch tensors; got {type(rewards).__name__}")
         if device != "cuda" and not (device == "cpu" and _interpreting()):
-            raise ValueError(f"backend='triton' needs a CUDA tensor; got one on {device!r} "
-                             "(CPU tensors only under TRITON_INTERPRET=1)")
+            raise ValueError(
+                f"backend='triton' needs a CUDA tensor; got one on {device!r} "
+                "(CPU tensors only under TRITON_INTERPRET=1)"
+            )
     return backend
 
 
@@ -183,8 +187,10 @@ def _raise_inf(rewards) -> None:
     where = np.argwhere(np.isinf(x))
     n = len(where)
     i, k = (int(v) for v in where[0]) if n else (-1, -1)
-    raise ValueError(f"rewards must be finite or NaN (missing); found {n} infinite value(s), "
-                     f"the first at sorted row {i}, reward {k}")
+    raise ValueError(
+        f"rewards must be finite or NaN (missing); found {n} infinite value(s), "
+        f"the first at sorted row {i}, reward {k}"
+    )
 
 
 def stage12(
@@ -231,15 +237,21 @@ def stage12(
         float32 otherwise, in the sorted row order; NaN for a row without a present
         positive-weight reward.
     """
-    off, w = _check(rewards, offsets, weights, method, kappa, lam, eps, correction,
-                    singleton, baseline)
+    off, w = _check(
+        rewards, offsets, weights, method, kappa, lam, eps, correction, singleton, baseline
+    )
     if method == "softmin" and kappa == 0:
         method = "weighted_mean"
     elif method == "softmin" and math.isinf(kappa):
         method = "weighted_min"
     name = resolve_backend(rewards, backend)
-    opts: dict[str, Any] = dict(method=method, kappa=float(kappa), lam=float(lam), eps=float(eps),
-                correction=float(correction))
+    opts: dict[str, Any] = dict(
+        method=method,
+        kappa=float(kappa),
+        lam=float(lam),
+        eps=float(eps),
+        correction=float(correction),
+    )
     identity, loo = singleton == "identity", baseline == "leave_one_out"
     if name in ("numpy", "torch"):
         from rewardagg.kernels.reference import stage12_reference
@@ -249,8 +261,9 @@ def stage12(
             import torch
 
             x = torch.from_numpy(np.ascontiguousarray(x))
-        s, bad = stage12_reference(x, off, weights=w, singleton=singleton, baseline=baseline,
-                                   **opts)
+        s, bad = stage12_reference(
+            x, off, weights=w, singleton=singleton, baseline=baseline, **opts
+        )
         if name == "torch" and not _is_torch(rewards):
             s = s.numpy()
     elif name == "numba":
@@ -278,7 +291,8 @@ def stage12(
                     f"rewardagg: the numba kernel for {x.dtype.name} took {secs:.1f} s to "
                     "compile (once per machine; later processes load it from the on-disk "
                     "cache). Call rewardagg.kernels.warmup() at start-up to pay it early.",
-                    CompileWarning, stacklevel=2,
+                    CompileWarning,
+                    stacklevel=2,
                 )
         if is_t:
             import torch
@@ -292,8 +306,13 @@ def stage12(
         max_group = int(np.max(np.diff(off))) if off.size > 1 else 1
         with torch.no_grad():
             s, bad_groups = stage12_triton(
-                rewards.detach(), torch.from_numpy(off), torch.from_numpy(w),
-                identity=identity, loo=loo, max_group=max_group, **opts,
+                rewards.detach(),
+                torch.from_numpy(off),
+                torch.from_numpy(w),
+                identity=identity,
+                loo=loo,
+                max_group=max_group,
+                **opts,
             )
         bad = int(bad_groups.sum()) if validate else 0
     if validate and bad:

@@ -24,8 +24,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["batch_standardize_distributed", "combine_moments", "global_moments",
-           "local_moments"]
+__all__ = ["batch_standardize_distributed", "combine_moments", "global_moments", "local_moments"]
 
 
 def local_moments(scores: Any) -> np.ndarray:

@@ -81,8 +81,9 @@ def _expm1_neg(y):
 
 
 @njit(cache=True, nogil=True, error_model="numpy", fastmath={"reassoc", "contract"})
-def _stage12(r, offsets, w, method, kappa, lam, eps, correction, identity, loo, out, g_begin,
-             g_end):
+def _stage12(
+    r, offsets, w, method, kappa, lam, eps, correction, identity, loo, out, g_begin, g_end
+):
     n_rew = r.shape[1]
     mu = np.empty(n_rew, np.float64)
     fac = np.empty(n_rew, np.float64)
@@ -228,8 +229,19 @@ def stage12_numba(
     key = r.dtype.name
     out = np.empty(r.shape[0], dtype=r.dtype)
     offsets = np.ascontiguousarray(offsets, dtype=np.int64)
-    args = (r, offsets, np.ascontiguousarray(w, np.float64), METHOD_CODES[method], float(kappa),
-            float(lam), float(eps), float(correction), bool(identity), bool(loo), out)
+    args = (
+        r,
+        offsets,
+        np.ascontiguousarray(w, np.float64),
+        METHOD_CODES[method],
+        float(kappa),
+        float(lam),
+        float(eps),
+        float(correction),
+        bool(identity),
+        bool(loo),
+        out,
+    )
     n_groups = offsets.shape[0] - 1
     n_threads = min(threads(), n_groups, max(1, r.size // MIN_ELEMENTS_PER_THREAD))
     t0 = time.perf_counter()
@@ -238,8 +250,11 @@ def stage12_numba(
     else:  # split at group boundaries into runs of about the same number of rows
         cuts = np.searchsorted(offsets, np.linspace(0, r.shape[0], n_threads + 1)[1:-1])
         bounds = [0, *sorted(set(int(c) for c in cuts)), n_groups]
-        jobs = [_pool().submit(_stage12, *args, lo, hi)
-                for lo, hi in itertools.pairwise(bounds) if hi > lo]
+        jobs = [
+            _pool().submit(_stage12, *args, lo, hi)
+            for lo, hi in itertools.pairwise(bounds)
+            if hi > lo
+        ]
         bad = sum(j.result() for j in jobs)
     if key not in _warm:
         _warm.add(key)
@@ -260,8 +275,11 @@ def _pool():
     if not _POOL:
         from concurrent.futures import ThreadPoolExecutor
 
-        _POOL.append(ThreadPoolExecutor(max_workers=numba.config.NUMBA_NUM_THREADS,
-                                        thread_name_prefix="rewardagg-numba"))
+        _POOL.append(
+            ThreadPoolExecutor(
+                max_workers=numba.config.NUMBA_NUM_THREADS, thread_name_prefix="rewardagg-numba"
+            )
+        )
     return _POOL[0]
 
 
@@ -274,7 +292,17 @@ def warmup(dtypes: tuple[str, ...] = ("float32", "float64")) -> dict[str, float]
             continue
         r = np.zeros((2, 1), dtype=dt)
         t0 = time.perf_counter()
-        stage12_numba(r, np.array([0, 2], np.int64), np.ones(1), method="softmin", kappa=1.0,
-                      lam=0.5, eps=1e-6, correction=1.0, identity=False, loo=False)
+        stage12_numba(
+            r,
+            np.array([0, 2], np.int64),
+            np.ones(1),
+            method="softmin",
+            kappa=1.0,
+            lam=0.5,
+            eps=1e-6,
+            correction=1.0,
+            identity=False,
+            loo=False,
+        )
         times[dt] = time.perf_counter() - t0
     return times

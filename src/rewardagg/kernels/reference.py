@@ -93,14 +93,26 @@ def stage12_reference(
     xp, gid, seg = _segments(rewards, offsets)
     if xp is np:
         with np.errstate(all="ignore"):  # NaN = missing flows through the arithmetic
-            return _body(xp, gid, seg, rewards, weights, method, kappa, lam, eps, correction,
-                         singleton, baseline)
-    return _body(xp, gid, seg, rewards, weights, method, kappa, lam, eps, correction,
-                 singleton, baseline)
+            return _body(
+                xp,
+                gid,
+                seg,
+                rewards,
+                weights,
+                method,
+                kappa,
+                lam,
+                eps,
+                correction,
+                singleton,
+                baseline,
+            )
+    return _body(
+        xp, gid, seg, rewards, weights, method, kappa, lam, eps, correction, singleton, baseline
+    )
 
 
-def _body(xp, gid, seg, rewards, weights, method, kappa, lam, eps, correction, singleton,
-          baseline):
+def _body(xp, gid, seg, rewards, weights, method, kappa, lam, eps, correction, singleton, baseline):
     if xp is np:
         x = np.asarray(rewards, dtype=np.float64)
         out_dtype = np.float64 if rewards.dtype == np.float64 else np.float32

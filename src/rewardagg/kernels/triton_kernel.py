@@ -52,11 +52,23 @@ def _log1p_neg(t):
 
 @triton.jit
 def _stage12_kernel(
-    r_ptr, off_ptr, w_ptr, out_ptr, bad_ptr,
-    n_rew, stride_r,
-    kappa, lam, eps, correction,
-    METHOD: tl.constexpr, IDENTITY: tl.constexpr, LOO: tl.constexpr,
-    BLOCK_R: tl.constexpr, BLOCK_K: tl.constexpr, ACC: tl.constexpr,
+    r_ptr,
+    off_ptr,
+    w_ptr,
+    out_ptr,
+    bad_ptr,
+    n_rew,
+    stride_r,
+    kappa,
+    lam,
+    eps,
+    correction,
+    METHOD: tl.constexpr,
+    IDENTITY: tl.constexpr,
+    LOO: tl.constexpr,
+    BLOCK_R: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+    ACC: tl.constexpr,
 ):
     g = tl.program_id(0)
     start = tl.load(off_ptr + g).to(tl.int64)
@@ -82,8 +94,9 @@ def _stage12_kernel(
             for sb in range(start, end, BLOCK_R):
                 srow = sb + ar
                 m2d = (srow < end)[:, None] & kmask[None, :]
-                x = tl.load(r_ptr + srow[:, None] * stride_r + ks[None, :], mask=m2d,
-                            other=float("nan")).to(ACC)
+                x = tl.load(
+                    r_ptr + srow[:, None] * stride_r + ks[None, :], mask=m2d, other=float("nan")
+                ).to(ACC)
                 pres = x == x
                 cnt += tl.sum(pres.to(ACC), axis=0)
                 lo = tl.minimum(lo, tl.min(tl.where(pres, x, float("inf")), axis=0))
@@ -96,16 +109,18 @@ def _stage12_kernel(
             for sb in range(start, end, BLOCK_R):
                 srow = sb + ar
                 m2d = (srow < end)[:, None] & kmask[None, :]
-                x = tl.load(r_ptr + srow[:, None] * stride_r + ks[None, :], mask=m2d,
-                            other=float("nan")).to(ACC)
+                x = tl.load(
+                    r_ptr + srow[:, None] * stride_r + ks[None, :], mask=m2d, other=float("nan")
+                ).to(ACC)
                 s1 += tl.sum(tl.where(x == x, (x - base[None, :]) * inv[None, :], 0.0), axis=0)
             mean_u = s1 / tl.maximum(cnt, 1.0)
             m2 = tl.zeros((BLOCK_K,), dtype=ACC)
             for sb in range(start, end, BLOCK_R):
                 srow = sb + ar
                 m2d = (srow < end)[:, None] & kmask[None, :]
-                x = tl.load(r_ptr + srow[:, None] * stride_r + ks[None, :], mask=m2d,
-                            other=float("nan")).to(ACC)
+                x = tl.load(
+                    r_ptr + srow[:, None] * stride_r + ks[None, :], mask=m2d, other=float("nan")
+                ).to(ACC)
                 d = tl.where(x == x, (x - base[None, :]) * inv[None, :] - mean_u[None, :], 0.0)
                 m2 += tl.sum(d * d, axis=0)
             sd = tl.sqrt(m2 / tl.where(cnt - correction > 0, cnt - correction, 1.0))
@@ -115,8 +130,9 @@ def _stage12_kernel(
             fac = tl.where(signal, fac, 0.0)
             # ---- Z of this row block, folded into the row aggregates --------------------
             m2d = rmask[:, None] & kmask[None, :]
-            x = tl.load(r_ptr + rows[:, None] * stride_r + ks[None, :], mask=m2d,
-                        other=float("nan")).to(ACC)
+            x = tl.load(
+                r_ptr + rows[:, None] * stride_r + ks[None, :], mask=m2d, other=float("nan")
+            ).to(ACC)
             z = ((x - base[None, :]) * inv[None, :] - mean_u[None, :]) * fac[None, :]
             if IDENTITY:
                 z = tl.where((cnt == 1.0)[None, :], x / (1.0 + eps), z)
@@ -199,8 +215,9 @@ def stage12_triton(
     w = w.to(device=r.device, dtype=torch.float64 if r.dtype == torch.float64 else torch.float32)
     n_groups = offsets.numel() - 1
     acc = tl.float64 if r.dtype == torch.float64 else tl.float32
-    out = torch.empty(n_rows, device=r.device,
-                      dtype=torch.float64 if r.dtype == torch.float64 else torch.float32)
+    out = torch.empty(
+        n_rows, device=r.device, dtype=torch.float64 if r.dtype == torch.float64 else torch.float32
+    )
     bad = torch.zeros(max(n_groups, 1), device=r.device, dtype=torch.int32)
     if n_groups == 0 or n_rows == 0:
         return out, bad
@@ -209,10 +226,22 @@ def stage12_triton(
     bk = block_k or min(_next_pow2(max(n_rew, 1)), 64)
     br = block_r or max(1, min(_next_pow2(max_group), 256, 4096 // bk))
     _stage12_kernel[(n_groups,)](
-        r, offsets, w, out, bad,
-        n_rew, r.stride(0),
-        float(kappa), float(lam), float(eps), float(correction),
-        METHOD=_METHOD_CODES[method], IDENTITY=bool(identity), LOO=bool(loo),
-        BLOCK_R=br, BLOCK_K=bk, ACC=acc,
+        r,
+        offsets,
+        w,
+        out,
+        bad,
+        n_rew,
+        r.stride(0),
+        float(kappa),
+        float(lam),
+        float(eps),
+        float(correction),
+        METHOD=_METHOD_CODES[method],
+        IDENTITY=bool(identity),
+        LOO=bool(loo),
+        BLOCK_R=br,
+        BLOCK_K=bk,
+        ACC=acc,
     )
     return out, bad
