@@ -8,7 +8,7 @@
   public ``__all__`` lists. Instant.
 - ``test_docs_build``: ``sphinx-build -W --keep-going -b html`` into a temp dir, with any
   HTTP(S) request sent to a dead proxy so that a build that tries the network fails. The
-  build executes the notebooks and the ``{code-cell}`` pages: 35-60 s on two CPUs. Skipped
+  build executes the notebooks and the ``{code-cell}`` pages: 20-60 s on two CPUs. Skipped
   when sphinx, myst-nb, furo or ipykernel is not installed (the ``docs`` extra), unless
   ``REWARDAGG_REQUIRE_DOCS=1`` (CI), which turns the skip into a failure.
 """
