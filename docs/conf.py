@@ -106,21 +106,27 @@ napoleon_numpy_docstring = False
 napoleon_use_ivar = True  # dataclass "Attributes:" become :ivar:, no duplicate descriptions
 napoleon_use_rtype = False
 
-# Host frameworks and optional accelerators are never needed to build the docs.
+
+# The host frameworks are never needed to build the docs: the adapters are documented
+# against mocks when a host is not installed. Only the hosts themselves are mocked, and only
+# when absent: mocking a package that is installed elsewhere in the stack breaks real imports
+# (transformers reads triton.__version__ when triton looks importable), and rewardagg
+# imports torch, numba and triton lazily, so autodoc never needs them.
+def _importable(name: str) -> bool:
+    return importlib.util.find_spec(name) is not None
+
+
+# OpenRLHF imports flash_attn (GPU only) at module level; on a CPU machine where it is
+# installed with --no-deps (as CI does) it cannot be imported, so it is mocked like an absent
+# host. Its GPU dependencies themselves are not mocked: TRL would then see a fake vllm.
 autodoc_mock_imports = [
     name
-    for name in (
-        "trl",
-        "transformers",
-        "accelerate",
-        "verl",
-        "openrlhf",
-        "ray",
-        "triton",
-        "numba",
-        "torch",
+    for name, usable in (
+        ("trl", _importable("trl")),
+        ("verl", _importable("verl")),
+        ("openrlhf", _importable("openrlhf") and _importable("flash_attn")),
     )
-    if importlib.util.find_spec(name) is None
+    if not usable
 ]
 
 # -- HTML ----------------------------------------------------------------------------------
