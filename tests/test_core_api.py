@@ -274,3 +274,54 @@ def test_batch_standardize_degenerate_cases():
     assert ra.batch_standardize([2.0, 2.0, np.nan]).tolist() == [0.0, 0.0, 0.0]
     out = ra.batch_standardize([1.0, 3.0, np.nan])
     np.testing.assert_allclose(out, [-1 / (np.sqrt(2) + 1e-6), 1 / (np.sqrt(2) + 1e-6), 0.0])
+
+
+# Regressions from the review of the core against DESIGN.md (each failed before its fix).
+
+
+def test_mixed_type_labels_are_distinct_groups():
+    """[1, '1'] were coerced to strings and merged into one group."""
+    R = np.array([[0.0, 1.0], [1.0, 0.5], [1.0, 0.0], [1.0, 1.0], [0.0, 0.2], [1.0, 0.6]])
+    two = ra.advantages(R, group_ids=[0, 1, 0, 1, 0, 1])
+    np.testing.assert_allclose(ra.advantages(R, group_ids=[1, "1", 1, "1", 1, "1"]), two)
+    np.testing.assert_allclose(ra.advantages(R, group_ids=[(0,), (1,)] * 3), two)  # tuples
+
+
+@pytest.mark.parametrize(
+    "fn",
+    [
+        lambda z, *, weights=None: z[:2, 0],  # wrong length
+        lambda z, *, weights=None: z,  # wrong rank
+        lambda z, *, weights=None: np.where(np.arange(len(z)) == 0, np.inf, z[:, 0]),
+    ],
+)
+def test_registered_function_output_is_checked(fn):
+    from rewardagg._src.registry import _REGISTRY
+
+    ra.register_aggregator("test_bad_output", fn)
+    try:
+        with pytest.raises(ValueError, match="test_bad_output"):
+            ra.advantages(_rewards(), method="test_bad_output", group_size=4)
+    finally:
+        _REGISTRY.pop("test_bad_output")
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda: ra.group_standardize(np.array([1e308, -1e308, 0.0]), group_size=3),
+        lambda: ra.batch_standardize(np.array([1e308, -1e308, 0.0])),
+        lambda: ra.gdpo_advantages(
+            np.array([[1e308, 0.0], [-1e308, 1.0], [0.0, 2.0]]), group_size=3
+        ),
+        lambda: ra.grpo_advantages(np.array([[1e308, 1e308], [0.0, 0.0]]), group_size=2),
+        lambda: ra.mean_variance_advantages(
+            np.array([[1e20, -1e20], [0.0, 0.0], [1.0, 0.0]], np.float32),
+            group_ids=[0, 1, 1],
+            singleton="identity",
+        ),
+    ],
+)
+def test_overflow_is_an_error_not_a_silent_nan(call):
+    with pytest.raises(ValueError, match=r"overflow|largest"):
+        call()

@@ -93,16 +93,30 @@ def _labels_to_index(ids: Any, n_rows: int) -> np.ndarray:
     """Group number of each row, numbered by first appearance."""
     if is_torch(ids):
         ids = ids.detach().cpu().numpy()
-    arr = np.asarray(ids) if not isinstance(ids, np.ndarray) else ids
+    if isinstance(ids, np.ndarray):
+        arr = ids
+    else:
+        labels = list(ids) if not isinstance(ids, (str, bytes)) else [ids]
+        arr = np.empty(len(labels), dtype=object)
+        arr[:] = labels  # keeps tuples and mixed types as they are (no string coercion)
+        if all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in labels):
+            arr = arr.astype(np.int64)
+        elif all(isinstance(v, str) for v in labels):
+            arr = arr.astype(str)
     if arr.ndim != 1 or arr.shape[0] != n_rows:
         raise ValueError(
-            f"group_ids must be 1-D with one label per row, length N={n_rows}; got shape {arr.shape}"
+            f"group_ids must be 1-D with one label per row, length N={n_rows}; "
+            f"got shape {arr.shape}"
         )
-    try:
-        _, first, inverse = np.unique(arr, return_index=True, return_inverse=True)
-    except TypeError:  # unorderable mix of labels: fall back to hashing
+    if arr.dtype == object:  # any hashable labels (tuples, mixed types): hash, never sort
         seen: dict[Any, int] = {}
-        return np.fromiter((seen.setdefault(v, len(seen)) for v in arr.tolist()), np.int64, n_rows)
+        try:
+            return np.fromiter(
+                (seen.setdefault((type(v), v), len(seen)) for v in arr.tolist()), np.int64, n_rows
+            )
+        except TypeError as err:
+            raise TypeError(f"group_ids labels must be hashable; {err}") from None
+    _, first, inverse = np.unique(arr, return_index=True, return_inverse=True)
     rank = np.empty_like(first)
     rank[np.argsort(first, kind="stable")] = np.arange(first.size)
     return rank[inverse.reshape(-1)].astype(np.int64)

@@ -80,7 +80,13 @@ def standardize_cells(
         signal = (hi > lo) & (n - correction > 0)
         n_div = ops.where(n - correction > 0, n - correction, 1.0)
         n_safe = ops.where(n > 0, n, 1.0)
-    span = ops.where(signal, hi - lo, 1.0)
+    with np.errstate(over="ignore"):
+        span = ops.where(signal, hi - lo, 1.0)
+    if ops.any(ops.isinf(span)):
+        raise ValueError(
+            "the values of a group (or of the batch) span more than the largest "
+            f"{x.dtype} number (max - min overflows); rescale the rewards"
+        )
     d = x - lo  # exactly 0 throughout an all-equal cell
     if _squares_may_leave_range(span, x.shape[axis], ops):
         d /= span  # every present value of a signal cell now lies in [0, 1]
@@ -201,8 +207,8 @@ def group_standardize(
                [ 0.577,  0.   ]])
 
     References:
-        Liu et al., "GDPO: Group reward-Decoupled normalization Policy Optimization for
-        multi-reward RL", 2026.
+        Liu et al., "GDPO: Group reward-Decoupled Normalization Policy Optimization for
+        Multi-reward RL Optimization", 2026, https://arxiv.org/abs/2601.05242
     """
     prep = prepare_rewards(rewards, mask)
     eps, correction, singleton, baseline = check_stage_options(eps, correction, singleton, baseline)

@@ -10,6 +10,8 @@ from __future__ import annotations
 import contextlib
 from typing import Any
 
+import numpy as np
+
 from rewardagg._src.aggregators import row_weights, weighted_sum_kernel
 from rewardagg._src.diagnostics import AggregationInfo, compute_info
 from rewardagg._src.grouping import GroupLayout, make_layout
@@ -19,7 +21,12 @@ from rewardagg._src.normalisation import (
     standardize_sorted,
 )
 from rewardagg._src.registry import get_aggregator
-from rewardagg._src.validation import check_choice, prepare_rewards, prepare_weights
+from rewardagg._src.validation import (
+    check_choice,
+    check_finite_or_nan,
+    prepare_rewards,
+    prepare_weights,
+)
 
 __all__ = [
     "advantages",
@@ -75,12 +82,23 @@ def _fused_backend(backend: str, agg, rewards) -> str | None:
     return name if name in ("numba", "triton") else None
 
 
+def _finite_scores(s: Any, method: str) -> Any:
+    """Stage 2 must not overflow silently: +-inf scores become a clear error."""
+    inf = (s == float("inf")) | (s == -float("inf"))
+    if bool(inf.any()):
+        raise ValueError(
+            f"method {method!r}: a row's score overflowed {s.dtype} (rewards or z-scores too "
+            "large for the dtype); rescale the rewards or pass float64"
+        )
+    return s
+
+
 def _grpo_scores(
     x, missing, w, layout: GroupLayout, ops, *, scale: str, eps, correction, singleton, baseline
 ):
     """Sum the raw rewards, then normalise each row's sum inside its group."""
     rw = row_weights(x, w, ops, missing)
-    s = weighted_sum_kernel(x, rw, ops)[:, None]
+    s = _finite_scores(weighted_sum_kernel(x, rw, ops), "grpo")[:, None]
     s_missing = ops.isnan(s) if rw.has is not None else None
     centred, _ = standardize_sorted(
         s,
@@ -103,8 +121,6 @@ def _grpo_scores(
 def standardize_scale(s, ops, *, correction: float) -> float:
     """Standard deviation of the non-NaN entries of 1-D ``s`` (0 when undefined)."""
     keep = ops.to_numpy(s)
-    import numpy as np
-
     keep = keep[~np.isnan(keep)].astype(np.float64)
     if keep.size - correction <= 0 or keep.size < 2:
         return 0.0
@@ -207,7 +223,8 @@ def advantages(
         eps=eps, correction=correction, singleton=singleton, baseline=baseline
     )
     kernel: Any = agg.kernel
-    with _no_grad(ops):
+    # overflow is detected below and raised as a ValueError, not left as a warning + NaN
+    with _no_grad(ops), np.errstate(over="ignore", invalid="ignore"):
         x = layout.sort_rows(prep.values, ops)
         missing = None if prep.missing is None else layout.sort_rows(prep.missing, ops)
         z: Any = None
@@ -219,19 +236,25 @@ def advantages(
             if fused is not None:
                 from rewardagg import kernels
 
-                s = kernels.stage12(
-                    x,
-                    layout.offsets,
-                    weights=[1.0] * prep.n_rewards if w is None else w,
-                    method=str(_fused_method(agg)),
-                    backend=fused,
-                    **stage1,
-                    **params,
-                )
+                try:
+                    s = kernels.stage12(
+                        x,
+                        layout.offsets,
+                        weights=[1.0] * prep.n_rewards if w is None else w,
+                        method=str(_fused_method(agg)),
+                        backend=fused,
+                        **stage1,
+                        **params,
+                    )
+                except ValueError:
+                    # the kernel found +-inf in its pass; name the caller's row, not the sorted one
+                    check_finite_or_nan(prep.values, ops, "rewards")
+                    raise
             else:
                 z, signals = standardize_sorted(x, missing, layout, ops, **stage1)
                 rw = row_weights(z, w, ops, missing)
                 s = kernel(z, rw, ops, **params)
+            s = _finite_scores(s, agg.name)
             if batch_norm:
                 adv = standardize_scores(
                     s, ops, eps=eps, correction=correction, process_group=process_group
@@ -391,8 +414,8 @@ gdpo_advantages = _named(
         array([-0.122,  0.456, -0.334,  1.247, -1.703,  0.456])
 
     References:
-        Liu et al., "GDPO: Group reward-Decoupled normalization Policy Optimization for
-        multi-reward RL", 2026.
+        Liu et al., "GDPO: Group reward-Decoupled Normalization Policy Optimization for
+        Multi-reward RL Optimization", 2026, https://arxiv.org/abs/2601.05242
     """,
 )
 mean_advantages = _named(

@@ -104,7 +104,7 @@ def register_aggregator(
         raise TypeError(f"fn must accept a keyword argument 'weights'; got {fn!r}")
 
     def kernel(z, rw, ops, **kw):  # the private signature, on validated arrays
-        return fn(z, weights=rw.weights, **kw)
+        return _checked_output(name, fn(z, weights=rw.weights, **kw), z, ops)
 
     def user_attention(z, rw, ops, **kw):
         return attention(z, weights=rw.weights, **kw)
@@ -118,6 +118,24 @@ def register_aggregator(
     )
     _REGISTRY[name] = a
     return a
+
+
+def _checked_output(name: str, s: Any, z: Any, ops: Any) -> Any:
+    """A registered reducer must return one finite-or-NaN score per row of ``z``."""
+    expected = tuple(z.shape[:-1])
+    try:
+        s = ops.asarray(s, like=z)
+    except (TypeError, ValueError, RuntimeError) as err:
+        raise TypeError(
+            f"method {name!r} must return an array of scores; got {type(s).__name__} ({err})"
+        ) from None
+    if tuple(s.shape) != expected:
+        raise ValueError(
+            f"method {name!r} must return one score per row, shape {expected}; got {tuple(s.shape)}"
+        )
+    if ops.any(ops.isinf(s)):
+        raise ValueError(f"method {name!r} returned +-inf scores (NaN marks a row without score)")
+    return s
 
 
 def get_aggregator(name: str) -> Aggregator:
