@@ -96,9 +96,9 @@ References:
 from __future__ import annotations
 
 import importlib
-import importlib.abc
-import sys
 from typing import Any
+
+from rewardagg.integrations._hooks import lazy_attribute, run_after_import
 
 __all__ = [
     "ESTIMATORS",
@@ -125,13 +125,7 @@ _TRIGGER = "verl.trainer.ppo.ray_trainer"
 
 
 def __getattr__(name: str) -> Any:
-    if name in _LAZY or (name.startswith("_") and not name.startswith("__")):
-        adapter = importlib.import_module(f"{__name__}._adapter")
-        try:
-            return getattr(adapter, name)
-        except AttributeError:
-            pass
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return lazy_attribute(__name__, _LAZY, name)
 
 
 def __dir__() -> list[str]:
@@ -142,42 +136,6 @@ def _install() -> None:
     importlib.import_module(f"{__name__}._adapter").install()
 
 
-class _InstallAfterImport(importlib.abc.MetaPathFinder):
-    """Runs ``install()`` right after ``verl.trainer.ppo.ray_trainer`` is imported."""
-
-    def find_spec(self, fullname, path=None, target=None):
-        if fullname != _TRIGGER:
-            return None
-        for finder in sys.meta_path:
-            if finder is self or not hasattr(finder, "find_spec"):
-                continue
-            spec = finder.find_spec(fullname, path, target)
-            if spec is not None:
-                break
-        else:
-            return None
-        loader = spec.loader
-        if loader is None or not hasattr(loader, "exec_module"):
-            return spec
-
-        class _Loader(importlib.abc.Loader):
-            def create_module(self, spec_):
-                return loader.create_module(spec_)
-
-            def exec_module(self, module):
-                loader.exec_module(module)
-                sys.modules[fullname] = module
-                _remove_finder()
-                _install()
-
-        spec.loader = _Loader()
-        return spec
-
-
-def _remove_finder() -> None:
-    sys.meta_path[:] = [f for f in sys.meta_path if not isinstance(f, _InstallAfterImport)]
-
-
 def setup_hook() -> None:
     """Ray ``worker_process_setup_hook``: ``install()`` in this worker process.
 
@@ -185,8 +143,4 @@ def setup_hook() -> None:
     otherwise right after it is, so Ray workers that never import it (rollout engines, ...)
     pay nothing: this module imports neither verl nor torch.
     """
-    if _TRIGGER in sys.modules:
-        _install()
-        return
-    if not any(isinstance(f, _InstallAfterImport) for f in sys.meta_path):
-        sys.meta_path.insert(0, _InstallAfterImport())
+    run_after_import(_TRIGGER, _install)

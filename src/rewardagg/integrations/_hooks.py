@@ -1,0 +1,74 @@
+"""Run an adapter's ``install()`` in a process as soon as its host module is imported.
+
+Used by the verl and OpenRLHF adapters' Ray ``worker_process_setup_hook``: a worker that
+never imports the host's trainer module pays nothing, and this module imports neither a
+host nor torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.abc
+import sys
+from collections.abc import Callable
+from typing import Any
+
+__all__ = ["lazy_attribute", "run_after_import"]
+
+
+class _AfterImport(importlib.abc.MetaPathFinder):
+    """Finds ``trigger`` through the other finders and runs ``action`` once it has loaded."""
+
+    def __init__(self, trigger: str, action: Callable[[], None]) -> None:
+        self.trigger = trigger
+        self.action = action
+
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname != self.trigger:
+            return None
+        for finder in sys.meta_path:
+            if finder is self or not hasattr(finder, "find_spec"):
+                continue
+            spec = finder.find_spec(fullname, path, target)
+            if spec is not None:
+                break
+        else:
+            return None
+        loader = spec.loader
+        if loader is None or not hasattr(loader, "exec_module"):
+            return spec
+        hook = self
+
+        class _Loader(importlib.abc.Loader):
+            def create_module(self, spec_):
+                return loader.create_module(spec_)
+
+            def exec_module(self, module):
+                loader.exec_module(module)
+                sys.modules[fullname] = module
+                if hook in sys.meta_path:
+                    sys.meta_path.remove(hook)
+                hook.action()
+
+        spec.loader = _Loader()
+        return spec
+
+
+def run_after_import(trigger: str, action: Callable[[], None]) -> None:
+    """Call ``action()`` now if module ``trigger`` is imported, else right after it is."""
+    if trigger in sys.modules:
+        action()
+        return
+    if not any(isinstance(f, _AfterImport) and f.trigger == trigger for f in sys.meta_path):
+        sys.meta_path.insert(0, _AfterImport(trigger, action))
+
+
+def lazy_attribute(package: str, names: frozenset[str], name: str) -> Any:
+    """Module ``__getattr__`` body: ``name`` from ``<package>._adapter``, imported on use."""
+    if name in names or (name.startswith("_") and not name.startswith("__")):
+        adapter = importlib.import_module(f"{package}._adapter")
+        try:
+            return getattr(adapter, name)
+        except AttributeError:
+            pass
+    raise AttributeError(f"module {package!r} has no attribute {name!r}")
