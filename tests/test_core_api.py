@@ -267,6 +267,8 @@ def test_expand_to_tokens():
     assert t.dtype == torch.float64 and t.tolist() == [[1, 1, 0], [-2, 0, 0]]
     with pytest.raises(ValueError, match=r"\(B, T\)"):
         ra.expand_to_tokens(adv, mask[:1])
+    with pytest.raises(TypeError, match="numeric adv"):
+        ra.expand_to_tokens(np.array(["a", "b"]), mask)
 
 
 def test_batch_standardize_degenerate_cases():

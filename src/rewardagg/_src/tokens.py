@@ -39,6 +39,10 @@ def expand_to_tokens(adv: Any, response_mask: Any):
         return a[:, None] * m.to(a.dtype)
     a = np.asarray(adv)
     m = np.asarray(response_mask)
+    if a.dtype.kind not in "biuf" or m.dtype.kind not in "biuf":
+        raise TypeError(
+            f"expand_to_tokens needs numeric adv and response_mask; got dtypes {a.dtype} and {m.dtype}"
+        )
     if a.dtype.kind != "f":
         a = a.astype(np.float64)
     _check_token_shapes(a, m)
