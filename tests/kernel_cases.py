@@ -10,14 +10,23 @@ import itertools
 
 import numpy as np
 
-METHODS = ("weighted_sum", "weighted_mean", "softmin", "mean_variance", "weighted_min")
-ORACLE_NAME = {
-    "weighted_sum": "gdpo",
-    "weighted_mean": "mean",
-    "softmin": "softmin",
-    "mean_variance": "mean_variance",
-    "weighted_min": "min",
-}
+METHODS = ("gdpo", "mean", "softmin", "mean_variance", "min")
+
+
+def method_params(method, **given):
+    """The parameters among ``given`` that ``method`` takes (read from the method table)."""
+    import rewardagg
+
+    takes = rewardagg.get_aggregator(method).params
+    return {k: v for k, v in given.items() if k in takes}
+
+
+def fused_call(method, **given):
+    """``(code, slots)`` of the fused kernels for ``method`` with ``given`` parameters."""
+    import rewardagg
+
+    agg = rewardagg.get_aggregator(method)
+    return agg.fused_args(agg.bind(method_params(method, **given)))
 
 
 def make_case(sizes, n_rew, *, seed=0, p_missing=0.2, zero_weight=True, ties=True):
@@ -58,7 +67,7 @@ def oracle_scores(
     )
     out = np.full(r.shape[0], np.nan)
     for i, zrow in enumerate(z):
-        s = oracle.reduce_row(zrow, list(w), ORACLE_NAME[method], kappa=kappa, lam=lam)
+        s = oracle.reduce_row(zrow, list(w), method, kappa=kappa, lam=lam)
         if s is not None:
             out[i] = float(s)
     return out

@@ -30,6 +30,7 @@ PUBLIC = [
     "register_aggregator",
     "softmin",
     "softmin_advantages",
+    "unregister_aggregator",
     "weighted_mean",
     "weighted_min",
     "weighted_sum",

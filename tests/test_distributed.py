@@ -1,5 +1,5 @@
 """Stage 3 across 2 gloo processes on CPU equals the single-process result, through
-rewardagg.kernels.distributed and (once wired) the core's ``process_group=`` arguments.
+rewardagg._src.stage3 (stage 3 across ranks) and the core's ``process_group=`` arguments.
 
 Runtime: about 10 s (two spawned processes import torch).
 """
@@ -17,7 +17,7 @@ dist = pytest.importorskip("torch.distributed")
 if not dist.is_available() or not dist.is_gloo_available():
     pytest.skip("torch.distributed with gloo is not available", allow_module_level=True)
 
-from rewardagg.kernels.distributed import combine_moments, local_moments  # noqa: E402
+from rewardagg._src.stage3 import combine_moments, local_moments  # noqa: E402
 
 G, K, N = 8, 3, 96
 
@@ -32,7 +32,7 @@ def _batch():
 
 def _worker(rank, world, init_file, out_dir):
     import rewardagg
-    from rewardagg.kernels.distributed import batch_standardize_distributed
+    from rewardagg._src.stage3 import batch_standardize_distributed
 
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     try:

@@ -108,7 +108,6 @@ PUBLIC_MODULES = [
     "rewardagg",
     "rewardagg.taylor",
     "rewardagg.kernels",
-    "rewardagg.kernels.distributed",
     "rewardagg.integrations.trl",
     "rewardagg.integrations.verl",
     "rewardagg.integrations.openrlhf",

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import rewardagg.kernels as K
-from kernel_cases import METHODS, assert_scores, make_case, oracle_scores
+from kernel_cases import METHODS, assert_scores, make_case, method_params, oracle_scores
 
 torch = pytest.importorskip("torch")
 HAS_NUMBA = K._has("numba")
@@ -40,7 +40,7 @@ def _run(backend, r, off, w, **kw):
 def test_matches_oracle(backend, shape, method):
     sizes, n_rew = SHAPES[shape]
     r, off, w = make_case(sizes, n_rew, seed=len(shape))
-    kw = dict(method=method, kappa=1.7, lam=0.3)
+    kw = dict(method=method, **method_params(method, kappa=1.7, lam=0.3))
     assert_scores(
         _run(backend, r, off, w, **kw), oracle_scores(r, off, w, **kw), rtol=1e-9, atol=1e-9
     )
@@ -60,7 +60,7 @@ def test_matches_oracle(backend, shape, method):
 )
 def test_stage1_options(backend, opts):
     r, off, w = make_case([1, 2, 3, 16, 40], 4, seed=3)
-    for method in ("weighted_mean", "softmin"):
+    for method in ("mean", "softmin"):
         assert_scores(
             _run(backend, r, off, w, method=method, **opts),
             oracle_scores(r, off, w, method, **opts),
@@ -75,9 +75,9 @@ def test_softmin_kappa_range(backend, kappa):
     r, off, w = make_case([16] * 3, 6, seed=5)
     got = _run(backend, r, off, w, method="softmin", kappa=kappa)
     if kappa == 0:
-        want = _run(backend, r, off, w, method="weighted_mean")
+        want = _run(backend, r, off, w, method="mean")
     elif math.isinf(kappa):
-        want = _run(backend, r, off, w, method="weighted_min")
+        want = _run(backend, r, off, w, method="min")
     else:
         want = oracle_scores(r, off, w, "softmin", kappa=kappa)
     assert_scores(got, want, rtol=1e-9, atol=1e-12)
@@ -89,9 +89,9 @@ def test_zero_spread_exact_and_no_overflow(backend):
     r[:, 1] = np.array([1, -1, 1, -1, 1, -1, 1, -1]) * 1e300  # squares would overflow
     r[:, 2] = 0.1  # sigma = 0 exactly is not needed: max == min decides
     off = np.array([0, 8])
-    s = _run(backend, r, off, np.array([1.0, 0.0, 1.0]), method="weighted_sum")
+    s = _run(backend, r, off, np.array([1.0, 0.0, 1.0]), method="gdpo")
     assert np.all(s == 0.0)
-    s = _run(backend, r, off, np.array([0.0, 1.0, 0.0]), method="weighted_sum")
+    s = _run(backend, r, off, np.array([0.0, 1.0, 0.0]), method="gdpo")
     sd = np.std([1, -1] * 4, ddof=1)
     np.testing.assert_allclose(s, np.array([1, -1] * 4) / sd, rtol=1e-12)
 
@@ -178,8 +178,8 @@ def test_matches_core_advantages():
     import rewardagg
 
     r, off, w = make_case([16] * 5, 4, seed=11)
-    for method, name in [("weighted_sum", "gdpo"), ("softmin", "softmin"), ("weighted_min", "min")]:
-        s = K.stage12(r, off, weights=w, method=method, backend="numpy")
+    for name in ("gdpo", "softmin", "min"):
+        s = K.stage12(r, off, weights=w, method=name, backend="numpy")
         core = rewardagg.advantages(r, method=name, group_size=16, weights=w, batch_norm=False)
         np.testing.assert_allclose(np.nan_to_num(s), core, rtol=1e-12, atol=1e-12)
 
@@ -254,18 +254,6 @@ def test_import_is_light():
 # ---- the core's backend= argument ------------------------------------------------------
 
 
-def _core_wired() -> bool:
-    from rewardagg._src import pipeline
-
-    return "numba" in getattr(pipeline, "BACKENDS", ())
-
-
-needs_wiring = pytest.mark.skipif(
-    not _core_wired(), reason="the core is not wired to rewardagg.kernels yet"
-)
-
-
-@needs_wiring
 @pytest.mark.skipif(not HAS_NUMBA, reason="numba not installed")
 @pytest.mark.parametrize("method", ["gdpo", "mean", "softmin", "mean_variance", "min"])
 def test_core_numba_backend_equals_array_path(method):
@@ -294,7 +282,6 @@ def test_core_numba_backend_equals_array_path(method):
     assert info.n_rows == 300
 
 
-@needs_wiring
 @pytest.mark.skipif(not HAS_NUMBA, reason="numba not installed")
 def test_core_auto_fuses_large_inputs_and_validates_inside_the_pass():
     import rewardagg
@@ -307,5 +294,5 @@ def test_core_auto_fuses_large_inputs_and_validates_inside_the_pass():
     r[100, 2] = np.inf
     with pytest.raises(ValueError, match=r"inf at row 100, column 2"):  # the caller's row
         rewardagg.advantages(r, group_size=16)
-    with pytest.raises(ValueError, match="backend='numba' runs the built-in"):
+    with pytest.raises(ValueError, match="backend='numba' runs the methods with a fused kernel"):
         rewardagg.advantages(r, group_size=16, method="grpo", backend="numba")

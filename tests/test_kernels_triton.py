@@ -42,8 +42,8 @@ if _ALREADY:  # triton was imported for the GPU earlier in this process: rerun i
 
 
 import rewardagg.kernels as K  # noqa: E402
-from kernel_cases import METHODS, make_case  # noqa: E402
-from rewardagg.kernels.reference import stage12_reference  # noqa: E402
+from kernel_cases import METHODS, fused_call, make_case  # noqa: E402
+from kernel_spec import stage12_reference  # noqa: E402
 from rewardagg.kernels.triton_kernel import stage12_triton  # noqa: E402
 
 TOL = {torch.float64: 1e-10, torch.float32: 2e-5, torch.bfloat16: 2e-5, torch.float16: 2e-5}
@@ -60,6 +60,7 @@ CASES = {  # name: (group sizes, K, block_r, block_k)
 def _both(r, off, w, dtype, **kw):
     x = torch.from_numpy(r).to(dtype)
     _name, (_, _, br, bk) = kw.pop("case")
+    code, slots = fused_call(**kw)
     got, bad = stage12_triton(
         x,
         torch.from_numpy(off),
@@ -68,7 +69,9 @@ def _both(r, off, w, dtype, **kw):
         block_k=bk,
         identity=kw.get("singleton") == "identity",
         loo=kw.get("baseline") == "leave_one_out",
-        **{k: v for k, v in kw.items() if k not in ("singleton", "baseline")},
+        code=code,
+        slots=slots,
+        **{k: v for k, v in kw.items() if k in ("eps", "correction")},
     )
     ref, n_inf = stage12_reference(x, off, weights=w, **kw)
     return got, bad, ref, n_inf
@@ -177,9 +180,8 @@ def test_infinite_value_is_reported_and_stage12_raises():
         x,
         torch.from_numpy(off),
         torch.from_numpy(w),
-        method="softmin",
-        kappa=1.0,
-        lam=0.5,
+        code=2,  # softmin
+        slots=(1.0, 0.0),
         eps=1e-6,
         correction=1.0,
         identity=False,
@@ -194,7 +196,7 @@ def test_stage12_dispatch_and_all_missing_rows():
     r, off, w = make_case([3, 16], 4, seed=8)
     r[0] = np.nan
     x = torch.from_numpy(r).float()
-    got = K.stage12(x, off, weights=w, method="weighted_min", backend="triton")
-    want = K.stage12(x, off, weights=w, method="weighted_min", backend="torch")
+    got = K.stage12(x, off, weights=w, method="min", backend="triton")
+    want = K.stage12(x, off, weights=w, method="min", backend="torch")
     assert torch.isnan(got[0]) and got.dtype == torch.float32
     torch.testing.assert_close(got, want, rtol=2e-5, atol=2e-5, equal_nan=True)

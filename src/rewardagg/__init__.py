@@ -15,7 +15,7 @@ from rewardagg._src.aggregators import (
     weighted_sum,
 )
 from rewardagg._src.diagnostics import AggregationInfo
-from rewardagg._src.normalisation import batch_standardize, group_standardize
+from rewardagg._src.normalisation import group_standardize
 from rewardagg._src.pipeline import (
     advantages,
     gdpo_advantages,
@@ -30,7 +30,9 @@ from rewardagg._src.registry import (
     available_methods,
     get_aggregator,
     register_aggregator,
+    unregister_aggregator,
 )
+from rewardagg._src.stage3 import batch_standardize
 from rewardagg._src.tokens import expand_to_tokens
 from rewardagg._version import __version__
 
@@ -53,6 +55,7 @@ __all__ = [
     "register_aggregator",
     "softmin",
     "softmin_advantages",
+    "unregister_aggregator",
     "weighted_mean",
     "weighted_min",
     "weighted_sum",

@@ -1,6 +1,7 @@
-r"""Stage 1 (per-reward group standardisation) and stage 3 (batch standardisation).
+r"""Stage 1 (per-reward group standardisation) and the cell standardisation it shares
+with stage 3 (:mod:`rewardagg._src.stage3`, batch standardisation).
 
-Both are the same operation on different cells: a *cell* is the set of present values
+Both stages are the same operation on different cells: a *cell* is the set of present values
 that share a mean and a standard deviation (one reward inside one group for stage 1, all
 rows for stage 3).
 
@@ -24,15 +25,9 @@ import numpy as np
 
 from rewardagg._src.grouping import GroupLayout, make_layout
 from rewardagg._src.namespace import NumpyOps, TorchOps
-from rewardagg._src.validation import (
-    as_float,
-    check_choice,
-    check_finite_or_nan,
-    check_nonnegative,
-    prepare_rewards,
-)
+from rewardagg._src.validation import check_choice, check_nonnegative, prepare_rewards
 
-__all__ = ["batch_standardize", "group_standardize"]
+__all__ = ["group_standardize"]
 
 SINGLETONS = ("zero", "identity")
 BASELINES = ("mean", "leave_one_out")
@@ -228,65 +223,3 @@ def group_standardize(
     )
     z = prep.cast_out(layout.unsort_rows(z, prep.ops))
     return z.reshape(-1) if prep.was_1d else z
-
-
-def standardize_scores(
-    s: Any, ops: NumpyOps | TorchOps, *, eps: float, correction: float, process_group: Any = None
-) -> Any:
-    """Stage 3 on a 1-D array of scores (NaN = row without a score): rows without a
-    score get 0, as do all rows when fewer than two have a score or all are equal."""
-    missing = ops.isnan(s)
-    if not ops.any(missing):
-        missing = None
-    if process_group is not None:  # count/mean/M2 merged across ranks (Chan et al.)
-        from rewardagg.kernels.distributed import batch_standardize_distributed
-
-        return batch_standardize_distributed(
-            s, eps=eps, correction=correction, process_group=process_group
-        )
-    a, _ = standardize_cells(s, missing, axis=0, ops=ops, eps=eps, correction=correction)
-    if missing is not None:
-        ops.fill_where(a, missing, 0.0)
-    return a
-
-
-def batch_standardize(
-    scores: Any,
-    *,
-    eps: float = 1e-6,
-    correction: float = 1,
-    process_group: Any = None,
-):
-    r"""Stage 3: standardise per-row scores over the whole batch (GDPO, RVPO).
-
-    .. math::
-
-        A_i = \frac{S_i - \operatorname{mean}(S)}{\operatorname{std}(S) + \varepsilon}
-
-    over the rows that have a score. Rows whose score is NaN (no present reward) get 0; all
-    rows get 0 when fewer than two have a score or when all scores are equal.
-
-    Args:
-        scores: ``(N,)`` per-row scores, numpy/torch/list; NaN = no score.
-        eps: :math:`\varepsilon`.
-        correction: degrees of freedom of the standard deviation (1 = Bessel).
-        process_group: a ``torch.distributed`` group: statistics are combined across its
-            ranks (count, mean and centred sum of squares; no gather of the batch).
-
-    Returns:
-        ``A`` with the shape, library and dtype of ``scores``.
-
-    Examples:
-        >>> import numpy as np
-        >>> from rewardagg import batch_standardize
-        >>> batch_standardize(np.array([0.5, -1.0, np.nan, 2.0])).round(4)  # NaN: no score
-        array([ 0., -1.,  0.,  1.])
-    """
-    s, restore, ops = as_float(scores, "scores")
-    if s.ndim != 1 or s.shape[0] == 0:
-        raise ValueError(f"scores must be a non-empty 1-D array; got shape {tuple(s.shape)}")
-    check_finite_or_nan(s, ops, "scores")
-    eps = check_nonnegative(eps, "eps")
-    correction = check_nonnegative(correction, "correction")
-    a = standardize_scores(s, ops, eps=eps, correction=correction, process_group=process_group)
-    return restore(a)

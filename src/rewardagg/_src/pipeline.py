@@ -12,15 +12,14 @@ from typing import Any
 
 import numpy as np
 
+from rewardagg import kernels
 from rewardagg._src.aggregators import row_weights, weighted_sum_kernel
 from rewardagg._src.diagnostics import AggregationInfo, compute_info
 from rewardagg._src.grouping import GroupLayout, make_layout
-from rewardagg._src.normalisation import (
-    check_stage_options,
-    standardize_scores,
-    standardize_sorted,
-)
+from rewardagg._src.methods import Aggregator
+from rewardagg._src.normalisation import check_stage_options, standardize_sorted
 from rewardagg._src.registry import get_aggregator
+from rewardagg._src.stage3 import standardize_scores
 from rewardagg._src.validation import (
     check_choice,
     check_finite_or_nan,
@@ -38,48 +37,32 @@ __all__ = [
     "softmin_advantages",
 ]
 
-BACKENDS = ("auto", "numpy", "torch", "numba", "triton")
-
 
 def _no_grad(ops):
     return ops.torch.no_grad() if ops.name == "torch" else contextlib.nullcontext()
 
 
-def _fused_method(agg) -> str | None:
-    """The rewardagg.kernels name of a built-in z-score method's reducer (None otherwise)."""
-    from rewardagg._src import aggregators as A
-
-    if agg.kind == "sum_first":
-        return None
-    return {
-        A.weighted_sum_kernel: "weighted_sum",
-        A.weighted_mean_kernel: "weighted_mean",
-        A.softmin_kernel: "softmin",
-        A.mean_variance_kernel: "mean_variance",
-        A.weighted_min_kernel: "weighted_min",
-    }.get(agg.kernel)
-
-
-def _fused_backend(backend: str, agg, rewards) -> str | None:
+def _fused_backend(backend: str, agg: Aggregator, rewards: Any, return_info: bool) -> str | None:
     """The rewardagg.kernels backend that runs stages 1-2 in one pass, or None (array path).
 
-    "auto" takes it when the kernels pick numba (CPU, large input) or Triton (CUDA) for
-    a built-in reducer; "numba"/"triton" insist on it.
+    "auto" takes it when the kernels pick numba (CPU, large input) or Triton (CUDA) for a
+    method with a fused code and no diagnostics are asked for (they need the z-scores);
+    "numba"/"triton" insist on it.
     """
-    stage2 = _fused_method(agg)
-    if backend in ("numba", "triton"):
-        if stage2 is None:
+    if backend in kernels.FUSED_BACKENDS:
+        if agg.fused_code is None:
             raise ValueError(
-                f"backend={backend!r} runs the built-in z-score methods; "
-                f"method {agg.name!r} needs backend='auto', 'numpy' or 'torch'"
+                f"backend={backend!r} runs the methods with a fused kernel "
+                f"({', '.join(kernels.fused_methods())}); method {agg.name!r} needs "
+                "backend='auto', 'numpy' or 'torch'"
             )
         return backend
-    if backend != "auto" or stage2 is None or not hasattr(rewards, "shape"):
+    if backend != "auto" or agg.fused_code is None or return_info:
         return None
-    from rewardagg import kernels
-
+    if not hasattr(rewards, "shape"):
+        return None
     name = kernels.resolve_backend(rewards)
-    return name if name in ("numba", "triton") else None
+    return name if name in kernels.FUSED_BACKENDS else None
 
 
 def _finite_scores(s: Any, method: str) -> Any:
@@ -125,6 +108,24 @@ def standardize_scale(s, ops, *, correction: float) -> float:
     if keep.size - correction <= 0 or keep.size < 2:
         return 0.0
     return float(np.std(keep - keep.min(), ddof=correction))
+
+
+def _fused_scores(x, layout, agg: Aggregator, params, w, n_rewards, backend, stage1, prep):
+    """Stages 1-2 in one kernel pass (sorted rows)."""
+    try:
+        return kernels.stage12(
+            x,
+            layout.offsets,
+            weights=[1.0] * n_rewards if w is None else w,
+            method=agg.name,
+            backend=backend,
+            **stage1,
+            **params,
+        )
+    except ValueError:
+        # the kernel found +-inf in its pass; name the caller's row, not the sorted one
+        check_finite_or_nan(prep.values, prep.ops, "rewards")
+        raise
 
 
 def advantages(
@@ -207,13 +208,13 @@ def advantages(
     """
     agg = get_aggregator(method)
     params = agg.bind(method_params)
-    check_choice(backend, "backend", BACKENDS)
-    fused = _fused_backend(backend, agg, rewards)  # None: stages 1-2 on the array path
+    check_choice(backend, "backend", kernels.BACKENDS)
+    fused = _fused_backend(backend, agg, rewards, return_info)  # None: the array path
     prep = prepare_rewards(
         rewards,
         mask,
         library={"numba": "auto", "triton": "torch"}.get(backend, backend),
-        check_finite=fused is None or return_info,  # the fused kernel checks inside its pass
+        check_finite=fused is None,  # the fused kernel checks inside its pass
     )
     ops = prep.ops
     w = prepare_weights(weights, prep.n_rewards)
@@ -222,38 +223,21 @@ def advantages(
     stage1: dict[str, Any] = dict(
         eps=eps, correction=correction, singleton=singleton, baseline=baseline
     )
-    kernel: Any = agg.kernel
     # overflow is detected below and raised as a ValueError, not left as a warning + NaN
     with _no_grad(ops), np.errstate(over="ignore", invalid="ignore"):
         x = layout.sort_rows(prep.values, ops)
         missing = None if prep.missing is None else layout.sort_rows(prep.missing, ops)
         z: Any = None
-        signals: Any = None
-        rw: Any = None
         if agg.kind == "sum_first":
             adv = _grpo_scores(x, missing, w, layout, ops, scale=params["scale"], **stage1)
         else:
             if fused is not None:
-                from rewardagg import kernels
-
-                try:
-                    s = kernels.stage12(
-                        x,
-                        layout.offsets,
-                        weights=[1.0] * prep.n_rewards if w is None else w,
-                        method=str(_fused_method(agg)),
-                        backend=fused,
-                        **stage1,
-                        **params,
-                    )
-                except ValueError:
-                    # the kernel found +-inf in its pass; name the caller's row, not the sorted one
-                    check_finite_or_nan(prep.values, ops, "rewards")
-                    raise
+                s = _fused_scores(x, layout, agg, params, w, prep.n_rewards, fused, stage1, prep)
             else:
                 z, signals = standardize_sorted(x, missing, layout, ops, **stage1)
                 rw = row_weights(z, w, ops, missing)
-                s = kernel(z, rw, ops, **params)
+                assert agg.kernel is not None  # every table entry has one
+                s = agg.kernel(z, rw, ops, **params)
             s = _finite_scores(s, agg.name)
             if batch_norm:
                 adv = standardize_scores(
@@ -264,7 +248,7 @@ def advantages(
         out = prep.cast_out(layout.unsort_rows(adv, ops))
         if not return_info:
             return out
-        if z is None:
+        if z is None:  # grpo: its diagnostics are about the per-reward z-scores
             z, signals = standardize_sorted(x, missing, layout, ops, **stage1)
             rw = row_weights(z, w, ops, missing)
         # grpo's only parameter (scale) acts after the sum: its attention is the weights

@@ -1,71 +1,29 @@
 """Name -> aggregation method, for config-driven callers (trainer configs, the CLI).
 
-A method is stage 1 (group z-score), a stage-2 reducer over the reward axis, then stage 3
-(batch z-score); ``"grpo"`` is the other order (sum the raw rewards, then normalise in the
-group) and has no stage 3.
+The registry holds the entries of the method table (:mod:`rewardagg._src.methods`): the
+built-ins first, then the methods registered at run time with
+:func:`register_aggregator`. Every consumer (pipeline, kernels, adapters, CLI, demo,
+audit, tests) finds methods here, so a registered method is configurable wherever a
+built-in one is.
 """
 
 from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from types import MappingProxyType
 from typing import Any
 
-from rewardagg._src import aggregators as agg
-from rewardagg._src.validation import check_choice, check_nonnegative
+from rewardagg._src.methods import BUILTINS, Aggregator, Param
 
-__all__ = ["Aggregator", "available_methods", "get_aggregator", "register_aggregator"]
+__all__ = [
+    "Aggregator",
+    "available_methods",
+    "get_aggregator",
+    "register_aggregator",
+    "unregister_aggregator",
+]
 
-SCALES = ("group", "batch", "none")
-
-
-@dataclass(frozen=True)
-class Aggregator:
-    """A registered method.
-
-    Attributes:
-        name: registry key.
-        reduce: public reducer ``reduce(z, *, weights, **params)`` over the last axis.
-        params: accepted method parameters and their defaults.
-        kind: ``"standardized"`` (stages 1-2-3) or ``"sum_first"`` (GRPO).
-        kernel: private reducer on validated arrays ``kernel(z, row_weights, ops, **params)``.
-        attention: private ``dS/dZ`` on validated arrays, same signature as ``kernel``;
-            ``None`` when unknown (diagnostics then report NaN).
-    """
-
-    name: str
-    reduce: Callable[..., Any]
-    params: Mapping[str, Any] = field(default_factory=dict)
-    kind: str = "standardized"
-    kernel: Callable[..., Any] | None = None
-    attention: Callable[..., Any] | None = None
-
-    def bind(self, given: Mapping[str, Any]) -> dict[str, Any]:
-        """Defaults updated with ``given``; unknown names raise ``TypeError``."""
-        unknown = sorted(set(given) - set(self.params))
-        if unknown:
-            takes = ", ".join(self.params) or "no parameters"
-            raise TypeError(
-                f"method {self.name!r} does not take {', '.join(unknown)}; it takes: {takes}"
-            )
-        params = {**self.params, **given}
-        for name, value in params.items():
-            if name in ("kappa",):
-                params[name] = check_nonnegative(value, name, allow_inf=True)
-            elif name in ("lam",):
-                params[name] = check_nonnegative(value, name)
-            elif name == "scale":
-                params[name] = check_choice(value, "scale", SCALES)
-        return params
-
-
-_REGISTRY: dict[str, Aggregator] = {}
-
-
-def _add(a: Aggregator) -> None:
-    _REGISTRY[a.name] = a
+_REGISTRY: dict[str, Aggregator] = {a.name: a for a in BUILTINS}
 
 
 def register_aggregator(
@@ -74,9 +32,16 @@ def register_aggregator(
     *,
     attention: Callable[..., Any] | None = None,
     params: Mapping[str, Any] | None = None,
+    checks: Mapping[str, Callable[[Any, str], Any]] | None = None,
+    sweep: tuple[Mapping[str, Any], ...] | None = None,
     overwrite: bool = False,
 ) -> Aggregator:
     """Register a stage-2 reducer under ``name`` so ``advantages(method=name)`` finds it.
+
+    The method is then configurable everywhere a built-in one is: ``advantages(method=name,
+    **params)``, TRL's ``RewardAggGRPOConfig(advantage_method=name, advantage_params=...)``,
+    verl's ``+algorithm.rewardagg.<param>=...``, OpenRLHF's ``--rewardagg.<param>``, the
+    audit and the demo (``--methods``). It runs on the array path (numpy or torch).
 
     Args:
         name: the method name.
@@ -86,8 +51,13 @@ def register_aggregator(
         attention: optional ``attention(z, *, weights=None, **params)`` returning
             :math:`\\partial S_i / \\partial Z_{ik}` with the shape of ``z``, for the
             diagnostics (``attention`` is NaN without it).
-        params: the method parameters ``fn`` accepts, with defaults.
-        overwrite: replace an existing method of that name.
+        params: the method parameters ``fn`` accepts, with defaults. A numeric default
+            makes the parameter a real number (NaN rejected; strings from a command line
+            are converted), a string default a string.
+        checks: optional validators ``check(value, name) -> value`` per parameter, raising
+            ``ValueError``/``TypeError`` that names it (e.g. "alpha must be in (0, 1]").
+        sweep: parameter settings the demo and the audit compare (default: the defaults).
+        overwrite: replace an existing method of that name (built-ins cannot be replaced).
 
     Returns:
         The registered :class:`Aggregator`.
@@ -96,12 +66,22 @@ def register_aggregator(
         raise TypeError(f"name must be a non-empty string; got {name!r}")
     if not callable(fn):
         raise TypeError(f"fn must be callable; got {fn!r}")
+    if name in _BUILTIN_NAMES:
+        raise ValueError(f"method {name!r} is built in and cannot be replaced")
     if name in _REGISTRY and not overwrite:
         raise ValueError(
             f"method {name!r} is already registered; pass overwrite=True to replace it"
         )
     if "weights" not in inspect.signature(fn).parameters:
         raise TypeError(f"fn must accept a keyword argument 'weights'; got {fn!r}")
+    params = dict(params or {})
+    checks = dict(checks or {})
+    unknown = sorted(set(checks) - set(params))
+    if unknown:
+        raise ValueError(f"checks name parameters not in params: {unknown}")
+    specs = tuple(
+        Param(n, d, checks[n]) if n in checks else Param.infer(n, d) for n, d in params.items()
+    )
 
     def kernel(z, rw, ops, **kw):  # the private signature, on validated arrays
         return _checked_output(name, fn(z, weights=rw.weights, **kw), z, ops)
@@ -112,12 +92,29 @@ def register_aggregator(
     a = Aggregator(
         name=name,
         reduce=fn,
-        params=MappingProxyType(dict(params or {})),
         kernel=kernel,
         attention=None if attention is None else user_attention,
+        specs=specs,
+        sweep=tuple(sweep) if sweep else ({},),
+        summary=(inspect.getdoc(fn) or "").split("\n", 1)[0],
     )
+    for setting in a.sweep:
+        a.bind(setting)  # a bad sweep fails here, not in the middle of a demo
     _REGISTRY[name] = a
     return a
+
+
+def unregister_aggregator(name: str) -> None:
+    """Remove a method added with :func:`register_aggregator`.
+
+    Raises:
+        ValueError: ``name`` is built in or not registered.
+    """
+    if name in _BUILTIN_NAMES:
+        raise ValueError(f"method {name!r} is built in and cannot be unregistered")
+    if name not in _REGISTRY:
+        raise ValueError(f"method {name!r} is not registered")
+    del _REGISTRY[name]
 
 
 def _checked_output(name: str, s: Any, z: Any, ops: Any) -> Any:
@@ -153,63 +150,4 @@ def available_methods() -> tuple[str, ...]:
     return tuple(_REGISTRY)
 
 
-_add(
-    Aggregator(
-        "grpo",
-        agg.weighted_sum,
-        MappingProxyType({"scale": "group"}),
-        "sum_first",
-        agg.weighted_sum_kernel,
-        agg.weighted_sum_attention,
-    )
-)
-_add(
-    Aggregator(
-        "gdpo",
-        agg.weighted_sum,
-        MappingProxyType({}),
-        "standardized",
-        agg.weighted_sum_kernel,
-        agg.weighted_sum_attention,
-    )
-)
-_add(
-    Aggregator(
-        "mean",
-        agg.weighted_mean,
-        MappingProxyType({}),
-        "standardized",
-        agg.weighted_mean_kernel,
-        agg.weighted_mean_attention,
-    )
-)
-_add(
-    Aggregator(
-        "softmin",
-        agg.softmin,
-        MappingProxyType({"kappa": 1.0}),
-        "standardized",
-        agg.softmin_kernel,
-        agg.softmin_attention,
-    )
-)
-_add(
-    Aggregator(
-        "mean_variance",
-        agg.mean_variance,
-        MappingProxyType({"lam": 0.5}),
-        "standardized",
-        agg.mean_variance_kernel,
-        agg.mean_variance_attention,
-    )
-)
-_add(
-    Aggregator(
-        "min",
-        agg.weighted_min,
-        MappingProxyType({}),
-        "standardized",
-        agg.weighted_min_kernel,
-        agg.weighted_min_attention,
-    )
-)
+_BUILTIN_NAMES = frozenset(_REGISTRY)

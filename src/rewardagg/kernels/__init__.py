@@ -5,8 +5,8 @@ r"""Fused kernels for stages 1-2 (group z-score per reward, then the reward-axis
 ============ ======================================= ===========================================
 backend      runs on                                 needs
 ============ ======================================= ===========================================
-``"numpy"``  numpy arrays                            nothing (the reference, in numpy)
-``"torch"``  torch tensors, any device               torch (:mod:`.reference`, the spec)
+``"numpy"``  numpy arrays                            nothing (the core's array path)
+``"torch"``  torch tensors, any device               torch (the core's array path)
 ``"numba"``  numpy arrays, CPU tensors               numba (the ``fast`` extra); one compiled
                                                      pass, parallel over groups, cached on disk
 ``"triton"`` CUDA tensors (CPU under                 triton + torch; one fused pass
@@ -31,7 +31,6 @@ from __future__ import annotations
 import importlib.util
 import logging
 import math
-import numbers
 import os
 import sys
 import warnings
@@ -39,23 +38,33 @@ from typing import Any
 
 import numpy as np
 
+from rewardagg._src.namespace import is_torch
+
 __all__ = [
     "AUTO_NUMBA_MIN_ELEMENTS",
     "BACKENDS",
-    "METHODS",
+    "FUSED_BACKENDS",
     "CompileWarning",
     "available_backends",
+    "fused_methods",
     "resolve_backend",
     "stage12",
     "warmup",
 ]
 
-METHODS = ("weighted_sum", "weighted_mean", "softmin", "mean_variance", "weighted_min")
 BACKENDS = ("auto", "numpy", "torch", "numba", "triton")
+FUSED_BACKENDS = ("numba", "triton")
 AUTO_NUMBA_MIN_ELEMENTS = 1 << 15
 """``"auto"`` uses numba on CPU from this many rewards (N * K) on (or once it is warm)."""
 
 log = logging.getLogger("rewardagg.kernels")
+
+
+def fused_methods() -> tuple[str, ...]:
+    """Names of the registered methods with a fused kernel (a ``fused_code`` in the table)."""
+    from rewardagg._src.registry import _REGISTRY
+
+    return tuple(name for name, a in _REGISTRY.items() if a.fused_code is not None)
 
 
 class CompileWarning(UserWarning):
@@ -71,11 +80,6 @@ def _has(module: str) -> bool:
         return False
 
 
-def _is_torch(x: Any) -> bool:
-    torch = sys.modules.get("torch")
-    return torch is not None and isinstance(x, torch.Tensor)
-
-
 def _interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
@@ -83,7 +87,7 @@ def _interpreting() -> bool:
 def available_backends(rewards: Any = None) -> tuple[str, ...]:
     """Backends that can run here (for ``rewards`` when given), fastest first."""
     names = []
-    is_t = _is_torch(rewards)
+    is_t = is_torch(rewards)
     cuda = is_t and rewards.device.type == "cuda"
     triton_ok = cuda or rewards is None or (is_t and _interpreting())
     if triton_ok and _has("triton") and _has("torch"):
@@ -102,88 +106,102 @@ def _numba_warm(dtype_name: str) -> bool:
     return mod is not None and mod.is_warm(dtype_name)
 
 
+def _auto(rewards: Any, device: str) -> str:
+    if device == "cuda":
+        return "triton" if _has("triton") else "torch"
+    if device != "cpu":
+        return "torch"
+    dt = "float64" if str(rewards.dtype).endswith("float64") else "float32"
+    big = int(np.prod(rewards.shape)) >= AUTO_NUMBA_MIN_ELEMENTS
+    if _has("numba") and (big or _numba_warm(dt)):
+        return "numba"
+    return "torch" if is_torch(rewards) else "numpy"
+
+
+def _why_not_numpy(rewards: Any, device: str) -> Exception | None:
+    if is_torch(rewards):
+        return ValueError(
+            "backend='numpy' takes numpy arrays; got a torch tensor (use backend='torch' or 'auto')"
+        )
+    return None
+
+
+def _why_not_torch(rewards: Any, device: str) -> Exception | None:
+    if not _has("torch"):
+        return RuntimeError("backend='torch' needs PyTorch: pip install torch")
+    return None
+
+
+def _why_not_numba(rewards: Any, device: str) -> Exception | None:
+    if not _has("numba"):
+        return RuntimeError("backend='numba' needs numba: pip install 'rewardagg[fast]'")
+    if device != "cpu":
+        return ValueError(f"backend='numba' runs on the CPU; got a tensor on {device!r}")
+    return None
+
+
+def _why_not_triton(rewards: Any, device: str) -> Exception | None:
+    if not (_has("triton") and _has("torch")):
+        return RuntimeError(
+            "backend='triton' needs triton and torch: pip install 'rewardagg[triton]'"
+        )
+    if not is_torch(rewards):
+        return ValueError(f"backend='triton' takes torch tensors; got {type(rewards).__name__}")
+    if device != "cuda" and not (device == "cpu" and _interpreting()):
+        return ValueError(
+            f"backend='triton' needs a CUDA tensor; got one on {device!r} "
+            "(CPU tensors only under TRITON_INTERPRET=1)"
+        )
+    return None
+
+
+_REQUIREMENTS = {
+    "numpy": _why_not_numpy,
+    "torch": _why_not_torch,
+    "numba": _why_not_numba,
+    "triton": _why_not_triton,
+}
+
+
 def resolve_backend(rewards: Any, backend: str = "auto") -> str:
     """The backend :func:`stage12` runs for ``rewards``; raises when an explicit one cannot."""
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}; got {backend!r}")
-    is_t = _is_torch(rewards)
-    device = rewards.device.type if is_t else "cpu"
+    device = rewards.device.type if is_torch(rewards) else "cpu"
     if backend == "auto":
-        if device == "cuda":
-            return "triton" if _has("triton") else "torch"
-        if device != "cpu":
-            return "torch"
-        dt = "float64" if str(rewards.dtype).endswith("float64") else "float32"
-        big = int(np.prod(rewards.shape)) >= AUTO_NUMBA_MIN_ELEMENTS
-        if _has("numba") and (big or _numba_warm(dt)):
-            return "numba"
-        return "torch" if is_t else "numpy"
-    if backend == "numpy":
-        if is_t:
-            raise ValueError(
-                "backend='numpy' takes numpy arrays; got a torch tensor "
-                "(use backend='torch' or 'auto')"
-            )
-    elif backend == "torch":
-        if not _has("torch"):
-            raise RuntimeError("backend='torch' needs PyTorch: pip install torch")
-    elif backend == "numba":
-        if not _has("numba"):
-            raise RuntimeError("backend='numba' needs numba: pip install 'rewardagg[fast]'")
-        if device != "cpu":
-            raise ValueError(f"backend='numba' runs on the CPU; got a tensor on {device!r}")
-    elif backend == "triton":
-        if not (_has("triton") and _has("torch")):
-            raise RuntimeError(
-                "backend='triton' needs triton and torch: pip install 'rewardagg[triton]'"
-            )
-        if not is_t:
-            raise ValueError(f"backend='triton' takes torch tensors; got {type(rewards).__name__}")
-        if device != "cuda" and not (device == "cpu" and _interpreting()):
-            raise ValueError(
-                f"backend='triton' needs a CUDA tensor; got one on {device!r} "
-                "(CPU tensors only under TRITON_INTERPRET=1)"
-            )
+        return _auto(rewards, device)
+    err = _REQUIREMENTS[backend](rewards, device)
+    if err is not None:
+        raise err
     return backend
 
 
-def _real(x: Any) -> bool:
-    return isinstance(x, numbers.Real) and not isinstance(x, bool)
+def _check(rewards, offsets, weights, eps, correction, singleton, baseline):
+    from rewardagg._src.normalisation import check_stage_options
 
-
-def _check(rewards, offsets, weights, method, kappa, lam, eps, correction, singleton, baseline):
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}; got {method!r}")
-    if singleton not in ("zero", "identity"):
-        raise ValueError(f"singleton must be 'zero' or 'identity'; got {singleton!r}")
-    if baseline not in ("mean", "leave_one_out"):
-        raise ValueError(f"baseline must be 'mean' or 'leave_one_out'; got {baseline!r}")
+    check_stage_options(eps, correction, singleton, baseline)
     for name, val in (("eps", eps), ("correction", correction)):
-        if not (_real(val) and math.isfinite(val) and val >= 0):
+        if not math.isfinite(val):
             raise ValueError(f"{name} must be a finite non-negative number; got {val!r}")
-    if not (_real(kappa) and kappa >= 0):
-        raise ValueError(f"kappa must be >= 0 (inf allowed); got {kappa!r}")
-    if not (_real(lam) and math.isfinite(lam)):
-        raise ValueError(f"lam must be a finite number; got {lam!r}")
     if len(rewards.shape) != 2:
         raise ValueError(f"rewards must be 2-D (N, K); got shape {tuple(rewards.shape)}")
     n_rows, n_rew = (int(s) for s in rewards.shape)
     kind = str(rewards.dtype)
     if not any(t in kind for t in ("float16", "float32", "float64")):
         raise TypeError(f"rewards must be a float array; got dtype {rewards.dtype}")
-    off = np.asarray(offsets.cpu() if _is_torch(offsets) else offsets)
+    off = np.asarray(offsets.cpu() if is_torch(offsets) else offsets)
     if off.ndim != 1 or off.size < 1 or not np.issubdtype(off.dtype, np.integer):
         raise ValueError(f"offsets must be a 1-D integer array; got {off.dtype} {off.shape}")
     if off[0] != 0 or off[-1] != n_rows or np.any(np.diff(off) < 0):
         raise ValueError(f"offsets must rise from 0 to N={n_rows}; got {off[:3]}...{off[-3:]}")
-    w = np.asarray(weights.detach().cpu() if _is_torch(weights) else weights, dtype=np.float64)
+    w = np.asarray(weights.detach().cpu() if is_torch(weights) else weights, dtype=np.float64)
     if w.shape != (n_rew,) or not np.all(np.isfinite(w)) or np.any(w < 0):
         raise ValueError(f"weights must be {n_rew} finite non-negative numbers; got {w!r}")
     return off.astype(np.int64, copy=False), w
 
 
 def _raise_inf(rewards) -> None:
-    x = rewards.detach().float().cpu().numpy() if _is_torch(rewards) else np.asarray(rewards)
+    x = rewards.detach().float().cpu().numpy() if is_torch(rewards) else np.asarray(rewards)
     where = np.argwhere(np.isinf(x))
     n = len(where)
     i, k = (int(v) for v in where[0]) if n else (-1, -1)
@@ -199,14 +217,13 @@ def stage12(
     *,
     weights: Any,
     method: str,
-    kappa: float = 1.0,
-    lam: float = 0.5,
     eps: float = 1e-6,
     correction: float = 1,
     singleton: str = "zero",
     baseline: str = "mean",
     backend: str = "auto",
     validate: bool = True,
+    **params: Any,
 ) -> Any:
     r"""Stages 1-2 of DESIGN.md in one pass: the per-row score :math:`S` of sorted rows.
 
@@ -223,101 +240,174 @@ def stage12(
             ``arange(0, N + 1, G)``).
         weights: ``(K,)`` non-negative weights :math:`w` (a reward with weight 0 is ignored
             in stage 2).
-        method: ``"weighted_sum"`` (GDPO), ``"weighted_mean"``, ``"softmin"`` (RVPO),
-            ``"mean_variance"`` or ``"weighted_min"``.
-        kappa: softmin risk coefficient; 0 gives the weighted mean, ``inf`` the minimum.
-        lam: mean_variance penalty :math:`\lambda`.
+        method: a z-score method of :func:`rewardagg.available_methods` (``"gdpo"``,
+            ``"mean"``, ``"softmin"`` (RVPO), ``"mean_variance"``, ``"min"``, ...); the
+            fused backends run those of :func:`fused_methods`.
         eps, correction, singleton, baseline: as :func:`rewardagg.group_standardize`.
         backend: ``"auto"``, ``"numpy"``, ``"torch"``, ``"numba"`` or ``"triton"``.
         validate: raise :class:`ValueError` when a reward is infinite (the check is fused
             into the pass); ``False`` lets infinities propagate as NaN.
+        **params: the method's parameters (``kappa=`` for softmin, ``lam=`` for
+            mean_variance), validated as :func:`rewardagg.advantages` does.
 
     Returns:
         ``S`` ``(N,)`` in the input's library and device, float64 for float64 input and
         float32 otherwise, in the sorted row order; NaN for a row without a present
         positive-weight reward.
     """
-    off, w = _check(
-        rewards, offsets, weights, method, kappa, lam, eps, correction, singleton, baseline
-    )
-    if method == "softmin" and kappa == 0:
-        method = "weighted_mean"
-    elif method == "softmin" and math.isinf(kappa):
-        method = "weighted_min"
+    from rewardagg._src.registry import get_aggregator
+
+    agg = get_aggregator(method)
+    if agg.kind != "standardized":
+        raise ValueError(f"method {method!r} is not a z-score method (stages 1-2)")
+    bound = agg.bind(params)
+    if agg.limits is not None and (limit := agg.limits(bound)) is not None:
+        agg, bound = get_aggregator(limit[0]), limit[1]
+    off, w = _check(rewards, offsets, weights, eps, correction, singleton, baseline)
     name = resolve_backend(rewards, backend)
-    opts: dict[str, Any] = dict(
-        method=method,
-        kappa=float(kappa),
-        lam=float(lam),
-        eps=float(eps),
-        correction=float(correction),
-    )
-    identity, loo = singleton == "identity", baseline == "leave_one_out"
-    if name in ("numpy", "torch"):
-        from rewardagg.kernels.reference import stage12_reference
-
-        x = rewards
-        if name == "torch" and not _is_torch(x):
-            import torch
-
-            x = torch.from_numpy(np.ascontiguousarray(x))
-        s, bad = stage12_reference(
-            x, off, weights=w, singleton=singleton, baseline=baseline, **opts
+    if name in FUSED_BACKENDS and agg.fused_code is None:
+        raise ValueError(
+            f"backend={name!r} runs the methods with a fused kernel ({', '.join(fused_methods())}); "
+            f"method {method!r} needs backend='numpy' or 'torch'"
         )
-        if name == "torch" and not _is_torch(rewards):
-            s = s.numpy()
-    elif name == "numba":
-        from rewardagg.kernels import numba_kernel
-
-        is_t = _is_torch(rewards)
-        if is_t:
-            import torch
-
-            x = rewards.detach()
-            if x.dtype not in (torch.float32, torch.float64):
-                x = x.to(torch.float32)
-            x = x.contiguous().numpy()
-        else:
-            x = np.asarray(rewards)
-            if x.dtype not in (np.float32, np.float64):
-                x = x.astype(np.float32)
-        first = not numba_kernel.is_warm(x.dtype.name)
-        s, bad = numba_kernel.stage12_numba(x, off, w, identity=identity, loo=loo, **opts)
-        if first:
-            secs = numba_kernel.last_first_call_seconds.get(x.dtype.name, 0.0)
-            log.info("numba kernel for %s ready in %.2f s", x.dtype.name, secs)
-            if secs > 1.0:
-                warnings.warn(
-                    f"rewardagg: the numba kernel for {x.dtype.name} took {secs:.1f} s to "
-                    "compile (once per machine; later processes load it from the on-disk "
-                    "cache). Call rewardagg.kernels.warmup() at start-up to pay it early.",
-                    CompileWarning,
-                    stacklevel=2,
-                )
-        if is_t:
-            import torch
-
-            s = torch.from_numpy(s).to(rewards.device)
-    else:
-        import torch
-
-        from rewardagg.kernels.triton_kernel import stage12_triton
-
-        max_group = int(np.max(np.diff(off))) if off.size > 1 else 1
-        with torch.no_grad():
-            s, bad_groups = stage12_triton(
-                rewards.detach(),
-                torch.from_numpy(off),
-                torch.from_numpy(w),
-                identity=identity,
-                loo=loo,
-                max_group=max_group,
-                **opts,
-            )
-        bad = int(bad_groups.sum()) if validate else 0
+    stage1 = dict(eps=float(eps), correction=float(correction))
+    opts = dict(singleton=singleton, baseline=baseline, validate=validate)
+    s, bad = _RUNNERS[name](rewards, off, w, agg, bound, stage1, **opts)
     if validate and bad:
         _raise_inf(rewards)
     return s
+
+
+def _run_array(rewards, off, w, agg, params, stage1, *, singleton, baseline, validate, lib):
+    """The core's array path (stage 1 by cells, then the table's reducer), on sorted rows."""
+    from rewardagg._src.aggregators import row_weights
+    from rewardagg._src.grouping import make_layout
+    from rewardagg._src.namespace import ops_for
+    from rewardagg._src.normalisation import standardize_sorted
+
+    x = rewards
+    to_numpy = lib == "torch" and not is_torch(x)
+    if to_numpy:
+        import torch
+
+        x = torch.from_numpy(np.ascontiguousarray(x))
+    ops = ops_for(x)
+    x = ops.asarray(x, like=x)
+    if ops.name == "torch":
+        x = x.detach()
+        if x.dtype not in (ops.torch.float32, ops.torch.float64):
+            x = x.to(ops.torch.float32)
+    elif x.dtype not in (np.float32, np.float64):
+        x = x.astype(np.float32)
+    inf = ops.isinf(x)
+    n_inf = int(inf.sum())
+    if n_inf:  # validate=False: a cell holding +-inf has no score (NaN rows below)
+        x = ops.where(inf, ops.nan, x)
+    missing = ops.isnan(x)
+    missing = missing if ops.any(missing) else None
+    groups = np.repeat(np.arange(off.size - 1), np.diff(off))
+    layout = make_layout(int(x.shape[0]), group_ids=groups) if off.size > 1 else None
+    with np.errstate(all="ignore"):
+        if layout is None or x.shape[0] == 0:
+            s = ops.full((int(x.shape[0]),), ops.nan, like=x)
+        else:
+            xs = layout.sort_rows(x, ops)
+            ms = None if missing is None else layout.sort_rows(missing, ops)
+            z, _ = standardize_sorted(
+                xs, ms, layout, ops, singleton=singleton, baseline=baseline, **stage1
+            )
+            rw = row_weights(z, w, ops, ms)
+            s = layout.unsort_rows(agg.kernel(z, rw, ops, **params), ops)
+    if n_inf:
+        bad_groups = np.zeros(off.size - 1)
+        np.add.at(bad_groups, groups, ops.to_numpy(inf).any(1))
+        bad = bad_groups[groups] > 0
+        if ops.name == "torch":
+            bad = ops.torch.from_numpy(bad).to(s.device)
+        s = ops.where(bad, ops.nan, s)
+    if to_numpy:
+        s = s.numpy()
+    return s, n_inf
+
+
+def _run_numba(rewards, off, w, agg, params, stage1, *, singleton, baseline, validate):
+    from rewardagg.kernels import numba_kernel
+
+    is_t = is_torch(rewards)
+    if is_t:
+        import torch
+
+        x = rewards.detach()
+        if x.dtype not in (torch.float32, torch.float64):
+            x = x.to(torch.float32)
+        x = x.contiguous().numpy()
+    else:
+        x = np.asarray(rewards)
+        if x.dtype not in (np.float32, np.float64):
+            x = x.astype(np.float32)
+    code, slots = agg.fused_args(params)
+    first = not numba_kernel.is_warm(x.dtype.name)
+    s, bad = numba_kernel.stage12_numba(
+        x,
+        off,
+        w,
+        code=code,
+        slots=slots,
+        identity=singleton == "identity",
+        loo=baseline == "leave_one_out",
+        **stage1,
+    )
+    if first:
+        _report_compile(x.dtype.name, numba_kernel.last_first_call_seconds.get(x.dtype.name, 0.0))
+    if is_t:
+        import torch
+
+        s = torch.from_numpy(s).to(rewards.device)
+    return s, bad
+
+
+def _report_compile(dtype: str, secs: float) -> None:
+    log.info("numba kernel for %s ready in %.2f s", dtype, secs)
+    if secs > 1.0:
+        warnings.warn(
+            f"rewardagg: the numba kernel for {dtype} took {secs:.1f} s to compile (once per "
+            "machine; later processes load it from the on-disk cache). Call "
+            "rewardagg.kernels.warmup() at start-up to pay it early.",
+            CompileWarning,
+            stacklevel=4,
+        )
+
+
+def _run_triton(rewards, off, w, agg, params, stage1, *, singleton, baseline, validate):
+    import torch
+
+    from rewardagg.kernels.triton_kernel import stage12_triton
+
+    code, slots = agg.fused_args(params)
+    max_group = int(np.max(np.diff(off))) if off.size > 1 else 1
+    with torch.no_grad():
+        s, bad_groups = stage12_triton(
+            rewards.detach(),
+            torch.from_numpy(off),
+            torch.from_numpy(w),
+            code=code,
+            slots=slots,
+            identity=singleton == "identity",
+            loo=baseline == "leave_one_out",
+            max_group=max_group,
+            **stage1,
+        )
+    return s, (int(bad_groups.sum()) if validate else 0)
+
+
+_RUNNERS = {
+    "numpy": lambda *a, **k: _run_array(*a, lib="numpy", **k),
+    "torch": lambda *a, **k: _run_array(*a, lib="torch", **k),
+    "numba": _run_numba,
+    "triton": _run_triton,
+}
+"""Backend name -> runner ``(rewards, offsets, weights, entry, params, stage1, **options)``
+returning ``(S, number of infinite rewards or bad cells)``."""
 
 
 def warmup(dtypes: tuple[str, ...] = ("float32", "float64")) -> dict[str, float]:

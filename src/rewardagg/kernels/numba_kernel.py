@@ -4,7 +4,7 @@ Large batches are split into runs of groups, one per thread (a thread pool; the 
 function releases the GIL); inside a group the rows are
 read three times while they sit in L1 (count/min/max, then the sums of the rescaled
 values, then Z and the row aggregate), so main memory sees each reward once. All
-arithmetic is float64. Same formulas as :mod:`rewardagg.kernels.reference`.
+arithmetic is float64. Same formulas as the core (DESIGN.md section 2; tests/kernel_spec.py).
 
 Importing this module imports numba (about 0.5 s). The first call for a dtype compiles
 (several seconds) or loads the on-disk cache (``__pycache__`` beside this file, or
@@ -21,15 +21,10 @@ import numba
 import numpy as np
 from numba import njit
 
-__all__ = ["METHOD_CODES", "is_warm", "stage12_numba", "warmup"]
+__all__ = ["is_warm", "stage12_numba", "warmup"]
 
-METHOD_CODES = {
-    "weighted_sum": 0,
-    "weighted_mean": 1,
-    "softmin": 2,
-    "mean_variance": 3,
-    "weighted_min": 4,
-}
+# Stage-2 codes are the method table's ``fused_code`` (rewardagg._src.methods): 0 weighted
+# sum, 1 weighted mean, 2 softmin (p0 = kappa), 3 mean minus p0 * variance, 4 minimum.
 
 _warm: set[str] = set()  # dtypes already compiled or loaded in this process
 last_first_call_seconds: dict[str, float] = {}
@@ -81,9 +76,7 @@ def _expm1_neg(y):
 
 
 @njit(cache=True, nogil=True, error_model="numpy", fastmath={"reassoc", "contract"})
-def _stage12(
-    r, offsets, w, method, kappa, lam, eps, correction, identity, loo, out, g_begin, g_end
-):
+def _stage12(r, offsets, w, code, p0, p1, eps, correction, identity, loo, out, g_begin, g_end):
     n_rew = r.shape[1]
     mu = np.empty(n_rew, np.float64)
     fac = np.empty(n_rew, np.float64)
@@ -166,13 +159,14 @@ def _stage12(
             if wsum <= 0.0:
                 out[i] = math.nan
                 continue
-            if method == 0:
+            if code == 0:
                 s = acc
-            elif method == 1:
+            elif code == 1:
                 s = acc / wsum
-            elif method == 4:
+            elif code == 4:
                 s = zmin
-            elif method == 2:
+            elif code == 2:
+                kappa = p0
                 if kappa == 0.0:
                     s = acc / wsum
                 elif kappa == math.inf:
@@ -193,7 +187,7 @@ def _stage12(
                     z = zrow[k]
                     if wrow[k] > 0.0:
                         t += wrow[k] * (z - mean) * (z - mean)
-                s = mean - lam * (t / wsum)
+                s = mean - p0 * (t / wsum)
             out[i] = s
     return n_bad
 
@@ -208,9 +202,8 @@ def stage12_numba(
     offsets: np.ndarray,
     w: np.ndarray,
     *,
-    method: str,
-    kappa: float,
-    lam: float,
+    code: int,
+    slots: tuple[float, ...],
     eps: float,
     correction: float,
     identity: bool,
@@ -233,9 +226,9 @@ def stage12_numba(
         r,
         offsets,
         np.ascontiguousarray(w, np.float64),
-        METHOD_CODES[method],
-        float(kappa),
-        float(lam),
+        int(code),
+        float(slots[0]),
+        float(slots[1]),
         float(eps),
         float(correction),
         bool(identity),
@@ -296,9 +289,8 @@ def warmup(dtypes: tuple[str, ...] = ("float32", "float64")) -> dict[str, float]
             r,
             np.array([0, 2], np.int64),
             np.ones(1),
-            method="softmin",
-            kappa=1.0,
-            lam=0.5,
+            code=2,
+            slots=(1.0, 0.0),
             eps=1e-6,
             correction=1.0,
             identity=False,

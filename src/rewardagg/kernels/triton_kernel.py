@@ -22,13 +22,8 @@ import triton.language as tl
 
 __all__ = ["stage12_triton"]
 
-_METHOD_CODES = {
-    "weighted_sum": 0,
-    "weighted_mean": 1,
-    "softmin": 2,
-    "mean_variance": 3,
-    "weighted_min": 4,
-}
+# Stage-2 codes are the method table's ``fused_code`` (rewardagg._src.methods): 0 weighted
+# sum, 1 weighted mean, 2 softmin (p0 = kappa), 3 mean minus p0 * variance, 4 minimum.
 
 
 @triton.jit
@@ -59,8 +54,8 @@ def _stage12_kernel(
     bad_ptr,
     n_rew,
     stride_r,
-    kappa,
-    lam,
+    p0,
+    p1,
     eps,
     correction,
     METHOD: tl.constexpr,
@@ -146,9 +141,9 @@ def _stage12_kernel(
                 m_blk = tl.min(tl.where(use, z, float("inf")), axis=1)
                 m_new = tl.minimum(zmin, m_blk)
                 delta = tl.where(wsum > 0.0, zmin - m_new, 0.0)
-                tsum = tsum * tl.exp(-kappa * delta) + _expm1_nonpos(-kappa * delta) * wsum
+                tsum = tsum * tl.exp(-p0 * delta) + _expm1_nonpos(-p0 * delta) * wsum
                 gap = tl.where(use, z - m_new[:, None], 0.0)
-                tsum += tl.sum(wz * _expm1_nonpos(-kappa * gap), axis=1)
+                tsum += tl.sum(wz * _expm1_nonpos(-p0 * gap), axis=1)
                 zmin = m_new
             elif METHOD == 3:  # mean_variance: merge (weight, mean, M2) of the block
                 m_blk = a_blk / tl.where(w_blk > 0.0, w_blk, 1.0)
@@ -169,9 +164,9 @@ def _stage12_kernel(
         elif METHOD == 1:
             s = acc / wdiv
         elif METHOD == 2:
-            s = zmin - _log1p_neg(tl.maximum(tsum / wdiv, -1.0)) / kappa
+            s = zmin - _log1p_neg(tl.maximum(tsum / wdiv, -1.0)) / p0
         elif METHOD == 3:
-            s = acc / wdiv - lam * (mv_m2 / wdiv)
+            s = acc / wdiv - p0 * (mv_m2 / wdiv)
         else:
             s = zmin
         s = tl.where(has, s, float("nan"))
@@ -188,9 +183,8 @@ def stage12_triton(
     offsets,
     w,
     *,
-    method: str,
-    kappa: float,
-    lam: float,
+    code: int,
+    slots: tuple[float, ...],
     eps: float,
     correction: float,
     identity: bool,
@@ -233,11 +227,11 @@ def stage12_triton(
         bad,
         n_rew,
         r.stride(0),
-        float(kappa),
-        float(lam),
+        float(slots[0]),
+        float(slots[1]),
         float(eps),
         float(correction),
-        METHOD=_METHOD_CODES[method],
+        METHOD=int(code),
         IDENTITY=bool(identity),
         LOO=bool(loo),
         BLOCK_R=br,

@@ -1,9 +1,9 @@
-r"""The torch reference of stages 1-2: the specification every fused kernel is tested against.
+r"""The kernel specification: stages 1-2 written out plainly, for the fused-kernel tests.
 
 Plain, obvious and vectorised over groups with segment reductions (``index_add_`` and
 ``scatter_reduce_``); every statistic in float64 whatever the input dtype. It runs on any
-torch device and is the ``backend="torch"`` path of :func:`rewardagg.kernels.stage12`; the
-same lines run on numpy arrays (segment sums by ``np.add.reduceat``) as ``backend="numpy"``.
+torch device (the GPU test compares Triton with it there) and the same lines run on numpy
+arrays (segment sums by ``np.add.reduceat``). Nothing here imports rewardagg.
 
 Stage 1, for each (group, reward) *cell* with present values :math:`P` (``n = |P|``):
 
@@ -19,10 +19,10 @@ Stage 1, for each (group, reward) *cell* with present values :math:`P` (``n = |P
 multiplies the centred value by :math:`n / (n - 1)`.
 
 Stage 2 over the present rewards of a row with positive weight, :math:`v = w / \sum w`:
-``weighted_sum`` :math:`\sum w Z`, ``weighted_mean`` :math:`\sum v Z`, ``softmin``
+``gdpo`` :math:`\sum w Z`, ``mean`` :math:`\sum v Z`, ``softmin``
 :math:`m - \log(1 + \sum v\,\mathrm{expm1}(-\kappa (Z - m))) / \kappa` with
 :math:`m = \min Z`, ``mean_variance`` :math:`\bar Z - \lambda \sum v (Z - \bar Z)^2`,
-``weighted_min`` :math:`\min Z`. A row without such a reward gives NaN.
+``min`` :math:`\min Z`. A row without such a reward gives NaN.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ import numpy as np
 
 __all__ = ["METHODS", "stage12_reference"]
 
-METHODS = ("weighted_sum", "weighted_mean", "softmin", "mean_variance", "weighted_min")
+METHODS = ("gdpo", "mean", "softmin", "mean_variance", "min")
 
 
 def _segments(x, offsets):
@@ -88,7 +88,7 @@ def stage12_reference(
     ``(n_groups + 1,)`` int64 group boundaries, ``weights`` ``(K,)``. ``S`` ``(N,)`` is in
     the input's library and device: float64 for float64 input, float32 otherwise. The same
     lines run on numpy and torch. Arguments are assumed valid
-    (:func:`rewardagg.kernels.stage12` checks them).
+    (the tests pass valid ones).
     """
     xp, gid, seg = _segments(rewards, offsets)
     if xp is np:
@@ -151,11 +151,11 @@ def _body(xp, gid, seg, rewards, weights, method, kappa, lam, eps, correction, s
     zu = xp.where(use, z, 0.0)
     zmin = xp.amin(xp.where(use, z, inf), 1) if x.shape[1] else total + inf
     mean = (v * zu).sum(1)
-    if method == "weighted_sum":
+    if method == "gdpo":
         s = (wu * zu).sum(1)
-    elif method == "weighted_mean" or (method == "softmin" and kappa == 0):
+    elif method == "mean" or (method == "softmin" and kappa == 0):
         s = mean
-    elif method == "weighted_min" or (method == "softmin" and math.isinf(kappa)):
+    elif method == "min" or (method == "softmin" and math.isinf(kappa)):
         s = zmin
     elif method == "softmin":
         gap = xp.where(use, z - zmin[:, None], 0.0)

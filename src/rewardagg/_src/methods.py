@@ -1,0 +1,288 @@
+r"""The method table: one entry per advantage method, read by every consumer.
+
+An entry (:class:`Aggregator`) says everything the library needs to know about a method:
+its name, its kind (stages 1-2-3 on group z-scores, or GRPO's sum first), its parameters
+with defaults, validators and display symbols, its stage-2 reducer and attention
+(:math:`\partial S / \partial Z`) on validated arrays, the stage order it runs in by
+default, its fused-kernel code with the parameter slots the kernels read
+(``(code, p0, p1)``: kernels never see a parameter by name), and the settings the demo and
+the audit sweep. The pipeline, the kernels, the adapters (their settings parser), the CLI,
+the demo, the audit and the registry-wide tests all read this table; adding a method is
+one entry here plus its reducer (and, for speed, one fused branch).
+
+Method names and parameter names are spelled here and in the reducers' own modules only.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+from rewardagg._src import aggregators as agg
+from rewardagg._src.validation import check_choice, check_nonnegative
+
+__all__ = [
+    "BUILTINS",
+    "FUSED_SLOTS",
+    "ORDERS",
+    "Aggregator",
+    "Param",
+    "check_real",
+    "parse_value",
+]
+
+ORDERS = ("normalize_then_reduce", "reduce_then_normalize")
+"""Stage orders (DESIGN.md section 2b); z-score methods default to the first."""
+
+FUSED_SLOTS = 2
+"""Number of float parameter slots the fused kernels take after the method code."""
+
+
+def check_real(value: Any, name: str) -> float:
+    """A real number that is not NaN (``inf`` allowed): the default validator of a
+    registered method's numeric parameter."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number; got {value!r}")
+    v = float(value)
+    if math.isnan(v):
+        raise ValueError(f"{name} must be a number, not NaN")
+    return v
+
+
+def _check_str(value: Any, name: str) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a string; got {value!r}")
+    return value
+
+
+def _pass(value: Any, name: str) -> Any:
+    return value
+
+
+@dataclass(frozen=True)
+class Param:
+    """One method parameter: its default, validator and display symbol.
+
+    Attributes:
+        name: keyword name (``advantages(..., name=value)``).
+        default: value used when the caller gives none.
+        check: ``check(value, name) -> value`` raising ``TypeError``/``ValueError`` with a
+            message that names the parameter; returns the normalised value.
+        symbol: short name for labels (``"softmin k=1"``); the name itself by default.
+        help: one line for command-line help and docs.
+    """
+
+    name: str
+    default: Any
+    check: Callable[[Any, str], Any] = _pass
+    symbol: str = ""
+    help: str = ""
+
+    @classmethod
+    def infer(cls, name: str, default: Any) -> Param:
+        """A parameter of a registered method: numbers are checked as real numbers,
+        strings as strings, anything else is passed through."""
+        if isinstance(default, numbers.Real) and not isinstance(default, bool):
+            return cls(name, default, check_real)
+        if isinstance(default, str):
+            return cls(name, default, _check_str)
+        return cls(name, default)
+
+
+def parse_value(param: Param, value: Any) -> Any:
+    """``value`` from a command line or config file (a string) in the parameter's type,
+    then validated: ``"0.5"`` -> 0.5 for a numeric parameter, ``"inf"`` -> inf."""
+    default = param.default
+    if isinstance(value, str) and isinstance(default, numbers.Real):
+        if not isinstance(default, bool):
+            try:
+                value = float(value)
+            except ValueError:
+                raise ValueError(f"{param.name} must be a number; got {value!r}") from None
+    return param.check(value, param.name)
+
+
+@dataclass(frozen=True)
+class Aggregator:
+    """A method: one entry of the table (built in or registered).
+
+    Attributes:
+        name: registry key.
+        reduce: public reducer ``reduce(z, *, weights, **params)`` over the last axis.
+        params: accepted method parameters and their defaults.
+        kind: ``"standardized"`` (stages 1-2-3) or ``"sum_first"`` (GRPO).
+        kernel: private reducer on validated arrays ``kernel(z, row_weights, ops, **params)``.
+        attention: private ``dS/dZ`` on validated arrays, same signature as ``kernel``;
+            ``None`` when unknown (diagnostics then report NaN).
+        specs: the :class:`Param` of each parameter, in the order of ``params``.
+        order: the stage order the method runs in by default (:data:`ORDERS`).
+        fused_code: the method's code in the fused kernels (``None``: array path only).
+        fused_slots: which parameter fills each float slot of the fused kernels.
+        sweep: parameter settings the demo and the audit compare (``({},)``: defaults).
+        limits: ``limits(params) -> (name, params) | None``: the method another entry
+            computes exactly for these parameters (softmin at kappa 0 is mean), so kernels
+            need no special case.
+        summary: one line for tables, help and docs.
+        short: display name in labels (the name by default).
+    """
+
+    name: str
+    reduce: Callable[..., Any]
+    params: Mapping[str, Any] = field(default_factory=dict)
+    kind: str = "standardized"
+    kernel: Callable[..., Any] | None = None
+    attention: Callable[..., Any] | None = None
+    specs: tuple[Param, ...] = ()
+    order: str = "normalize_then_reduce"
+    fused_code: int | None = None
+    fused_slots: tuple[str, ...] = ()
+    sweep: tuple[Mapping[str, Any], ...] = ({},)
+    limits: Callable[[Mapping[str, Any]], tuple[str, dict] | None] | None = None
+    summary: str = ""
+    short: str = ""
+
+    def __post_init__(self) -> None:
+        given = {p.name for p in self.specs}
+        missing = tuple(Param.infer(n, d) for n, d in self.params.items() if n not in given)
+        specs = self.specs + missing
+        object.__setattr__(self, "specs", specs)
+        object.__setattr__(self, "params", MappingProxyType({p.name: p.default for p in specs}))
+
+    def spec(self, name: str) -> Param:
+        """The :class:`Param` called ``name``."""
+        for p in self.specs:
+            if p.name == name:
+                return p
+        raise self._unknown([name])
+
+    def _unknown(self, names: list[str]) -> TypeError:
+        takes = ", ".join(self.params) or "no parameters"
+        return TypeError(
+            f"method {self.name!r} does not take {', '.join(names)}; it takes: {takes}"
+        )
+
+    def bind(self, given: Mapping[str, Any]) -> dict[str, Any]:
+        """Defaults updated with ``given``, each validated; unknown names raise
+        ``TypeError``."""
+        unknown = sorted(set(given) - set(self.params))
+        if unknown:
+            raise self._unknown(unknown)
+        return {p.name: p.check(given.get(p.name, p.default), p.name) for p in self.specs}
+
+    def parse(self, given: Mapping[str, Any]) -> dict[str, Any]:
+        """Like :meth:`bind` for values from a command line or config file (strings are
+        converted to the parameter's type); only the given names are returned."""
+        unknown = sorted(set(given) - set(self.params))
+        if unknown:
+            raise self._unknown(unknown)
+        return {n: parse_value(self.spec(n), v) for n, v in given.items()}
+
+    def fused_args(self, params: Mapping[str, Any]) -> tuple[int, tuple[float, ...]]:
+        """``(code, (p0, p1, ...))`` for the fused kernels (unused slots are 0)."""
+        if self.fused_code is None:
+            raise ValueError(f"method {self.name!r} has no fused kernel")
+        slots = [float(params[n]) for n in self.fused_slots]
+        return self.fused_code, tuple(slots + [0.0] * (FUSED_SLOTS - len(slots)))
+
+    def label(self, params: Mapping[str, Any] | None = None) -> str:
+        """Display name with the parameters that have a symbol: ``"softmin k=1"``."""
+        params = self.params if params is None else params
+        parts = [f"{p.symbol}={_fmt(params[p.name])}" for p in self.specs if p.symbol]
+        return " ".join([self.short or self.name, *parts])
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _kappa(value: Any, name: str) -> float:
+    return check_nonnegative(value, name, allow_inf=True)
+
+
+def _nonneg(value: Any, name: str) -> float:
+    return check_nonnegative(value, name)
+
+
+SCALES = ("group", "batch", "none")
+
+
+def _scale(value: Any, name: str) -> str:
+    return check_choice(value, name, SCALES)
+
+
+def _softmin_limits(params: Mapping[str, Any]) -> tuple[str, dict] | None:
+    if params["kappa"] == 0:
+        return "mean", {}
+    if math.isinf(params["kappa"]):
+        return "min", {}
+    return None
+
+
+KAPPA = Param("kappa", 1.0, _kappa, "k", "softmin risk coefficient (0: mean, inf: min)")
+LAM = Param("lam", 0.5, _nonneg, "l", "variance penalty (kappa / 2 matches softmin)")
+SCALE = Param("scale", "group", _scale, "", "grpo: 'group', 'batch' or 'none' (Dr. GRPO)")
+
+BUILTINS: tuple[Aggregator, ...] = (
+    Aggregator(
+        "grpo",
+        agg.weighted_sum,
+        kind="sum_first",
+        kernel=agg.weighted_sum_kernel,
+        attention=agg.weighted_sum_attention,
+        specs=(SCALE,),
+        order="reduce_then_normalize",
+        summary="sum the raw rewards, then group z-score; no stage 3 (TRL's default)",
+    ),
+    Aggregator(
+        "gdpo",
+        agg.weighted_sum,
+        kernel=agg.weighted_sum_kernel,
+        attention=agg.weighted_sum_attention,
+        fused_code=0,
+        summary="weighted sum of group z-scores (GDPO; TRL normalize_then_sum)",
+    ),
+    Aggregator(
+        "mean",
+        agg.weighted_mean,
+        kernel=agg.weighted_mean_kernel,
+        attention=agg.weighted_mean_attention,
+        fused_code=1,
+        summary="weighted mean of group z-scores (softmin at kappa 0)",
+    ),
+    Aggregator(
+        "softmin",
+        agg.softmin,
+        kernel=agg.softmin_kernel,
+        attention=agg.softmin_attention,
+        specs=(KAPPA,),
+        fused_code=2,
+        fused_slots=("kappa",),
+        sweep=({"kappa": 0.5}, {"kappa": 1.0}, {"kappa": 2.0}),
+        limits=_softmin_limits,
+        summary="SoftMin of group z-scores: mean minus a variance penalty (RVPO)",
+    ),
+    Aggregator(
+        "mean_variance",
+        agg.mean_variance,
+        kernel=agg.mean_variance_kernel,
+        attention=agg.mean_variance_attention,
+        specs=(LAM,),
+        fused_code=3,
+        fused_slots=("lam",),
+        sweep=({"lam": 0.5},),
+        summary="mean minus lam times the variance of group z-scores (softmin's twin)",
+        short="mean_var",
+    ),
+    Aggregator(
+        "min",
+        agg.weighted_min,
+        kernel=agg.weighted_min_kernel,
+        attention=agg.weighted_min_attention,
+        fused_code=4,
+        summary="worst group z-score (softmin at kappa inf)",
+    ),
+)
