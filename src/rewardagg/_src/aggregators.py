@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from rewardagg._src.namespace import NumpyOps, TorchOps
+from rewardagg._src.namespace import Ops
 from rewardagg._src.validation import (
     as_float,
     check_finite_or_nan,
@@ -49,17 +49,17 @@ class RowWeights:
     has: Any
     weights: np.ndarray | None = None
 
-    def filled(self, z: Any, ops: NumpyOps | TorchOps, value: float = 0.0) -> Any:
+    def filled(self, z: Any, ops: Ops, value: float = 0.0) -> Any:
         """``z`` with every non-participating entry replaced by ``value``."""
         return z if self.present is None else ops.where(self.present, z, value)
 
-    def finish(self, s: Any, ops: NumpyOps | TorchOps) -> Any:
+    def finish(self, s: Any, ops: Ops) -> Any:
         """NaN for rows without a reward."""
         return s if self.has is None else ops.where(self.has, s, ops.nan)
 
 
 def row_weights(
-    z: Any, weights: np.ndarray | None, ops: NumpyOps | TorchOps, missing: Any = None
+    z: Any, weights: np.ndarray | None, ops: Ops, missing: Any = None
 ) -> RowWeights:
     """Build :class:`RowWeights` for ``z`` (``missing``: its NaN map, or ``None`` if none)."""
     k = z.shape[-1]

@@ -9,17 +9,57 @@ backend detection.
 from __future__ import annotations
 
 import sys
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
-__all__ = ["NumpyOps", "TorchOps", "is_torch", "ops_for"]
+__all__ = ["NumpyOps", "Ops", "TorchOps", "is_torch", "ops_for"]
 
 
 def is_torch(x: Any) -> bool:
     """True when ``x`` is a ``torch.Tensor``, without importing torch."""
     torch = sys.modules.get("torch")
     return torch is not None and isinstance(x, torch.Tensor)
+
+
+class Ops(Protocol):
+    """The operations the algorithms use; :class:`NumpyOps` and :class:`TorchOps` provide
+    them for numpy arrays and torch tensors (same names, same semantics)."""
+
+    name: str
+    nan: float
+    inf: float
+
+    def sum(self, x: Any, axis: int, keepdims: bool = False) -> Any: ...
+    def sumsq(self, x: Any, axis: int, keepdims: bool = False) -> Any: ...
+    def dot_last(self, x: Any, v: Any) -> Any: ...
+    def count(self, p: Any, axis: int, keepdims: bool = False, dtype: Any = None) -> Any: ...
+    def amin(self, x: Any, axis: int, keepdims: bool = False) -> Any: ...
+    def amax(self, x: Any, axis: int, keepdims: bool = False) -> Any: ...
+    def nanmin(self, x: Any, axis: int, keepdims: bool = False) -> Any: ...
+    def nanmax(self, x: Any, axis: int, keepdims: bool = False) -> Any: ...
+    def any(self, x: Any) -> bool: ...
+    def expm1_(self, x: Any) -> Any: ...
+    def isnan(self, x: Any) -> Any: ...
+    def isinf(self, x: Any) -> Any: ...
+    def sqrt(self, x: Any) -> Any: ...
+    def exp(self, x: Any) -> Any: ...
+    def expm1(self, x: Any) -> Any: ...
+    def log1p(self, x: Any) -> Any: ...
+    def log(self, x: Any) -> Any: ...
+    def minimum(self, a: Any, b: Any) -> Any: ...
+    def maximum(self, a: Any, b: Any) -> Any: ...
+    def where(self, c: Any, a: Any, b: Any) -> Any: ...
+    def argsort_last(self, x: Any) -> Any: ...
+    def take_last(self, x: Any, idx: Any) -> Any: ...
+    def cumsum_last(self, x: Any) -> Any: ...
+    def fill_where(self, x: Any, p: Any, value: Any) -> Any: ...
+    def zeros(self, shape: Any, like: Any) -> Any: ...
+    def full(self, shape: Any, value: Any, like: Any) -> Any: ...
+    def asarray(self, x: Any, like: Any) -> Any: ...
+    def bool_like(self, m: np.ndarray, like: Any) -> Any: ...
+    def index(self, x: Any, idx: Any) -> Any: ...
+    def to_numpy(self, x: Any) -> np.ndarray: ...
 
 
 class NumpyOps:
@@ -115,8 +155,34 @@ class NumpyOps:
         return np.log1p(x)
 
     @staticmethod
+    def log(x: Any) -> Any:
+        return np.log(x)
+
+    @staticmethod
+    def minimum(a: Any, b: Any) -> Any:
+        return np.minimum(a, b)
+
+    @staticmethod
+    def maximum(a: Any, b: Any) -> Any:
+        return np.maximum(a, b)
+
+    @staticmethod
     def where(c: Any, a: Any, b: Any) -> Any:
         return np.where(c, a, b)
+
+    # along the last (reward) axis ---------------------------------------------
+    @staticmethod
+    def argsort_last(x: Any) -> Any:
+        """Stable ascending order along the last axis."""
+        return np.argsort(x, axis=-1, kind="stable")
+
+    @staticmethod
+    def take_last(x: Any, idx: Any) -> Any:
+        return np.take_along_axis(x, idx, axis=-1)
+
+    @staticmethod
+    def cumsum_last(x: Any) -> Any:
+        return np.cumsum(x, axis=-1)
 
     @staticmethod
     def fill_where(x, p, value):
@@ -136,6 +202,11 @@ class NumpyOps:
     @staticmethod
     def asarray(x, like):
         return np.asarray(x, dtype=like.dtype)
+
+    @staticmethod
+    def bool_like(m, like):
+        """Boolean numpy ``m`` in ``like``'s library (and device)."""
+        return np.asarray(m, dtype=bool)
 
     @staticmethod
     def index(x, idx):
@@ -211,6 +282,28 @@ class TorchOps:
     def log1p(self, x):
         return self.torch.log1p(x)
 
+    def log(self, x):
+        return self.torch.log(x)
+
+    def minimum(self, a, b):
+        return self.torch.minimum(*self._tensors(a, b))
+
+    def maximum(self, a, b):
+        return self.torch.maximum(*self._tensors(a, b))
+
+    def _tensors(self, a, b):
+        like = a if isinstance(a, self.torch.Tensor) else b
+        return self.asarray(a, like), self.asarray(b, like)
+
+    def argsort_last(self, x):
+        return self.torch.argsort(x, dim=-1, stable=True)
+
+    def take_last(self, x, idx):
+        return self.torch.take_along_dim(x, idx, dim=-1)
+
+    def cumsum_last(self, x):
+        return self.torch.cumsum(x, dim=-1)
+
     def where(self, c, a, b):
         torch = self.torch
         if not isinstance(a, torch.Tensor) and not isinstance(b, torch.Tensor):
@@ -229,6 +322,9 @@ class TorchOps:
     def asarray(self, x, like):
         return self.torch.as_tensor(x, dtype=like.dtype, device=like.device)
 
+    def bool_like(self, m, like):
+        return self.torch.as_tensor(np.asarray(m, dtype=bool)).to(like.device)
+
     def index(self, x, idx):
         if isinstance(idx, np.ndarray):
             idx = self.torch.from_numpy(idx).to(x.device)
@@ -243,7 +339,7 @@ _NUMPY = NumpyOps()
 _TORCH: TorchOps | None = None
 
 
-def ops_for(x: Any) -> NumpyOps | TorchOps:
+def ops_for(x: Any) -> Ops:
     """The operation set for ``x``'s array library (torch for tensors, numpy otherwise)."""
     global _TORCH
     if is_torch(x):

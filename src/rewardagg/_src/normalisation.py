@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from rewardagg._src.grouping import GroupLayout, make_layout
-from rewardagg._src.namespace import NumpyOps, TorchOps
+from rewardagg._src.namespace import Ops
 from rewardagg._src.validation import check_choice, check_nonnegative, prepare_rewards
 
 __all__ = ["group_standardize"]
@@ -33,7 +33,7 @@ SINGLETONS = ("zero", "identity")
 BASELINES = ("mean", "leave_one_out")
 
 
-def _squares_may_leave_range(span: Any, n: int, ops: NumpyOps | TorchOps) -> bool:
+def _squares_may_leave_range(span: Any, n: int, ops: Ops) -> bool:
     """Could a sum of ``n`` squared deviations overflow, or a square underflow?"""
     info = np.finfo(ops.to_numpy(span[(0,) * span.ndim]).dtype)
     big = float(ops.amax(span.reshape(-1), 0))
@@ -46,7 +46,7 @@ def standardize_cells(
     missing: Any,
     *,
     axis: int,
-    ops: NumpyOps | TorchOps,
+    ops: Ops,
     eps: float,
     correction: float,
     singleton: str = "zero",
@@ -128,7 +128,7 @@ def standardize_sorted(
     x: Any,
     missing: Any,
     layout: GroupLayout,
-    ops: NumpyOps | TorchOps,
+    ops: Ops,
     **options: Any,
 ) -> tuple[Any, list]:
     """Stage 1 on rows already in ``layout``'s sorted order: ``(Z, per-bucket signal)``,

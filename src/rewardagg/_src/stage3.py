@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from rewardagg._src.namespace import NumpyOps, TorchOps, is_torch
+from rewardagg._src.namespace import Ops, is_torch
 from rewardagg._src.normalisation import standardize_cells
 from rewardagg._src.validation import as_float, check_finite_or_nan, check_nonnegative
 
@@ -44,7 +44,7 @@ __all__ = [
 
 
 def standardize_scores(
-    s: Any, ops: NumpyOps | TorchOps, *, eps: float, correction: float, process_group: Any = None
+    s: Any, ops: Ops, *, eps: float, correction: float, process_group: Any = None
 ) -> Any:
     """Stage 3 on a 1-D array of scores (NaN = row without a score): rows without a
     score get 0, as do all rows when fewer than two have a score or all are equal."""

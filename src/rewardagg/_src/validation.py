@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from rewardagg._src.namespace import NumpyOps, TorchOps, is_torch, ops_for
+from rewardagg._src.namespace import Ops, is_torch, ops_for
 
 __all__ = [
     "Prepared",
@@ -52,7 +52,7 @@ class Prepared:
     value is missing (the fast path).
     """
 
-    ops: NumpyOps | TorchOps
+    ops: Ops
     values: Any
     missing: Any
     restore: Restore
@@ -111,7 +111,7 @@ def _torch_float(t: Any, name: str) -> tuple[Any, Any]:
 
 def as_float(
     x: Any, name: str, *, library: str = "auto"
-) -> tuple[Any, Restore, NumpyOps | TorchOps]:
+) -> tuple[Any, Restore, Ops]:
     """Convert ``x`` to a float array to compute on: ``(array, restore, ops)``.
 
     ``library="auto"`` computes a CPU tensor with numpy on the tensor's own memory (no
@@ -148,21 +148,16 @@ def _first_bad(bad: np.ndarray) -> str:
     return f"row {idx[0]}" if len(idx) == 1 else "row {}, column {}".format(*idx)
 
 
-def check_finite_or_nan(values: Any, ops: NumpyOps | TorchOps, name: str) -> Any:
+def check_finite_or_nan(values: Any, ops: Ops, name: str) -> Any:
     """Raise on +-inf; return the NaN map, or ``None`` when every value is finite."""
-    if isinstance(ops, TorchOps):
-        finite = ops.torch.isfinite(values)
-    else:
-        finite = np.isfinite(values)
-    if bool(finite.all()):
-        return None
     inf = ops.isinf(values)
     if ops.any(inf):
         raise ValueError(
             f"{name} contains +-inf at {_first_bad(ops.to_numpy(inf))} (shape {_shape(values)}); "
             "use NaN (or mask=False) for a missing reward"
         )
-    return ~finite
+    nan = ops.isnan(values)
+    return nan if ops.any(nan) else None
 
 
 def prepare_rewards(
@@ -197,7 +192,7 @@ def prepare_rewards(
     return Prepared(ops=ops, values=values, missing=missing, restore=restore, was_1d=was_1d)
 
 
-def _apply_mask(values: Any, mask: Any, ops: NumpyOps | TorchOps, was_1d: bool, name: str) -> Any:
+def _apply_mask(values: Any, mask: Any, ops: Ops, was_1d: bool, name: str) -> Any:
     expected = (values.shape[0],) if was_1d else _shape(values)
     if is_torch(mask):
         m = mask.detach().cpu().numpy()
@@ -210,9 +205,7 @@ def _apply_mask(values: Any, mask: Any, ops: NumpyOps | TorchOps, was_1d: bool, 
     absent = (m == 0).reshape(values.shape)
     if not absent.any():
         return values
-    if isinstance(ops, TorchOps):
-        return values.masked_fill(ops.torch.from_numpy(absent).to(values.device), float("nan"))
-    return np.where(absent, np.nan, values)
+    return ops.where(ops.bool_like(absent, values), ops.nan, values)
 
 
 def prepare_weights(weights: Any, n_rewards: int) -> np.ndarray | None:

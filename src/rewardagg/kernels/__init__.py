@@ -321,10 +321,7 @@ def _run_array(rewards, off, w, agg, params, stage1, *, singleton, baseline, val
     if n_inf:
         bad_groups = np.zeros(off.size - 1)
         np.add.at(bad_groups, groups, ops.to_numpy(inf).any(1))
-        bad = bad_groups[groups] > 0
-        if ops.name == "torch":
-            bad = ops.torch.from_numpy(bad).to(s.device)
-        s = ops.where(bad, ops.nan, s)
+        s = ops.where(ops.bool_like(bad_groups[groups] > 0, s), ops.nan, s)
     if to_numpy:
         s = s.numpy()
     return s, n_inf
