@@ -49,7 +49,33 @@ def _participating(zrow, w):
     return [(z, wk) for z, wk in zip(zrow, w, strict=True) if z is not None and wk > 0]
 
 
-def reduce_row(zrow, w, method, *, kappa=1.0, lam=0.5):
+def _cvar(v, alpha):
+    """DESIGN.md 2b: sort ascending, S = (1/alpha) sum_j x_(j) max(0, min(v_(j), alpha - c_(j-1)))."""
+    alpha = mp.mpf(alpha)
+    c = mp.mpf(0)
+    total = mp.mpf(0)
+    for x, vk in sorted(v, key=lambda pair: pair[0]):
+        total += x * max(mp.mpf(0), min(vk, alpha - c))
+        c += vk
+    return total / alpha
+
+
+def _power_mean(v, p):
+    """DESIGN.md 2b: (sum_k v_k x_k^p)^(1/p); p = 0 geometric; a zero with p <= 0 gives 0."""
+    xs = [x for x, _ in v]
+    if any(x < 0 for x in xs):
+        raise ValueError("negative value")
+    if math.isinf(p):
+        return min(xs) if p < 0 else max(xs)
+    if p <= 0 and any(x == 0 for x in xs):
+        return mp.mpf(0)
+    if p == 0:
+        return mp.exp(mp.fsum(vk * mp.log(x) for x, vk in v))
+    pp = mp.mpf(p)
+    return mp.fsum(vk * x**pp for x, vk in v) ** (1 / pp)
+
+
+def reduce_row(zrow, w, method, *, kappa=1.0, lam=0.5, alpha=0.25, p=-1.0):
     pairs = _participating(zrow, w)
     if not pairs:
         return None
@@ -67,19 +93,31 @@ def reduce_row(zrow, w, method, *, kappa=1.0, lam=0.5):
         return -mp.log(mp.fsum(vk * mp.exp(-kap * z) for z, vk in v)) / kap
     if method == "mean_variance":
         return mean - lam * mp.fsum(vk * (z - mean) ** 2 for z, vk in v)
-    raise ValueError(method)
+    if method == "cvar":
+        return _cvar(v, alpha)
+    if method == "power_mean":
+        return _power_mean(v, p)
+    raise ValueError(f"the oracle has no reducer {method!r}: add one (DESIGN.md) to test it")
 
 
-def stage3(S, *, eps, correction):
+#: every stage-2 reducer the oracle knows (registry-wide tests fail for one it does not)
+REDUCERS = ("gdpo", "mean", "softmin", "mean_variance", "min", "cvar", "power_mean")
+
+
+def stage3(S, *, eps, correction, groups=None):
+    """Batch z-score; with ``groups`` (center="group"), each group's mean of S is
+    subtracted first and only the batch std divides."""
     idx = [i for i, s in enumerate(S) if s is not None]
     out = [mp.mpf(0)] * len(S)
+    if groups is not None:
+        S = _centre(S, groups)
     vals = [S[i] for i in idx]
     if len(vals) < 2 or max(vals) == min(vals):
         return out
     mu = mp.fsum(vals) / len(vals)
     sd = mp.sqrt(mp.fsum((s - mu) ** 2 for s in vals) / (len(vals) - correction))
     for i in idx:
-        out[i] = (S[i] - mu) / (sd + eps)
+        out[i] = ((S[i] - mu) if groups is None else S[i]) / (sd + eps)
     return out
 
 
@@ -98,9 +136,17 @@ def advantages(
     baseline="mean",
     kappa=1.0,
     lam=0.5,
+    alpha=0.25,
+    p=-1.0,
     scale="group",
+    order=None,
+    center="batch",
+    multipliers=None,
 ):
-    """float64 advantages computed from ``R`` (any float dtype) at 60 digits."""
+    """float64 advantages computed from ``R`` (any float dtype) at 60 digits.
+
+    ``multipliers`` is ``{column index: lambda}``; ``order=None`` is the method's default
+    (``"reduce_then_normalize"`` for power_mean, ``"normalize_then_reduce"`` otherwise)."""
     R = np.array(R, dtype=np.float64)
     if R.ndim == 1:
         R = R[:, None]
@@ -135,13 +181,40 @@ def advantages(
             else:
                 a = [mp.mpf(0)] * n
         return np.array([float(x) for x in a])
-    Z = stage1(R, groups, eps=eps, correction=correction, singleton=singleton, baseline=baseline)
-    S = [reduce_row(Z[i], w, method, kappa=kappa, lam=lam) for i in range(n)]
+    opts = dict(eps=eps, correction=correction, singleton=singleton, baseline=baseline)
+    Z = stage1(R, groups, **opts)
+    params = dict(kappa=kappa, lam=lam, alpha=alpha, p=p)
+    order = order or (
+        "reduce_then_normalize" if method == "power_mean" else "normalize_then_reduce"
+    )
+    if order == "normalize_then_reduce":
+        S = [reduce_row(Z[i], w, method, **params) for i in range(n)]
+    else:  # reduce the raw rewards, then standardise the score in its group (as stage 1)
+        raw = [[None if math.isnan(x) else mp.mpf(float(x)) for x in row] for row in R]
+        s = [reduce_row(raw[i], w, method, **params) for i in range(n)]
+        col = np.array([np.nan if x is None else float(x) for x in s])[:, None]
+        S = [z[0] for z in stage1(col, groups, **opts)]  # the score rounded to float once
+    for c, lam_c in (multipliers or {}).items():
+        S = [None if S[i] is None else S[i] + lam_c * (Z[i][c] or 0) for i in range(n)]
     if batch_norm:
-        A = stage3(S, eps=eps, correction=correction)
+        A = stage3(S, eps=eps, correction=correction, groups=groups if center == "group" else None)
+    elif center == "group":
+        A = [mp.mpf(0) if s is None else s for s in _centre(S, groups)]
     else:
         A = [mp.mpf(0) if s is None else s for s in S]
     return np.array([float(x) for x in A])
+
+
+def _centre(S, groups):
+    """Each group's scores minus the group's mean over its rows that have one."""
+    S = list(S)
+    for rows in groups:
+        have = [i for i in rows if S[i] is not None]
+        if have:
+            mu_g = mp.fsum(S[i] for i in have) / len(have)
+            for i in have:
+                S[i] = S[i] - mu_g
+    return S
 
 
 def zscores(R, **kw):

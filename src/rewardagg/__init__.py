@@ -8,21 +8,26 @@ Regularization", 2026, https://arxiv.org/abs/2605.05750
 """
 
 from rewardagg._src.aggregators import (
+    cvar,
     mean_variance,
+    power_mean,
     softmin,
     weighted_mean,
     weighted_min,
     weighted_sum,
 )
+from rewardagg._src.constraints import ConstraintTracker
 from rewardagg._src.diagnostics import AggregationInfo
 from rewardagg._src.normalisation import group_standardize
 from rewardagg._src.pipeline import (
     advantages,
+    cvar_advantages,
     gdpo_advantages,
     grpo_advantages,
     mean_advantages,
     mean_variance_advantages,
     min_advantages,
+    power_mean_advantages,
     softmin_advantages,
 )
 from rewardagg._src.registry import (
@@ -39,10 +44,13 @@ from rewardagg._version import __version__
 __all__ = [
     "AggregationInfo",
     "Aggregator",
+    "ConstraintTracker",
     "__version__",
     "advantages",
     "available_methods",
     "batch_standardize",
+    "cvar",
+    "cvar_advantages",
     "expand_to_tokens",
     "gdpo_advantages",
     "get_aggregator",
@@ -52,6 +60,8 @@ __all__ = [
     "mean_variance",
     "mean_variance_advantages",
     "min_advantages",
+    "power_mean",
+    "power_mean_advantages",
     "register_aggregator",
     "softmin",
     "softmin_advantages",

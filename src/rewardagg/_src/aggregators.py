@@ -28,10 +28,20 @@ from rewardagg._src.validation import (
     as_float,
     check_finite_or_nan,
     check_nonnegative,
+    check_real,
+    check_unit_interval,
     prepare_weights,
 )
 
-__all__ = ["mean_variance", "softmin", "weighted_mean", "weighted_min", "weighted_sum"]
+__all__ = [
+    "cvar",
+    "mean_variance",
+    "power_mean",
+    "softmin",
+    "weighted_mean",
+    "weighted_min",
+    "weighted_sum",
+]
 
 
 @dataclass(frozen=True)
@@ -58,9 +68,7 @@ class RowWeights:
         return s if self.has is None else ops.where(self.has, s, ops.nan)
 
 
-def row_weights(
-    z: Any, weights: np.ndarray | None, ops: Ops, missing: Any = None
-) -> RowWeights:
+def row_weights(z: Any, weights: np.ndarray | None, ops: Ops, missing: Any = None) -> RowWeights:
     """Build :class:`RowWeights` for ``z`` (``missing``: its NaN map, or ``None`` if none)."""
     k = z.shape[-1]
     w_np = np.ones(k) if weights is None else np.asarray(weights, dtype=np.float64)
@@ -119,6 +127,59 @@ def softmin_kernel(z, rw: RowWeights, ops, *, kappa: float):
     return rw.finish(m[..., 0] - ops.log1p(s) / kappa, ops)
 
 
+def _cvar_shares(z, rw: RowWeights, ops, alpha: float):
+    """Sorted order and the weight each sorted value gets in the worst ``alpha`` share:
+    ``max(0, min(v_(j), alpha - c_(j-1)))`` with ``c`` the running sum of sorted weights."""
+    order = ops.argsort_last(rw.filled(z, ops, ops.inf))
+    v = rw.v if rw.present is not None else rw.v + 0.0 * z
+    vs = ops.take_last(ops.where(z == z, v, 0.0), order)
+    before = ops.cumsum_last(vs) - vs  # c_(j-1)
+    share = ops.maximum(ops.minimum(vs, alpha - before), 0.0)
+    return order, share
+
+
+def cvar_kernel(z, rw: RowWeights, ops, *, alpha: float):
+    order, share = _cvar_shares(z, rw, ops, alpha)
+    zs = ops.take_last(rw.filled(z, ops), order)
+    return rw.finish(ops.sum(zs * share, -1) / alpha, ops)
+
+
+def _check_power_input(x, rw: RowWeights, ops) -> None:
+    if ops.any(rw.filled(x, ops) < 0):
+        raise ValueError(
+            "power_mean is defined for non-negative values only: use it with "
+            "order='reduce_then_normalize' on non-negative rewards (z-scores are negative "
+            "by construction); a negative reward was found"
+        )
+
+
+def power_mean_kernel(x, rw: RowWeights, ops, *, p: float):
+    """``(sum_k v_k x_k^p)^(1/p)`` in the log domain (no overflow for large ``|p|``):
+    ``exp((m + log sum_k v_k exp(p log x_k - m)) / p)`` with ``m = max_k p log x_k``."""
+    _check_power_input(x, rw, ops)
+    if math.isinf(p):
+        if p < 0:
+            return weighted_min_kernel(x, rw, ops)
+        return rw.finish(ops.amax(rw.filled(x, ops, -ops.inf), -1), ops)
+    xf = rw.filled(x, ops, 1.0)  # non-participating: 1 (log 0), weight 0
+    zero = xf == 0  # a zero takes the mean to 0 when p <= 0
+    any_zero = ops.amax(ops.where(zero, 1.0, 0.0 * xf), -1) > 0
+    logx = ops.log(ops.where(zero, 1.0, xf))
+    if p == 0:
+        s = ops.exp(ops.dot_last(logx, rw.v))
+        return rw.finish(ops.where(any_zero, 0.0, s), ops)
+    # x^p with the zeros (and the non-participating entries) contributing nothing
+    t = ops.where(zero, -ops.inf, rw.filled(p * logx, ops, -ops.inf))
+    m = ops.amax(t, -1, keepdims=True)
+    finite_m = ops.where(ops.isinf(m), 0.0, m)
+    total = ops.dot_last(ops.exp(t - finite_m), rw.v)
+    s = ops.exp((finite_m[..., 0] + ops.log(ops.where(total > 0, total, 1.0))) / p)
+    s = ops.where(ops.isinf(m[..., 0]), 0.0, s)  # every present value 0: the mean is 0
+    if p < 0:  # one zero: 0^p = inf in the sum, the mean is 0
+        s = ops.where(any_zero, 0.0, s)
+    return rw.finish(s, ops)
+
+
 # --------------------------------------------------------------- attention: dS_i / dZ_ik
 
 
@@ -161,6 +222,26 @@ def mean_variance_attention(z, rw, ops, *, lam: float):
     zf = rw.filled(z, ops)
     mean = ops.sum(zf * rw.v, -1, keepdims=True)
     return rw.filled(rw.v * (1.0 - 2.0 * lam * (zf - mean)), ops)
+
+
+def cvar_attention(z, rw, ops, *, alpha: float):
+    r""":math:`\partial S / \partial Z_{ik}`: the share of reward :math:`k` in the worst
+    ``alpha`` mass divided by ``alpha`` (a subgradient at ties)."""
+    order, share = _cvar_shares(z, rw, ops, alpha)
+    back = ops.argsort_last(order)
+    return rw.filled(ops.take_last(share / alpha, back), ops)
+
+
+def power_mean_attention(x, rw, ops, *, p: float):
+    r""":math:`\partial S / \partial x_{ik} = v_{ik} (x_{ik} / S_i)^{p - 1}` (0 where
+    :math:`x = 0` or :math:`S = 0`; the min's one-hot at :math:`p = -\infty`)."""
+    if math.isinf(p):
+        return _ties(x, rw, ops) if p < 0 else _ties(-x, rw, ops)
+    s = power_mean_kernel(x, rw, ops, p=p)[..., None]
+    xf = rw.filled(x, ops, 0.0)
+    ok = (xf > 0) & (s > 0)
+    ratio = ops.where(ok, xf / ops.where(ok, s, 1.0), 1.0)
+    return rw.filled(ops.where(ok, rw.v * ops.exp((p - 1.0) * ops.log(ratio)), 0.0), ops)
 
 
 # --------------------------------------------------------------------------- public API
@@ -318,3 +399,85 @@ def softmin(z: Any, *, kappa: float, weights: Any = None):
     """
     kappa = check_nonnegative(kappa, "kappa", allow_inf=True)
     return _reduce(softmin_kernel, z, weights, kappa=kappa)
+
+
+def cvar(z: Any, *, alpha: float = 0.25, weights: Any = None):
+    r"""Conditional value at risk: the :math:`v`-weighted mean of the worst ``alpha`` share
+    of a row's values.
+
+    Sort the present values ascending, :math:`x_{(1)} \le x_{(2)} \le \dots`, with their
+    weights :math:`v_{(j)}` and running sums :math:`c_j = v_{(1)} + \dots + v_{(j)}`
+    (:math:`c_0 = 0`):
+
+    .. math::
+
+        S_i = \frac{1}{\alpha} \sum_j x_{(j)} \max\big(0, \min(v_{(j)}, \alpha - c_{j-1})\big)
+
+    ``alpha = 1`` is :func:`weighted_mean` exactly; ``alpha -> 0`` tends to
+    :func:`weighted_min`. Unlike the SoftMin it ignores how far the better values are
+    above the tail.
+
+    Args:
+        z: ``(..., K)`` values (z-scores or raw rewards), NaN = missing.
+        alpha: tail mass :math:`\alpha \in (0, 1]`.
+        weights: ``(K,)`` non-negative weights (renormalised per row to :math:`v_{ik}`).
+
+    Returns:
+        ``(...)`` scores; NaN for rows with no present positive-weight reward.
+
+    Examples:
+        >>> import numpy as np
+        >>> from rewardagg import cvar
+        >>> z = np.array([[1.0, -1.0, 0.5, 0.0], [0.2, np.nan, 0.4, 0.6]])
+        >>> cvar(z, alpha=0.5)  # mean of the worst half (two of four, or 1.5 of three)
+        array([-0.5       ,  0.26666667])
+        >>> cvar(z, alpha=1.0).round(4)  # the mean
+        array([0.125, 0.4  ])
+
+    References:
+        Rockafellar, Uryasev, "Optimization of conditional value-at-risk", Journal of Risk
+        2(3), 2000.
+    """
+    alpha = check_unit_interval(alpha, "alpha")
+    return _reduce(cvar_kernel, z, weights, alpha=alpha)
+
+
+def power_mean(x: Any, *, p: float = -1.0, weights: Any = None):
+    r"""Weighted power (Hölder) mean of non-negative values.
+
+    .. math::
+
+        S_i = \Big(\sum_{k \in P_i} v_{ik}\, x_{ik}^{\,p}\Big)^{1/p}
+
+    ``p = 1`` is the weighted mean, ``p = 0`` the weighted geometric mean
+    :math:`\exp \sum_k v_{ik} \log x_{ik}`, ``p = -1`` the harmonic mean, ``p = -inf``
+    the minimum. For ``p <= 0`` a zero value makes the row's mean 0: one failed criterion
+    cannot be bought back. Defined for :math:`x \ge 0` only, so in the advantage pipeline
+    it reduces RAW rewards (``order="reduce_then_normalize"``).
+
+    Args:
+        x: ``(..., K)`` non-negative values, NaN = missing.
+        p: the exponent, any real number or ``-inf``/``inf`` (not NaN).
+        weights: ``(K,)`` non-negative weights (renormalised per row to :math:`v_{ik}`).
+
+    Returns:
+        ``(...)`` scores; NaN for rows with no present positive-weight value.
+
+    Raises:
+        ValueError: a negative value (z-scores are negative by construction).
+
+    Examples:
+        >>> import numpy as np
+        >>> from rewardagg import power_mean
+        >>> x = np.array([[1.0, 0.25], [1.0, 0.0]])
+        >>> power_mean(x, p=-1.0)  # harmonic: 2 / (1 + 4); a zero gives 0
+        array([0.4, 0. ])
+        >>> power_mean(x, p=0.0), power_mean(x, p=1.0)  # geometric, arithmetic
+        (array([0.5, 0. ]), array([0.625, 0.5  ]))
+
+    References:
+        Fan, Kroer, et al., "Welfare and fairness in multi-objective reinforcement
+        learning", 2022, https://arxiv.org/abs/2212.01382 (power-mean welfare).
+    """
+    p = check_real(p, "p")
+    return _reduce(power_mean_kernel, x, weights, p=p)

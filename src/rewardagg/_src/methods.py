@@ -23,7 +23,12 @@ from types import MappingProxyType
 from typing import Any
 
 from rewardagg._src import aggregators as agg
-from rewardagg._src.validation import check_choice, check_nonnegative
+from rewardagg._src.validation import (
+    check_choice,
+    check_nonnegative,
+    check_real,
+    check_unit_interval,
+)
 
 __all__ = [
     "BUILTINS",
@@ -31,7 +36,6 @@ __all__ = [
     "ORDERS",
     "Aggregator",
     "Param",
-    "check_real",
     "parse_value",
 ]
 
@@ -40,17 +44,6 @@ ORDERS = ("normalize_then_reduce", "reduce_then_normalize")
 
 FUSED_SLOTS = 2
 """Number of float parameter slots the fused kernels take after the method code."""
-
-
-def check_real(value: Any, name: str) -> float:
-    """A real number that is not NaN (``inf`` allowed): the default validator of a
-    registered method's numeric parameter."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a real number; got {value!r}")
-    v = float(value)
-    if math.isnan(v):
-        raise ValueError(f"{name} must be a number, not NaN")
-    return v
 
 
 def _check_str(value: Any, name: str) -> str:
@@ -120,8 +113,11 @@ class Aggregator:
             ``None`` when unknown (diagnostics then report NaN).
         specs: the :class:`Param` of each parameter, in the order of ``params``.
         order: the stage order the method runs in by default (:data:`ORDERS`).
+        orders: the stage orders the method accepts.
         fused_code: the method's code in the fused kernels (``None``: array path only).
         fused_slots: which parameter fills each float slot of the fused kernels.
+        fused_backends: the fused backends that implement ``fused_code`` (Triton merges
+            reward blocks online, which an order statistic such as CVaR cannot).
         sweep: parameter settings the demo and the audit compare (``({},)``: defaults).
         limits: ``limits(params) -> (name, params) | None``: the method another entry
             computes exactly for these parameters (softmin at kappa 0 is mean), so kernels
@@ -138,8 +134,10 @@ class Aggregator:
     attention: Callable[..., Any] | None = None
     specs: tuple[Param, ...] = ()
     order: str = "normalize_then_reduce"
+    orders: tuple[str, ...] = ORDERS
     fused_code: int | None = None
     fused_slots: tuple[str, ...] = ()
+    fused_backends: tuple[str, ...] = ("numba", "triton")
     sweep: tuple[Mapping[str, Any], ...] = ({},)
     limits: Callable[[Mapping[str, Any]], tuple[str, dict] | None] | None = None
     summary: str = ""
@@ -181,6 +179,20 @@ class Aggregator:
             raise self._unknown(unknown)
         return {n: parse_value(self.spec(n), v) for n, v in given.items()}
 
+    def check_order(self, order: str | None) -> str:
+        """The stage order to run (``None``: the method's default); a ``ValueError`` saying
+        why when the method cannot run in ``order``."""
+        if order is None:
+            return self.order
+        check_choice(order, "order", ORDERS)
+        if order not in self.orders:
+            why = _ORDER_REASONS.get(self.name, "")
+            raise ValueError(
+                f"method {self.name!r} runs only with order={self.orders[0]!r}; "
+                f"got order={order!r}{why}"
+            )
+        return order
+
     def fused_args(self, params: Mapping[str, Any]) -> tuple[int, tuple[float, ...]]:
         """``(code, (p0, p1, ...))`` for the fused kernels (unused slots are 0)."""
         if self.fused_code is None:
@@ -214,6 +226,16 @@ def _scale(value: Any, name: str) -> str:
     return check_choice(value, name, SCALES)
 
 
+def _alpha_limits(params: Mapping[str, Any]) -> tuple[str, dict] | None:
+    return ("mean", {}) if params["alpha"] == 1 else None
+
+
+def _power_limits(params: Mapping[str, Any]) -> tuple[str, dict] | None:
+    if params["p"] == 1:
+        return "mean", {}
+    return ("min", {}) if params["p"] == -math.inf else None
+
+
 def _softmin_limits(params: Mapping[str, Any]) -> tuple[str, dict] | None:
     if params["kappa"] == 0:
         return "mean", {}
@@ -224,6 +246,8 @@ def _softmin_limits(params: Mapping[str, Any]) -> tuple[str, dict] | None:
 
 KAPPA = Param("kappa", 1.0, _kappa, "k", "softmin risk coefficient (0: mean, inf: min)")
 LAM = Param("lam", 0.5, _nonneg, "l", "variance penalty (kappa / 2 matches softmin)")
+ALPHA = Param("alpha", 0.25, check_unit_interval, "a", "CVaR tail mass in (0, 1] (1: mean)")
+POWER = Param("p", -1.0, check_real, "p", "power-mean exponent (1 mean, 0 geometric, -inf min)")
 SCALE = Param("scale", "group", _scale, "", "grpo: 'group', 'batch' or 'none' (Dr. GRPO)")
 
 BUILTINS: tuple[Aggregator, ...] = (
@@ -235,6 +259,7 @@ BUILTINS: tuple[Aggregator, ...] = (
         attention=agg.weighted_sum_attention,
         specs=(SCALE,),
         order="reduce_then_normalize",
+        orders=("reduce_then_normalize",),
         summary="sum the raw rewards, then group z-score; no stage 3 (TRL's default)",
     ),
     Aggregator(
@@ -285,4 +310,37 @@ BUILTINS: tuple[Aggregator, ...] = (
         fused_code=4,
         summary="worst group z-score (softmin at kappa inf)",
     ),
+    Aggregator(
+        "cvar",
+        agg.cvar,
+        kernel=agg.cvar_kernel,
+        attention=agg.cvar_attention,
+        specs=(ALPHA,),
+        fused_code=5,
+        fused_slots=("alpha",),
+        fused_backends=("numba",),
+        sweep=({"alpha": 0.25}, {"alpha": 0.5}),
+        limits=_alpha_limits,
+        summary="mean of the worst alpha share of a row's values (CVaR)",
+    ),
+    Aggregator(
+        "power_mean",
+        agg.power_mean,
+        kernel=agg.power_mean_kernel,
+        attention=agg.power_mean_attention,
+        specs=(POWER,),
+        order="reduce_then_normalize",
+        orders=("reduce_then_normalize",),
+        sweep=({"p": -1.0}, {"p": 0.0}),
+        limits=_power_limits,
+        summary="power mean of the raw rewards, then group z-score (p=0 geometric, -inf min)",
+    ),
 )
+
+_ORDER_REASONS = {
+    "power_mean": (
+        ": a power mean is defined for non-negative values, and z-scores are negative by "
+        "construction (it reduces the raw rewards, then standardises the score)"
+    ),
+    "grpo": ": grpo sums the raw rewards first; the other order is 'gdpo'",
+}

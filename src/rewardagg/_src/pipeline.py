@@ -8,15 +8,18 @@ Every named method is a composition of the public stages: :func:`group_standardi
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from rewardagg import kernels
 from rewardagg._src.aggregators import row_weights, weighted_sum_kernel
+from rewardagg._src.constraints import resolve_multipliers
 from rewardagg._src.diagnostics import AggregationInfo, compute_info
 from rewardagg._src.grouping import GroupLayout, make_layout
 from rewardagg._src.methods import Aggregator
+from rewardagg._src.namespace import Ops
 from rewardagg._src.normalisation import check_stage_options, standardize_sorted
 from rewardagg._src.registry import get_aggregator
 from rewardagg._src.stage3 import standardize_scores
@@ -27,13 +30,17 @@ from rewardagg._src.validation import (
     prepare_weights,
 )
 
+CENTERS = ("batch", "group")
+
 __all__ = [
     "advantages",
+    "cvar_advantages",
     "gdpo_advantages",
     "grpo_advantages",
     "mean_advantages",
     "mean_variance_advantages",
     "min_advantages",
+    "power_mean_advantages",
     "softmin_advantages",
 ]
 
@@ -42,7 +49,9 @@ def _no_grad(ops):
     return ops.torch.no_grad() if ops.name == "torch" else contextlib.nullcontext()
 
 
-def _fused_backend(backend: str, agg: Aggregator, rewards: Any, return_info: bool) -> str | None:
+def _fused_backend(
+    backend: str, agg: Aggregator, rewards: Any, return_info: bool, order: str
+) -> str | None:
     """The rewardagg.kernels backend that runs stages 1-2 in one pass, or None (array path).
 
     "auto" takes it when the kernels pick numba (CPU, large input) or Triton (CUDA) for a
@@ -50,19 +59,29 @@ def _fused_backend(backend: str, agg: Aggregator, rewards: Any, return_info: boo
     "numba"/"triton" insist on it.
     """
     if backend in kernels.FUSED_BACKENDS:
-        if agg.fused_code is None:
-            raise ValueError(
-                f"backend={backend!r} runs the methods with a fused kernel "
-                f"({', '.join(kernels.fused_methods())}); method {agg.name!r} needs "
-                "backend='auto', 'numpy' or 'torch'"
-            )
+        why = _not_fused(agg, backend, order)
+        if why:
+            raise ValueError(f"backend={backend!r} {why}; use backend='auto', 'numpy' or 'torch'")
         return backend
-    if backend != "auto" or agg.fused_code is None or return_info:
-        return None
-    if not hasattr(rewards, "shape"):
+    if backend != "auto" or return_info or not hasattr(rewards, "shape"):
         return None
     name = kernels.resolve_backend(rewards)
-    return name if name in kernels.FUSED_BACKENDS else None
+    fusable = name in kernels.FUSED_BACKENDS and not _not_fused(agg, name, order)
+    return name if fusable else None
+
+
+def _not_fused(agg: Aggregator, backend: str, order: str) -> str:
+    """Why ``backend`` cannot run ``agg`` in ``order`` ("" when it can)."""
+    if agg.fused_code is None:
+        return (
+            f"runs the methods with a fused kernel ({', '.join(kernels.fused_methods())}); "
+            f"method {agg.name!r} has none"
+        )
+    if backend not in agg.fused_backends:
+        return f"has no kernel for method {agg.name!r} (an order statistic over reward blocks)"
+    if order != "normalize_then_reduce":
+        return f"fuses stages 1-2 (order='normalize_then_reduce'); got order={order!r}"
+    return ""
 
 
 def _finite_scores(s: Any, method: str) -> Any:
@@ -76,25 +95,24 @@ def _finite_scores(s: Any, method: str) -> Any:
     return s
 
 
+def _group_scores(s, layout: GroupLayout, ops: Ops, *, scale: bool, **stage1: Any) -> Any:
+    """Per-row scores standardised (or only centred) inside their group, exactly as stage 1
+    standardises one reward; NaN stays NaN."""
+    s_missing = ops.isnan(s)
+    s_missing = s_missing[:, None] if ops.any(s_missing) else None
+    out, _ = standardize_sorted(s[:, None], s_missing, layout, ops, scale=scale, **stage1)
+    return out[:, 0]
+
+
 def _grpo_scores(
     x, missing, w, layout: GroupLayout, ops, *, scale: str, eps, correction, singleton, baseline
 ):
     """Sum the raw rewards, then normalise each row's sum inside its group."""
     rw = row_weights(x, w, ops, missing)
-    s = _finite_scores(weighted_sum_kernel(x, rw, ops), "grpo")[:, None]
-    s_missing = ops.isnan(s) if rw.has is not None else None
-    centred, _ = standardize_sorted(
-        s,
-        s_missing,
-        layout,
-        ops,
-        eps=eps,
-        correction=correction,
-        singleton=singleton,
-        baseline=baseline,
-        scale=scale == "group",
-    )
-    adv = centred[:, 0]
+    s = _finite_scores(weighted_sum_kernel(x, rw, ops), "grpo")
+    stage1 = dict(eps=eps, correction=correction, singleton=singleton, baseline=baseline)
+    adv = _group_scores(s, layout, ops, scale=scale == "group", **stage1)
+    s = s[:, None]
     if scale == "batch":  # TRL scale_rewards="batch": divide by the std of all row sums
         sd = standardize_scale(s[:, 0], ops, correction=correction)
         adv = adv / (sd + eps) if sd > 0 else adv * 0.0
@@ -108,6 +126,56 @@ def standardize_scale(s, ops, *, correction: float) -> float:
     if keep.size - correction <= 0 or keep.size < 2:
         return 0.0
     return float(np.std(keep - keep.min(), ddof=correction))
+
+
+def _check_stage3_options(agg: Aggregator, center: str, multipliers: Any) -> None:
+    if agg.kind == "sum_first" and (center != "batch" or multipliers is not None):
+        raise ValueError(
+            f"method {agg.name!r} has no stage 3, so no center= or multipliers=; use "
+            "method='gdpo' with order='reduce_then_normalize' (GRPO's score) instead"
+        )
+
+
+def _constraint_terms(x, missing, z, layout, ops, cols, lams, stage1) -> Any:
+    r""":math:`\sum_c \lambda_c Z_{ic}` with :math:`Z` of stage 1, 0 where missing; only the
+    constrained columns are standardised when stage 1 did not run."""
+    if z is None:
+        xc = x[:, cols]
+        mc = None if missing is None else missing[:, cols]
+        zc, _ = standardize_sorted(xc, mc, layout, ops, **stage1)
+    else:
+        zc = z[:, cols]
+    zc = ops.where(ops.isnan(zc), 0.0, zc)
+    return ops.dot_last(zc, ops.asarray(np.asarray(lams), like=zc))
+
+
+def _stage3(s, layout, ops, batch_norm, center, eps, correction, process_group) -> Any:
+    """Stage 3 as configured; rows without a score get 0."""
+    if center == "group":  # the group mean over its rows with a score (no dof involved)
+        s = _group_scores(s, layout, ops, scale=False, eps=eps, correction=0.0)
+    if not batch_norm:
+        return ops.where(ops.isnan(s), 0.0, s)
+    return standardize_scores(
+        s,
+        ops,
+        eps=eps,
+        correction=correction,
+        process_group=process_group,
+        centre=center == "batch",
+    )
+
+
+def _attention(agg, reducer, params, order, x, z, w, rw, missing, ops) -> Any:
+    """``dS/dZ`` of the reducer at the values it reduced (``dS/dR`` for the raw-reward
+    order; grpo's only parameter acts after its sum, so its attention is the weights)."""
+    if agg.attention is None:
+        return None
+    att = reducer.attention if reducer is not agg else agg.attention
+    if agg.kind == "sum_first":
+        return att(z, rw, ops)
+    if order == "reduce_then_normalize":
+        return att(x, row_weights(x, w, ops, missing), ops, **params)
+    return att(z, rw, ops, **params)
 
 
 def _fused_scores(x, layout, agg: Aggregator, params, w, n_rewards, backend, stage1, prep):
@@ -136,6 +204,10 @@ def advantages(
     group_ids: Any = None,
     weights: Any = None,
     mask: Any = None,
+    order: str | None = None,
+    center: str = "batch",
+    multipliers: Mapping[Any, float] | None = None,
+    reward_names: Sequence[str] | None = None,
     eps: float = 1e-6,
     correction: float = 1,
     batch_norm: bool = True,
@@ -145,7 +217,7 @@ def advantages(
     backend: str = "auto",
     process_group: Any = None,
     **method_params: Any,
-):
+) -> Any:
     r"""Advantages of a batch of completions scored by several rewards.
 
     Stage 1 standardises each reward inside each group, stage 2 reduces the rewards of a
@@ -157,6 +229,13 @@ def advantages(
         Z_{ik} = \frac{R_{ik} - \mu_{g(i)k}}{\sigma_{g(i)k} + \varepsilon}, \qquad
         S_i = \operatorname{agg}_k(Z_{ik}; v_{ik}), \qquad
         A_i = \frac{S_i - \operatorname{mean}(S)}{\operatorname{std}(S) + \varepsilon}.
+
+    ``order="reduce_then_normalize"`` runs stage 2 on the raw rewards instead and
+    standardises each row's score inside its group (as stage 1 does one reward), then
+    stage 3; with ``softmin`` this is the smooth Tchebycheff scalarisation, with ``gdpo``
+    and ``batch_norm=False`` it is GRPO. ``multipliers={c: lambda_c}`` adds
+    :math:`\lambda_c Z_{ic}` to the score before stage 3 (Lagrangian constraints; see
+    :class:`ConstraintTracker` to adapt them across steps).
 
     ``method="grpo"`` instead sums the raw rewards, :math:`s_i = \sum_k w_k R_{ik}`, and
     normalises :math:`s` inside the group (``scale="group"``), only centres it
@@ -170,6 +249,16 @@ def advantages(
         group_ids: one label per row, any order, uneven sizes (verl's ``uid``).
         weights: ``(K,)`` non-negative reward weights :math:`w_k` (default all ones).
         mask: boolean ``(N, K)``; ``False`` marks a missing reward.
+        order: ``"normalize_then_reduce"`` (z-score each reward, then reduce) or
+            ``"reduce_then_normalize"`` (reduce the raw rewards, then z-score the score in
+            its group); ``None``: the method's default (DESIGN.md section 2b).
+        center: stage 3 centring: ``"batch"`` (subtract the batch mean) or ``"group"``
+            (subtract each group's mean, so every group's advantages sum to zero, then
+            divide by the batch std of the centred scores).
+        multipliers: ``{column: lambda}`` with ``lambda >= 0``: adds
+            :math:`\lambda_c Z_{ic}` (0 where missing) to every score before stage 3.
+            A column is an integer index or a name from ``reward_names``.
+        reward_names: ``(K,)`` names of the reward columns (for ``multipliers``).
         eps: :math:`\varepsilon` of stages 1 and 3.
         correction: degrees of freedom of every std (1 = Bessel, as torch/TRL/verl).
         batch_norm: apply stage 3; ``False`` returns :math:`S` (0 for rows without one).
@@ -181,8 +270,10 @@ def advantages(
             :mod:`rewardagg.kernels`). ``"auto"`` takes numba for large CPU inputs and
             Triton for CUDA tensors when installed, and the input's library otherwise.
         process_group: ``torch.distributed`` group for stage 3 across ranks.
-        **method_params: the method's parameters: ``kappa`` (softmin, default 1),
-            ``lam`` (mean_variance, default 0.5), ``scale`` (grpo, default ``"group"``).
+        **method_params: the method's parameters, from its entry in the method table
+            (``rewardagg.get_aggregator(method).params``): ``kappa`` (softmin, default 1),
+            ``lam`` (mean_variance), ``alpha`` (cvar), ``p`` (power_mean), ``scale``
+            (grpo), or those of a registered method.
 
     Returns:
         ``(N,)`` advantages in the input's library, device and float dtype (float64 for
@@ -208,8 +299,11 @@ def advantages(
     """
     agg = get_aggregator(method)
     params = agg.bind(method_params)
+    order = agg.check_order(order)
+    center = check_choice(center, "center", CENTERS)
     check_choice(backend, "backend", kernels.BACKENDS)
-    fused = _fused_backend(backend, agg, rewards, return_info)  # None: the array path
+    _check_stage3_options(agg, center, multipliers)
+    fused = _fused_backend(backend, agg, rewards, return_info, order)  # None: the array path
     prep = prepare_rewards(
         rewards,
         mask,
@@ -218,11 +312,16 @@ def advantages(
     )
     ops = prep.ops
     w = prepare_weights(weights, prep.n_rewards)
+    cols, lams = resolve_multipliers(multipliers, reward_names, prep.n_rewards)
     eps, correction, singleton, baseline = check_stage_options(eps, correction, singleton, baseline)
     layout = make_layout(prep.n_rows, group_size, group_ids)
     stage1: dict[str, Any] = dict(
         eps=eps, correction=correction, singleton=singleton, baseline=baseline
     )
+    # the entry that computes stage 2 exactly for these parameters (cvar at alpha=1: mean)
+    limit = agg.limits(params) if agg.limits is not None else None
+    reducer, reducer_params = (get_aggregator(limit[0]), limit[1]) if limit else (agg, params)
+    assert reducer.kernel is not None  # every table entry has one
     # overflow is detected below and raised as a ValueError, not left as a warning + NaN
     with _no_grad(ops), np.errstate(over="ignore", invalid="ignore"):
         x = layout.sort_rows(prep.values, ops)
@@ -233,30 +332,31 @@ def advantages(
         else:
             if fused is not None:
                 s = _fused_scores(x, layout, agg, params, w, prep.n_rewards, fused, stage1, prep)
-            else:
+            elif order == "normalize_then_reduce":
                 z, signals = standardize_sorted(x, missing, layout, ops, **stage1)
                 rw = row_weights(z, w, ops, missing)
-                assert agg.kernel is not None  # every table entry has one
-                s = agg.kernel(z, rw, ops, **params)
-            s = _finite_scores(s, agg.name)
-            if batch_norm:
-                adv = standardize_scores(
-                    s, ops, eps=eps, correction=correction, process_group=process_group
-                )
+                s = reducer.kernel(z, rw, ops, **reducer_params)
             else:
-                adv = ops.where(ops.isnan(s), 0.0, s)
+                s = reducer.kernel(x, row_weights(x, w, ops, missing), ops, **reducer_params)
+                s = _group_scores(_finite_scores(s, agg.name), layout, ops, scale=True, **stage1)
+            if cols:
+                s = s + _constraint_terms(x, missing, z, layout, ops, cols, lams, stage1)
+            s = _finite_scores(s, agg.name)
+            adv = _stage3(s, layout, ops, batch_norm, center, eps, correction, process_group)
         out = prep.cast_out(layout.unsort_rows(adv, ops))
         if not return_info:
             return out
-        if z is None:  # grpo: its diagnostics are about the per-reward z-scores
+        if z is None:  # the diagnostics are about the per-reward z-scores
             z, signals = standardize_sorted(x, missing, layout, ops, **stage1)
-            rw = row_weights(z, w, ops, missing)
-        # grpo's only parameter (scale) acts after the sum: its attention is the weights
-        att_params = {} if agg.kind == "sum_first" else params
-        attention = None if agg.attention is None else agg.attention(z, rw, ops, **att_params)
+        rw = row_weights(z, w, ops, missing)
+        attention = _attention(agg, reducer, reducer_params, order, x, z, w, rw, missing, ops)
+        info_params = {**params, "order": order}
+        if agg.kind != "sum_first":
+            info_params["center"] = center
+        info_params.update({f"multiplier/{c}": lam for c, lam in zip(cols, lams, strict=True)})
         info = compute_info(
             method=agg.name,
-            params=params,
+            params=info_params,
             z=z,
             row_weights=rw,
             attention=attention,
@@ -348,6 +448,64 @@ def mean_variance_advantages(rewards: Any, *, lam: float = 0.5, **kwargs: Any):
         array([-0.707,  0.595, -0.512,  1.342, -1.315,  0.595])
     """
     return advantages(rewards, method="mean_variance", lam=lam, **kwargs)
+
+
+def cvar_advantages(rewards: Any, *, alpha: float = 0.25, **kwargs: Any) -> Any:
+    r"""CVaR of each row's group z-scores (the mean of its worst ``alpha`` share), then
+    batch z-score.
+
+    .. math::
+
+        S_i = \frac{1}{\alpha} \sum_j Z_{i(j)} \max\big(0, \min(v_{i(j)},
+        \alpha - c_{i,j-1})\big)
+
+    over the row's values sorted ascending with running weight sums :math:`c`. ``alpha=1``
+    is :func:`mean_advantages`; small ``alpha`` approaches :func:`min_advantages`. With
+    ``order="reduce_then_normalize"`` it reduces the raw rewards instead. Other arguments
+    as :func:`advantages`.
+
+    Examples:
+        >>> import numpy as np
+        >>> import rewardagg as ra
+        >>> R = np.array([[0.0, 1.0], [1.0, 0.5], [1.0, 0.0],   # prompt 0: format, correct
+        ...               [1.0, 1.0], [0.0, 0.2], [1.0, 0.6]])  # prompt 1
+        >>> ra.cvar_advantages(R, group_size=3, alpha=0.5).round(3)  # worst of two: the min
+        array([-0.942,  0.613, -0.734,  1.391, -0.942,  0.613])
+
+    References:
+        Rockafellar, Uryasev, "Optimization of conditional value-at-risk", Journal of Risk
+        2(3), 2000.
+    """
+    return advantages(rewards, method="cvar", alpha=alpha, **kwargs)
+
+
+def power_mean_advantages(rewards: Any, *, p: float = -1.0, **kwargs: Any) -> Any:
+    r"""Power mean of each row's RAW rewards, standardised inside its group, then batch
+    z-score (``order="reduce_then_normalize"``, the only order it has).
+
+    .. math::
+
+        s_i = \Big(\sum_{k \in P_i} v_{ik} R_{ik}^{\,p}\Big)^{1/p}, \qquad
+        S_i = \frac{s_i - \mu_{g(i)}}{\sigma_{g(i)} + \varepsilon}
+
+    ``p = 1`` is the mean, ``p = 0`` the geometric mean, ``p = -inf`` the min; for
+    ``p <= 0`` one reward at 0 takes the score to 0 (a failed criterion cannot be bought
+    back). Rewards must be non-negative (a ``ValueError`` says so otherwise). Other
+    arguments as :func:`advantages`.
+
+    Examples:
+        >>> import numpy as np
+        >>> import rewardagg as ra
+        >>> R = np.array([[0.0, 1.0], [1.0, 0.5], [1.0, 0.0],   # prompt 0: format, correct
+        ...               [1.0, 1.0], [0.0, 0.2], [1.0, 0.6]])  # prompt 1
+        >>> ra.power_mean_advantages(R, group_size=3, p=0.0).round(3)  # geometric mean
+        array([-0.645,  1.291, -0.645,  0.871, -1.261,  0.39 ])
+
+    References:
+        Fan et al., "Welfare and Fairness in Multi-objective Reinforcement Learning", 2022,
+        https://arxiv.org/abs/2212.01382
+    """
+    return advantages(rewards, method="power_mean", p=p, **kwargs)
 
 
 def grpo_advantages(rewards: Any, *, scale: str = "group", **kwargs: Any):

@@ -44,17 +44,24 @@ __all__ = [
 
 
 def standardize_scores(
-    s: Any, ops: Ops, *, eps: float, correction: float, process_group: Any = None
+    s: Any,
+    ops: Ops,
+    *,
+    eps: float,
+    correction: float,
+    process_group: Any = None,
+    centre: bool = True,
 ) -> Any:
     """Stage 3 on a 1-D array of scores (NaN = row without a score): rows without a
-    score get 0, as do all rows when fewer than two have a score or all are equal."""
+    score get 0, as do all rows when fewer than two have a score or all are equal.
+    ``centre=False`` only divides by the std (scores already centred, e.g. per group)."""
+    if process_group is not None or not centre:  # count/mean/M2, merged across ranks
+        return batch_standardize_distributed(
+            s, eps=eps, correction=correction, process_group=process_group, centre=centre
+        )
     missing = ops.isnan(s)
     if not ops.any(missing):
         missing = None
-    if process_group is not None:  # count/mean/M2 merged across ranks (Chan et al.)
-        return batch_standardize_distributed(
-            s, eps=eps, correction=correction, process_group=process_group
-        )
     a, _ = standardize_cells(s, missing, axis=0, ops=ops, eps=eps, correction=correction)
     if missing is not None:
         ops.fill_where(a, missing, 0.0)
@@ -144,18 +151,29 @@ def global_moments(scores: Any, process_group: Any) -> np.ndarray:
 
 
 def batch_standardize_distributed(
-    scores: Any, *, eps: float = 1e-6, correction: float = 1, process_group: Any
+    scores: Any,
+    *,
+    eps: float = 1e-6,
+    correction: float = 1,
+    process_group: Any,
+    centre: bool = True,
 ) -> Any:
     r"""Stage 3 with global statistics: :math:`A = (S - \bar S) / (\mathrm{std}(S) + \varepsilon)`.
 
     ``scores`` is this rank's ``(N_rank,)`` numpy array or torch tensor (NaN = no score).
     Rows without a score get 0; every rank gets 0 everywhere when fewer than two rows of
     the whole group have a score, when all are equal, or when ``n - correction <= 0``.
-    Returns the input's library, device and dtype. Every rank must call it (a collective).
+    Returns the input's library, device and dtype. Every rank must call it (a collective);
+    ``process_group=None`` uses this process's scores only. ``centre=False`` divides by
+    the std without subtracting the mean (scores already centred per group).
     """
-    n, mean, m2, lo, hi = global_moments(scores, process_group)
+    if process_group is None:
+        n, mean, m2, lo, hi = local_moments(scores)
+    else:
+        n, mean, m2, lo, hi = global_moments(scores, process_group)
     signal = n >= 2 and hi > lo and n - correction > 0
     sd = math.sqrt(m2 / (n - correction)) if signal else 1.0
+    mean = mean if centre else 0.0
     if is_torch(scores):
         import torch
 

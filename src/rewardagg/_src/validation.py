@@ -109,9 +109,7 @@ def _torch_float(t: Any, name: str) -> tuple[Any, Any]:
     return t.to(default), default
 
 
-def as_float(
-    x: Any, name: str, *, library: str = "auto"
-) -> tuple[Any, Restore, Ops]:
+def as_float(x: Any, name: str, *, library: str = "auto") -> tuple[Any, Restore, Ops]:
     """Convert ``x`` to a float array to compute on: ``(array, restore, ops)``.
 
     ``library="auto"`` computes a CPU tensor with numpy on the tensor's own memory (no
@@ -243,6 +241,24 @@ def check_nonnegative(value: Any, name: str, *, allow_inf: bool = False) -> floa
             "a non-negative number (inf allowed)" if allow_inf else "a finite non-negative number"
         )
         raise ValueError(f"{name} must be {rule}; got {value!r}")
+    return v
+
+
+def check_real(value: Any, name: str) -> float:
+    """A real number that is not NaN (``inf`` allowed)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number; got {value!r}")
+    v = float(value)
+    if math.isnan(v):
+        raise ValueError(f"{name} must be a number, not NaN")
+    return v
+
+
+def check_unit_interval(value: Any, name: str) -> float:
+    """A real number in ``(0, 1]``."""
+    v = check_real(value, name)
+    if not 0 < v <= 1:
+        raise ValueError(f"{name} must be in (0, 1]; got {value!r}")
     return v
 
 

@@ -14,8 +14,8 @@ backend      runs on                                 needs
 ============ ======================================= ===========================================
 
 ``backend="auto"`` picks Triton for CUDA tensors, numba for CPU inputs of at least
-:data:`AUTO_NUMBA_MIN_ELEMENTS` rewards (or once numba is compiled in this process), and the
-reference otherwise; it never fails because numba, triton or CUDA is missing. Naming a
+:data:`AUTO_NUMBA_MIN_ELEMENTS` rewards (by size only, never by what ran before), and the
+core's array path otherwise; it never fails because numba, triton or CUDA is missing. Naming a
 backend that cannot run raises :class:`RuntimeError` (missing package) or
 :class:`ValueError` (wrong input), saying why. numba, triton and torch are imported only
 when a backend needs them.
@@ -55,7 +55,7 @@ __all__ = [
 BACKENDS = ("auto", "numpy", "torch", "numba", "triton")
 FUSED_BACKENDS = ("numba", "triton")
 AUTO_NUMBA_MIN_ELEMENTS = 1 << 15
-"""``"auto"`` uses numba on CPU from this many rewards (N * K) on (or once it is warm)."""
+"""``"auto"`` uses numba on CPU from this many rewards (N * K) on."""
 
 log = logging.getLogger("rewardagg.kernels")
 
@@ -69,6 +69,10 @@ def fused_methods() -> tuple[str, ...]:
 
 class CompileWarning(UserWarning):
     """A kernel call spent more than a second compiling or loading compiled code."""
+
+
+def _fused_backends(agg: Any) -> tuple[str, ...]:
+    return agg.fused_backends if agg.fused_code is not None else ()
 
 
 def _has(module: str) -> bool:
@@ -101,19 +105,13 @@ def available_backends(rewards: Any = None) -> tuple[str, ...]:
     return tuple(names)
 
 
-def _numba_warm(dtype_name: str) -> bool:
-    mod = sys.modules.get("rewardagg.kernels.numba_kernel")
-    return mod is not None and mod.is_warm(dtype_name)
-
-
 def _auto(rewards: Any, device: str) -> str:
     if device == "cuda":
         return "triton" if _has("triton") else "torch"
     if device != "cpu":
         return "torch"
-    dt = "float64" if str(rewards.dtype).endswith("float64") else "float32"
     big = int(np.prod(rewards.shape)) >= AUTO_NUMBA_MIN_ELEMENTS
-    if _has("numba") and (big or _numba_warm(dt)):
+    if _has("numba") and big:  # by size only: the same input takes the same path always
         return "numba"
     return "torch" if is_torch(rewards) else "numpy"
 
@@ -260,16 +258,26 @@ def stage12(
     agg = get_aggregator(method)
     if agg.kind != "standardized":
         raise ValueError(f"method {method!r} is not a z-score method (stages 1-2)")
+    agg.check_order("normalize_then_reduce")  # stages 1-2 reduce z-scores
     bound = agg.bind(params)
     if agg.limits is not None and (limit := agg.limits(bound)) is not None:
         agg, bound = get_aggregator(limit[0]), limit[1]
     off, w = _check(rewards, offsets, weights, eps, correction, singleton, baseline)
-    name = resolve_backend(rewards, backend)
-    if name in FUSED_BACKENDS and agg.fused_code is None:
+    if backend in FUSED_BACKENDS and backend not in _fused_backends(agg):
+        if agg.fused_code is None:
+            raise ValueError(
+                f"backend={backend!r} runs the methods with a fused kernel "
+                f"({', '.join(fused_methods())}); method {method!r} needs backend='numpy' "
+                "or 'torch'"
+            )
         raise ValueError(
-            f"backend={name!r} runs the methods with a fused kernel ({', '.join(fused_methods())}); "
-            f"method {method!r} needs backend='numpy' or 'torch'"
+            f"backend={backend!r} has no kernel for method {method!r}: its reduction is an "
+            "order statistic that cannot be merged across reward blocks; use "
+            "backend='auto', 'numpy' or 'torch'"
         )
+    name = resolve_backend(rewards, backend)
+    if name in FUSED_BACKENDS and name not in _fused_backends(agg):  # "auto"
+        name = "torch" if is_torch(rewards) else "numpy"
     stage1 = dict(eps=float(eps), correction=float(correction))
     opts = dict(singleton=singleton, baseline=baseline, validate=validate)
     s, bad = _RUNNERS[name](rewards, off, w, agg, bound, stage1, **opts)

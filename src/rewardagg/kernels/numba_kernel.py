@@ -24,7 +24,8 @@ from numba import njit
 __all__ = ["is_warm", "stage12_numba", "warmup"]
 
 # Stage-2 codes are the method table's ``fused_code`` (rewardagg._src.methods): 0 weighted
-# sum, 1 weighted mean, 2 softmin (p0 = kappa), 3 mean minus p0 * variance, 4 minimum.
+# sum, 1 weighted mean, 2 softmin (p0 = kappa), 3 mean minus p0 * variance, 4 minimum,
+# 5 CVaR (p0 = alpha).
 
 _warm: set[str] = set()  # dtypes already compiled or loaded in this process
 last_first_call_seconds: dict[str, float] = {}
@@ -82,6 +83,7 @@ def _stage12(r, offsets, w, code, p0, p1, eps, correction, identity, loo, out, g
     fac = np.empty(n_rew, np.float64)
     zrow = np.empty(n_rew, np.float64)
     wrow = np.empty(n_rew, np.float64)
+    idx = np.empty(n_rew, np.int64)
     n_bad = 0
     for g in range(g_begin, g_end):
         r0 = offsets[g]
@@ -180,6 +182,28 @@ def _stage12(r, offsets, w, code, p0, p1, eps, correction, identity, loo, out, g
                     q = t / wsum
                     u = 1.0 + q
                     s = zmin - (math.log(u) - ((u - 1.0) - q) / u) / kappa
+            elif code == 5:  # CVaR: the worst p0 share of the weight, K values sorted
+                m = 0
+                for k in range(n_rew):  # insertion sort (stable) of the used rewards
+                    if wrow[k] > 0.0:
+                        zk = zrow[k]
+                        j = m
+                        while j > 0 and zrow[idx[j - 1]] > zk:
+                            idx[j] = idx[j - 1]
+                            j -= 1
+                        idx[j] = k
+                        m += 1
+                c = 0.0
+                t = 0.0
+                for j in range(m):
+                    k = idx[j]
+                    vk = wrow[k] / wsum
+                    share = min(vk, p0 - c)
+                    if share <= 0.0:
+                        break
+                    t += zrow[k] * share
+                    c += vk
+                s = t / p0
             else:
                 mean = acc / wsum
                 t = 0.0
