@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import rewardagg as ra
+from registry_cases import domain, methods
 
 PUBLIC = [
     "AggregationInfo",
@@ -40,7 +41,8 @@ PUBLIC = [
     "weighted_min",
     "weighted_sum",
 ]
-BUILTIN = ("grpo", "gdpo", "mean", "softmin", "mean_variance", "min")
+BUILTIN = ("grpo", "gdpo", "mean", "softmin", "mean_variance", "min", "cvar", "power_mean")
+METHODS = methods()  # registry-wide: every entry of the method table
 
 
 def test_public_names_are_frozen():
@@ -96,10 +98,10 @@ EXPECTED_DTYPE = {
 }
 
 
-@pytest.mark.parametrize("method", BUILTIN)
+@pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("kind", list(INPUTS))
 def test_every_method_preserves_library_dtype_shape_and_never_writes(method, kind):
-    R = _rewards()
+    R = domain(method, _rewards())
     x = INPUTS[kind](R)
     before = x.clone() if isinstance(x, torch.Tensor) else copy.deepcopy(x)
     requires_grad = isinstance(x, torch.Tensor) and x.is_floating_point()
@@ -165,7 +167,7 @@ BAD = [
 ]
 
 
-@pytest.mark.parametrize("method", BUILTIN)
+@pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("case", range(len(BAD)))
 def test_bad_input_is_named(method, case):
     kwargs, err, needle = BAD[case]
@@ -185,6 +187,9 @@ def test_bad_input_is_named(method, case):
         ("mean_variance", "lam", -0.5),
         ("mean_variance", "lam", float("nan")),
         ("grpo", "scale", "batchy"),
+        ("cvar", "alpha", 0.0),
+        ("cvar", "alpha", 1.01),
+        ("power_mean", "p", float("nan")),
     ],
 )
 def test_bad_method_parameters(method, param, value):
@@ -221,10 +226,61 @@ def test_register_custom_aggregator_runs_through_the_pipeline():
         assert np.all(np.isnan(info.attention))
         with pytest.raises(ValueError, match="already registered"):
             ra.register_aggregator("test_custom", harmonic_like)
+        assert "test_custom" in ra.available_methods()
+        with pytest.raises(ValueError, match="tau must be a number"):
+            ra.advantages(R, method="test_custom", group_size=4, tau=float("nan"))
     finally:
-        from rewardagg._src.registry import _REGISTRY
+        ra.unregister_aggregator("test_custom")
+    assert "test_custom" not in ra.available_methods()
+    with pytest.raises(ValueError, match="unknown method 'test_custom'"):
+        ra.advantages(_rewards(), method="test_custom", group_size=4)
 
-        _REGISTRY.pop("test_custom")
+
+def test_unregister_refuses_builtins_and_unknown_names():
+    with pytest.raises(ValueError, match="built in"):
+        ra.unregister_aggregator("softmin")
+    with pytest.raises(ValueError, match="not registered"):
+        ra.unregister_aggregator("no_such_method")
+    with pytest.raises(ValueError, match="built in"):
+        ra.register_aggregator("gdpo", ra.weighted_sum, overwrite=True)
+
+
+def test_registered_method_with_checks_and_sweep():
+    def tempered(z, *, weights=None, tau=0.5):
+        return ra.softmin(z, kappa=1.0 / tau, weights=weights)
+
+    def positive(value, name):
+        if not value > 0:
+            raise ValueError(f"{name} must be > 0; got {value}")
+        return float(value)
+
+    with pytest.raises(ValueError, match="tau must be > 0"):  # a bad sweep fails at once
+        ra.register_aggregator(
+            "t_tempered",
+            tempered,
+            params={"tau": 0.5},
+            checks={"tau": positive},
+            sweep=({"tau": -1.0},),
+        )
+    assert "t_tempered" not in ra.available_methods()
+    a = ra.register_aggregator(
+        "t_tempered",
+        tempered,
+        params={"tau": 0.5},
+        checks={"tau": positive},
+        sweep=({"tau": 0.25}, {"tau": 1.0}),
+    )
+    try:
+        assert a.label({"tau": 0.25}) == "t_tempered tau=0.25" and a.sweep[1] == {"tau": 1.0}
+        assert a.parse({"tau": "0.25"}) == {"tau": 0.25}  # from a command line
+        with pytest.raises(ValueError, match="tau must be > 0"):
+            ra.advantages(_rewards(), method="t_tempered", group_size=4, tau=0.0)
+        np.testing.assert_allclose(
+            ra.advantages(_rewards(), method="t_tempered", group_size=4, tau=0.25),
+            ra.softmin_advantages(_rewards(), kappa=4.0, group_size=4),
+        )
+    finally:
+        ra.unregister_aggregator("t_tempered")
 
 
 def test_diagnostics_hand_computed():
@@ -304,14 +360,12 @@ def test_mixed_type_labels_are_distinct_groups():
     ],
 )
 def test_registered_function_output_is_checked(fn):
-    from rewardagg._src.registry import _REGISTRY
-
     ra.register_aggregator("test_bad_output", fn)
     try:
         with pytest.raises(ValueError, match="test_bad_output"):
             ra.advantages(_rewards(), method="test_bad_output", group_size=4)
     finally:
-        _REGISTRY.pop("test_bad_output")
+        ra.unregister_aggregator("test_bad_output")
 
 
 @pytest.mark.parametrize(

@@ -76,14 +76,17 @@ class Param:
     help: str = ""
 
     @classmethod
-    def infer(cls, name: str, default: Any) -> Param:
-        """A parameter of a registered method: numbers are checked as real numbers,
-        strings as strings, anything else is passed through."""
-        if isinstance(default, numbers.Real) and not isinstance(default, bool):
-            return cls(name, default, check_real)
-        if isinstance(default, str):
-            return cls(name, default, _check_str)
-        return cls(name, default)
+    def infer(
+        cls, name: str, default: Any, check: Callable[[Any, str], Any] | None = None
+    ) -> Param:
+        """A parameter of a registered method (labelled by its name): numbers are checked
+        as real numbers, strings as strings, anything else is passed through, unless
+        ``check`` is given."""
+        if check is None and isinstance(default, numbers.Real) and not isinstance(default, bool):
+            check = check_real
+        elif check is None:
+            check = _check_str if isinstance(default, str) else _pass
+        return cls(name, default, check, name)
 
 
 def parse_value(param: Param, value: Any) -> Any:
@@ -124,6 +127,8 @@ class Aggregator:
             need no special case.
         summary: one line for tables, help and docs.
         short: display name in labels (the name by default).
+        nonnegative: the reducer is defined for non-negative values only (rewards with a
+            negative value are a ``ValueError``; the audit skips it on such data).
     """
 
     name: str
@@ -142,6 +147,7 @@ class Aggregator:
     limits: Callable[[Mapping[str, Any]], tuple[str, dict] | None] | None = None
     summary: str = ""
     short: str = ""
+    nonnegative: bool = False
 
     def __post_init__(self) -> None:
         given = {p.name for p in self.specs}
@@ -333,6 +339,7 @@ BUILTINS: tuple[Aggregator, ...] = (
         orders=("reduce_then_normalize",),
         sweep=({"p": -1.0}, {"p": 0.0}),
         limits=_power_limits,
+        nonnegative=True,
         summary="power mean of the raw rewards, then group z-score (p=0 geometric, -inf min)",
     ),
 )

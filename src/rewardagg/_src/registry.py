@@ -79,9 +79,7 @@ def register_aggregator(
     unknown = sorted(set(checks) - set(params))
     if unknown:
         raise ValueError(f"checks name parameters not in params: {unknown}")
-    specs = tuple(
-        Param(n, d, checks[n]) if n in checks else Param.infer(n, d) for n, d in params.items()
-    )
+    specs = tuple(Param.infer(n, d, checks.get(n)) for n, d in params.items())
 
     def kernel(z, rw, ops, **kw):  # the private signature, on validated arrays
         return _checked_output(name, fn(z, weights=rw.weights, **kw), z, ops)
