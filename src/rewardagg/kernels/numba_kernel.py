@@ -83,7 +83,8 @@ def _stage12(r, offsets, w, code, p0, p1, eps, correction, identity, loo, out, g
     fac = np.empty(n_rew, np.float64)
     zrow = np.empty(n_rew, np.float64)
     wrow = np.empty(n_rew, np.float64)
-    idx = np.empty(n_rew, np.int64)
+    bz = np.empty(n_rew, np.float64)  # CVaR's sorted tail buffer
+    bw = np.empty(n_rew, np.float64)
     n_bad = 0
     for g in range(g_begin, g_end):
         r0 = offsets[g]
@@ -182,28 +183,38 @@ def _stage12(r, offsets, w, code, p0, p1, eps, correction, identity, loo, out, g
                     q = t / wsum
                     u = 1.0 + q
                     s = zmin - (math.log(u) - ((u - 1.0) - q) / u) / kappa
-            elif code == 5:  # CVaR: the worst p0 share of the weight, K values sorted
+            elif code == 5:  # CVaR: the worst p0 of the weight, kept in a sorted buffer
+                # (bz, bw) holds the smallest values seen so far, trimmed to the fewest whose
+                # weight reaches cap; a value above a full buffer's largest is skipped (one
+                # compare, the usual case), so a row costs about K + (p0 K)^2, not a sort
+                cap = p0 * wsum
                 m = 0
-                for k in range(n_rew):  # insertion sort (stable) of the used rewards
-                    if wrow[k] > 0.0:
-                        zk = zrow[k]
-                        j = m
-                        while j > 0 and zrow[idx[j - 1]] > zk:
-                            idx[j] = idx[j - 1]
-                            j -= 1
-                        idx[j] = k
-                        m += 1
+                held = 0.0
+                for k in range(n_rew):
+                    wk = wrow[k]
+                    if wk <= 0.0:
+                        continue
+                    zk = zrow[k]
+                    if held >= cap and zk >= bz[m - 1]:  # after a tail that is complete
+                        continue
+                    j = m
+                    while j > 0 and bz[j - 1] > zk:  # stable: after equal values
+                        bz[j] = bz[j - 1]
+                        bw[j] = bw[j - 1]
+                        j -= 1
+                    bz[j] = zk
+                    bw[j] = wk
+                    m += 1
+                    held += wk
+                    while m > 1 and held - bw[m - 1] >= cap:
+                        m -= 1
+                        held -= bw[m]
                 c = 0.0
                 t = 0.0
                 for j in range(m):
-                    k = idx[j]
-                    vk = wrow[k] / wsum
-                    share = min(vk, p0 - c)
-                    if share <= 0.0:
-                        break
-                    t += zrow[k] * share
-                    c += vk
-                s = t / p0
+                    t += bz[j] * max(min(bw[j], cap - c), 0.0)
+                    c += bw[j]
+                s = t / cap
             else:
                 mean = acc / wsum
                 t = 0.0
