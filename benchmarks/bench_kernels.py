@@ -17,6 +17,9 @@ seconds per call (best of repeats within a time budget) for
 
 Rewards are float32 torch tensors, K in {2, 4, 8, 17}, group size 16, 10% missing values.
 ``--memory`` adds peak extra memory at N=2^22, K=17 (fresh subprocess per implementation).
+``--reducers`` times every method with a fused kernel (read from the method table) on the
+fused backend of the device at N=2^20, K in {4, 17}, as a ratio to softmin in the same run
+(round-robin), against the goal of 1.5x.
 
     PYTHONPATH=src python benchmarks/bench_kernels.py            # CPU, N = 2^12..2^22
     PYTHONPATH=src python benchmarks/bench_kernels.py --device cuda --memory
@@ -211,6 +214,35 @@ else:  # reset the high-water mark (Linux), call, read it: extra resident memory
         return float("nan")
 
 
+def reducer_ratios(device, n=2**20, ks=(4, 17), budget=0.5):
+    """``{K: {method: seconds / softmin's seconds}}`` for every method the device's fused
+    backend runs (methods and their default parameters come from the method table)."""
+    backend = "triton" if device == "cuda" else "numba"
+    if backend not in K.available_backends():
+        return {}
+    out = {}
+    for k in ks:
+        r = make_inputs(n, k, device)
+        off = np.arange(0, n + 1, G, dtype=np.int64)
+        w = np.ones(k)
+        fns = {
+            m: (lambda m=m: K.stage12(r, off, weights=w, method=m, backend=backend))
+            for m in K.fused_methods()
+            if backend in rewardagg.get_aggregator(m).fused_backends
+        }
+        best = time_calls(fns, device, budget, slow=set())
+        out[k] = {m: t / best["softmin"] for m, t in best.items()}
+    return out
+
+
+def render_reducers(ratios, backend):
+    lines = [f"**Fused reducers on `{backend}`, N = 2^20: time / softmin's (goal <= 1.5x)**", ""]
+    for k, row in ratios.items():
+        cells = ", ".join(f"{m} {v:.2f}x{'' if v <= 1.5 else ' (missed)'}" for m, v in row.items())
+        lines.append(f"- K = {k}: {cells}")
+    return lines
+
+
 def fmt(t):
     if t != t:
         return "–"
@@ -224,6 +256,7 @@ def main(argv=None):
     p.add_argument("--ks", type=int, nargs="+", default=[2, 4, 8, 17])
     p.add_argument("--budget", type=float, default=0.5, help="seconds of repeats per cell")
     p.add_argument("--memory", action="store_true", help="peak memory at N=2^22, K=17")
+    p.add_argument("--reducers", action="store_true", help="every fused reducer vs softmin")
     p.add_argument("--no-verl", action="store_true")
     p.add_argument("--out", default=os.environ.get("OUT") or "bench-results")
     a = p.parse_args(argv)
@@ -270,10 +303,18 @@ def main(argv=None):
         "dtype": "float32",
     }
     md = render(results, mem, meta)
+    ratios = reducer_ratios(a.device, budget=a.budget) if a.reducers else {}
+    if ratios:
+        backend = "triton" if a.device == "cuda" else "numba"
+        md += "\n" + "\n".join(render_reducers(ratios, backend)) + "\n"
     with open(os.path.join(a.out, f"bench_kernels_{a.device}.md"), "w") as f:
         f.write(md)
     with open(os.path.join(a.out, f"bench_kernels_{a.device}.json"), "w") as f:
-        json.dump({"meta": meta, "results": results, "peak_memory_mib": mem}, f, indent=1)
+        json.dump(
+            {"meta": meta, "results": results, "peak_memory_mib": mem, "reducers": ratios},
+            f,
+            indent=1,
+        )
     print(md)
 
 
