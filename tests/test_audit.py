@@ -105,13 +105,50 @@ def test_masked_failures_match_the_library_info_at_level_minus_one():
     data = load_rollouts(FIXTURE)
     r = data.rewards * np.array([1, 1, -1])
     codes = data.group_codes()
+    specs = default_audit_methods(["gdpo", "softmin", "min"])
     for level in (-1.0, -0.999999):  # the second takes the audit's own code path
-        rep = _audit(data, z_level=level, methods=default_audit_methods(["gdpo", "softmin", "min"]))
-        for m in rep.methods:
-            name = {"gdpo": "gdpo", "min": "min"}.get(m.label, "softmin")
-            _, info = rewardagg.advantages(r, method=name, group_ids=codes, return_info=True)
+        rep = _audit(data, z_level=level, methods=specs)
+        for m, spec in zip(rep.methods, specs, strict=True):
+            _, info = rewardagg.advantages(
+                r, method=spec.method, group_ids=codes, return_info=True, **spec.params
+            )
             assert m.masked_failures == info.masked_failures
             assert m.masked_failures_per_reward.tolist() == info.masked_failures_per_reward.tolist()
+
+
+def test_default_methods_are_every_table_method_at_each_sweep_setting():
+    specs = default_audit_methods()
+    assert [s.method for s in specs] == [
+        name for name in rewardagg.available_methods() for _ in rewardagg.get_aggregator(name).sweep
+    ]
+    labels = [s.label for s in specs]
+    for label in ("grpo", "gdpo", "mean", "softmin k=0.5", "softmin k=1", "softmin k=2"):
+        assert label in labels
+    assert [s.label for s in default_audit_methods(["min", "softmin"], params={"kappa": [4]})] == [
+        "min",
+        "softmin k=4",
+    ]
+
+
+NONNEGATIVE = [n for n in rewardagg.available_methods() if rewardagg.get_aggregator(n).nonnegative]
+
+
+@pytest.mark.skipif(not NONNEGATIVE, reason="no method of the table needs non-negative rewards")
+def test_a_method_for_nonnegative_rewards_is_skipped_on_negative_ones():
+    name = NONNEGATIVE[0]
+    data = load_rollouts(FIXTURE)  # length is a cost: negated, so negative
+    rep = _audit(data, methods=default_audit_methods(["gdpo", name], params={}))
+    labels = [s.label for s in default_audit_methods([name])]
+    assert [m.label for m in rep.methods] == ["gdpo"]
+    why = "is defined for non-negative rewards only, and these have negative values"
+    assert rep.skipped == [(label, why) for label in labels]
+    assert rep.spearman.shape == (1, 1)
+    assert f"not run on these rewards:\n    {labels[0]} {why}" in format_report(rep)
+    with pytest.raises(ValueError, match="no method can run on these rewards"):
+        _audit(data, methods=default_audit_methods([name]))
+    # Without the cost every reward is >= 0: it runs.
+    plain = run_audit(data.rewards, data.group_codes(), methods=default_audit_methods([name]))
+    assert [m.label for m in plain.methods] == labels and not plain.skipped
 
 
 def test_row_order_does_not_matter():

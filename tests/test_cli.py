@@ -1,7 +1,8 @@
 """The ``rewardagg`` command line, run as a user runs it: ``python -m rewardagg ...``.
 
-Runtime: about 10 s (each subprocess pays the interpreter start; ``demo --quick`` trains
-4 scenarios x 7 methods x 3 seeds x 60 steps in about 1 s).
+Runtime: about 12 s (each subprocess pays the interpreter start; ``demo --quick`` trains
+4 scenarios x the default methods (7 built-in settings, plus the table's newer methods)
+x 3 seeds x 60 steps in about 1-2 s).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import pytest
 
 import rewardagg
 from rewardagg.cli import COMMANDS, Command, build_parser, main
+from rewardagg.demo import default_methods
 
 FIXTURE = pathlib.Path(__file__).parent / "fixtures" / "audit_rollouts.csv"
 PACKAGE_PARENT = str(pathlib.Path(rewardagg.__path__[0]).resolve().parent)
@@ -95,7 +97,7 @@ def test_demo_quick_writes_its_files(tmp_path):
     assert len(data["scenarios"]) == 4
     with open(out / "demo.csv", newline="") as f:
         rows = list(csv.DictReader(f))
-    assert len(rows) == 4 * 7
+    assert len(rows) == 4 * len(default_methods())
     assert (out / "demo.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -119,12 +121,68 @@ def test_demo_scenario_options_and_progress_bar(tmp_path):
         (["--methods", "gdpo,nope"], "unknown ['nope']"),
         (["--seeds", "0"], "positive integer"),
         (["--kappa", "a,b"], "expected numbers"),
+        (["--param", "kappa"], "expected NAME=VALUE"),
+        (["--param", "kappa=-1"], "--param: kappa must be a non-negative number"),
+        (["--param", "nope=1"], "--param: no selected method takes 'nope'; they take: "),
+        (["--methods", "gdpo", "--lam", "0.5"], "no selected method takes 'lam'"),
     ],
 )
 def test_demo_bad_options_exit_two(tmp_path, args, message):
     res = run_cli("demo", "--quiet", "--out", tmp_path, *args)
     assert res.returncode == 2
     assert message in res.stderr
+
+
+def _demo_labels(tmp_path, *args):
+    """The method labels of a tiny in-process demo run with ``args``."""
+    out = tmp_path / "-".join(args).replace("=", "_").replace(",", "_")
+    small = ["--seeds", "1", "--steps", "2", "--rewards", "3", "--difficulty", "0.3"]
+    assert main(["demo", "--quiet", "--out", str(out), *small, *args]) == 0
+    return [r["method"] for r in csv.DictReader(open(out / "demo.csv", newline=""))]
+
+
+def test_param_flag_and_its_aliases_agree(tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    pytest.importorskip("tqdm")
+    wanted = ["--methods", "mean_variance,softmin"]
+    by_param = _demo_labels(tmp_path, *wanted, "--param", "kappa=4,0.5", "--param", "lam=1")
+    by_alias = _demo_labels(tmp_path, *wanted, "--kappa", "4,0.5", "--lam", "1")
+    assert by_param == by_alias == ["softmin k=4", "softmin k=0.5", "mean_var l=1"]
+    # Repeated: the last one wins.
+    assert _demo_labels(tmp_path, "--methods", "softmin", "--kappa", "1", "--param", "kappa=2") == [
+        "softmin k=2"
+    ]
+
+
+def test_a_method_registered_at_run_time_is_in_the_demo_and_the_audit(tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    pytest.importorskip("tqdm")
+
+    def tail(z, *, weights=None, sharpness=1.0):
+        """A SoftMin at 3 x sharpness (a registered method for this test)."""
+        return rewardagg.softmin(z, kappa=3 * sharpness, weights=weights)
+
+    name = "test_cli_tail"
+    rewardagg.register_aggregator(
+        name, tail, params={"sharpness": 1.0}, sweep=({"sharpness": 0.5}, {"sharpness": 2.0})
+    )
+    try:
+        labels = _demo_labels(tmp_path)
+        assert labels[-2:] == [f"{name} sharpness=0.5", f"{name} sharpness=2"]
+        assert _demo_labels(tmp_path, "--methods", name, "--param", "sharpness=3") == [
+            f"{name} sharpness=3"
+        ]
+        capsys.readouterr()
+        assert main(["audit", str(FIXTURE), "--cost", "length"]) == 0
+        out = capsys.readouterr().out
+        assert f"{name} sharpness=0.5" in out and f"{name} sharpness=2" in out
+        assert main(["audit", str(FIXTURE), "--methods", f"gdpo,{name}", "--param", "x=1"]) == 2
+        assert "they take: sharpness (test_cli_tail)" in capsys.readouterr().err
+        assert main(["audit", "--help"]) == 0
+        assert f"sharpness ({name})" in " ".join(capsys.readouterr().out.split())
+    finally:
+        rewardagg.unregister_aggregator(name)
+    assert main(["audit", str(FIXTURE), "--methods", name]) == 2  # gone again
 
 
 def test_demo_without_the_plot_extra_says_what_to_install(tmp_path):
@@ -175,6 +233,7 @@ def test_audit_named_columns_weights_and_methods():
         ("group,a,b\n0,1,2\n", ["--weights", "1,2,3"], "3 values for 2 rewards"),
         ("group,a\n0,1\n", ["--threshold", "zz=1"], "unknown reward 'zz'"),
         ("group,a\n0,1\n", ["--methods", "nope"], "unknown ['nope']"),
+        ("group,a\n0,1\n", ["--param", "nope=1"], "--param: no selected method takes 'nope'"),
     ],
 )  # fmt: skip
 def test_audit_bad_input_exits_two(tmp_path, content, args, message):

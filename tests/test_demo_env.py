@@ -1,6 +1,7 @@
 """The demo's environment, training loop and report (rewardagg.demo).
 
-Runtime: about 2 s (the training tests run a few steps with 2-3 seeds).
+Runtime: about 2 s (the training tests run a few steps with 2-3 seeds). The method
+settings (rewardagg.method_settings, shared with the audit) are tested here too.
 """
 
 from __future__ import annotations
@@ -26,9 +27,18 @@ from rewardagg.demo import (
     write_outputs,
 )
 from rewardagg.demo.environment import END, WORD, end_probability
-from rewardagg.demo.experiment import _neglect_rate, mean_ci, t_quantile_975
+from rewardagg.demo.experiment import (
+    DEFAULT_EXCLUDED,
+    _neglect_rate,
+    mean_ci,
+    t_quantile_975,
+)
+from rewardagg.method_settings import expand_sweep, method_settings
 
 E, W = END, WORD
+
+#: The methods of README's demo tables (the built-ins but mean), in table order.
+README_METHODS = ["grpo", "gdpo", "softmin", "mean_variance", "min"]
 
 
 # ----------------------------------------------------------------------------- rewards
@@ -131,6 +141,99 @@ def test_environment_rejects_bad_parameters(kwargs):
         ConstraintEnv(**kwargs)
 
 
+# ----------------------------------------------------------------------------- methods
+def _signed_only(z, *, weights=None, tail=1.0):
+    """A registered reducer (a SoftMin at 2 x tail) for the tests below."""
+    return rewardagg.softmin(z, kappa=2 * tail, weights=weights)
+
+
+def _nonnegative(name):
+    return rewardagg.get_aggregator(name).nonnegative
+
+
+@pytest.fixture
+def registered():
+    """A method registered at run time, with a sweep of two settings; unregistered after."""
+    name = "test_demo_tail"
+    rewardagg.register_aggregator(
+        name, _signed_only, params={"tail": 1.0}, sweep=({"tail": 0.5}, {"tail": 2.0})
+    )
+    try:
+        yield name
+    finally:
+        rewardagg.unregister_aggregator(name)
+
+
+def test_default_methods_are_the_table_sweeps_but_mean():
+    # README's demo tables: the built-ins but mean, each at the settings its entry sweeps.
+    labels = [m.label for m in default_methods() if m.method in README_METHODS]
+    assert labels == [
+        "grpo", "gdpo", "softmin k=0.5", "softmin k=1", "softmin k=2", "mean_var l=0.5", "min"
+    ]  # fmt: skip
+    # Every other method of the table is there too, unless it needs non-negative rewards.
+    expected = [
+        s.label
+        for name in rewardagg.available_methods()
+        if name not in DEFAULT_EXCLUDED and not _nonnegative(name)
+        for s in method_settings([name])
+    ]
+    assert [m.label for m in default_methods()] == expected
+    assert all(m.method != "mean" for m in default_methods())
+
+
+def test_default_methods_follow_the_table_order_and_overrides():
+    methods = default_methods(["min", "softmin", "gdpo", "softmin"], params={"kappa": ["4"]})
+    assert methods == [
+        MethodSpec("gdpo", "gdpo"),
+        MethodSpec("softmin k=4", "softmin", {"kappa": 4.0}),
+        MethodSpec("min", "min"),
+    ]
+    with pytest.raises(ValueError, match=r"unknown \['nope'\]"):
+        default_methods(["gdpo", "nope"])
+
+
+def test_overrides_must_be_taken_by_a_selected_method():
+    with pytest.raises(ValueError, match="no selected method takes 'kappa'; they take no"):
+        method_settings(["gdpo"], {"kappa": [1.0]})
+    with pytest.raises(ValueError, match=r"'nope'; they take: .*kappa \(softmin\)"):
+        method_settings(["gdpo", "softmin"], {"nope": [1]})
+    with pytest.raises(ValueError, match="kappa must be"):
+        method_settings(["softmin"], {"kappa": ["-1"]})
+
+
+def test_expand_sweep_replaces_and_combines():
+    assert expand_sweep([{"a": 1}, {"a": 2}], {"a": [3, 3]}) == [{"a": 3}]
+    assert expand_sweep([{"a": 1, "b": 0}], {"b": [1, 2]}) == [
+        {"a": 1, "b": 1}, {"a": 1, "b": 2}
+    ]  # fmt: skip
+    assert expand_sweep([{"a": 1}], {}) == [{"a": 1}]
+
+
+def test_settings_a_label_cannot_tell_apart_get_their_values():
+    # grpo's scale has no display symbol: the label alone would repeat.
+    both = method_settings(["grpo"], {"scale": ["group", "batch"]})
+    assert [m.label for m in both] == ["grpo scale=group", "grpo scale=batch"]
+    assert [m.label for m in method_settings(["grpo"], {"scale": ["batch"]})] == ["grpo"]
+
+
+def test_a_registered_method_joins_the_default_list_with_its_sweep(registered):
+    methods = default_methods()
+    mine = [m for m in methods if m.method == registered]
+    assert [m.label for m in mine] == [f"{registered} tail=0.5", f"{registered} tail=2"]
+    assert [m.params for m in mine] == [{"tail": 0.5}, {"tail": 2.0}]
+    assert methods[-2:] == mine  # registered methods come after the built-ins
+    one = default_methods([registered], params={"tail": ["3"]})
+    assert one == [MethodSpec(f"{registered} tail=3", registered, {"tail": 3.0})]
+
+
+def test_methods_for_nonnegative_rewards_only_are_left_out_by_default():
+    # The demo's rewards carry Gaussian noise; named, such a method runs (e.g. noise=0).
+    nonnegative = [n for n in rewardagg.available_methods() if _nonnegative(n)]
+    assert not any(_nonnegative(m.method) for m in default_methods())
+    for name in nonnegative:
+        assert {m.method for m in default_methods([name])} == {name}
+
+
 # ----------------------------------------------------------------------------- training
 def _loop_reference(scenario, config, adv_fn):
     """One method, one seed, plain loops: the vectorised run must agree with this."""
@@ -171,7 +274,7 @@ def test_vectorised_training_matches_a_plain_loop(method):
 
 def test_seeds_are_common_and_independent_of_the_number_of_seeds():
     scenario = default_scenarios(n_rewards=[4], difficulty=[0.3])[0]
-    methods = tuple(default_methods(kappas=(1.0,)))
+    methods = tuple(default_methods(params={"kappa": [1.0]}))
     r2 = run_scenario(scenario, DemoConfig(seeds=2, steps=6, methods=methods))
     r3 = run_scenario(scenario, DemoConfig(seeds=3, steps=6, methods=methods))
     np.testing.assert_array_equal(r2.expected, r3.expected[:, :, :2])
@@ -182,7 +285,7 @@ def test_seeds_are_common_and_independent_of_the_number_of_seeds():
 def test_progress_callback_and_shapes():
     calls = []
     scenario = default_scenarios(n_rewards=[4], difficulty=[0.5])[0]
-    methods = default_methods(kappas=(0.5, 2.0))
+    methods = default_methods(README_METHODS, params={"kappa": [0.5, 2.0]})
     res = run_scenario(
         scenario, DemoConfig(seeds=2, steps=4, methods=tuple(methods)), progress=calls.append
     )
@@ -259,7 +362,8 @@ def test_probe_validates_and_is_deterministic():
 # ----------------------------------------------------------------------------- report
 def test_table_and_files(tmp_path):
     scenarios = default_scenarios(n_rewards=[3, 7], difficulty=[0.4])
-    config = DemoConfig(seeds=2, steps=3, methods=tuple(default_methods(kappas=(1.0,))))
+    methods = tuple(default_methods(params={"kappa": [1.0]}))
+    config = DemoConfig(seeds=2, steps=3, methods=methods)
     results = [run_scenario(sc, config) for sc in scenarios]
     table = format_table(results)
     for label in ("grpo", "gdpo", "softmin k=1", "mean_var l=0.5", "min"):
@@ -267,7 +371,7 @@ def test_table_and_files(tmp_path):
     assert "verbose_2" in table  # K=3: every reward has a column
     assert "verbose_avg" in table  # K=7: the verbosity average
     rows = summary_rows(results)
-    assert len(rows) == 2 * 5
+    assert len(rows) == 2 * len(methods)
     assert all(0.0 <= r["format"] <= 1.0 for r in rows)
     pytest.importorskip("matplotlib")
     paths = write_outputs(results, config, tmp_path / "out")

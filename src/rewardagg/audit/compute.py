@@ -1,75 +1,49 @@
-"""``rewardagg audit``: does a batch of logged rewards suffer from constraint neglect?
+"""The audit's measurements: :func:`run_audit` and the records it returns (numpy only).
 
-Given the rewards of logged completions (``(N, K)``, grouped by prompt), the audit runs
-every method through :func:`rewardagg.advantages` (``return_info=True``) and reports:
-
-- **masked failures** (DESIGN.md section 2): completions that are clearly below their
-  group on some reward, ``Z[i, k] <= z_level`` (stage-1 group z-score, default level -1),
-  yet receive a positive advantage; in total and per reward. For ``z_level == -1`` the
-  counts are the library's own ``AggregationInfo.masked_failures``.
-- **threshold variant**: completions whose raw reward ``k`` is below a threshold you
-  give (for a cost column, above it) that still receive a positive advantage.
-- **bottleneck share** of each reward: the fraction of rows whose lowest ``Z`` is that
-  reward (ties split), method-independent.
-- **zero-spread groups**: per reward, the fraction of groups where the reward carries no
-  signal (fewer than two present values, or all equal); and the groups with no signal on
-  any reward.
-- **distinct advantages per group** (mean): 1 means the group's completions all get the
-  same advantage (GDPO's "advantage collapse").
-- **rank agreement**: the Spearman rank correlation of the advantages of every pair of
-  methods (ties get average ranks).
-
-Costs (lower is better) are negated before aggregation, so every column is "higher is
-better" for the methods.
+See :mod:`rewardagg.audit` for what is measured and why.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
+from typing import Any
 
 import numpy as np
+
+from rewardagg._src.registry import get_aggregator
+from rewardagg.method_settings import MethodSpec, method_settings
 
 __all__ = [
     "AuditMethod",
     "AuditReport",
     "MethodAudit",
     "default_audit_methods",
-    "format_report",
-    "plot_report",
     "rankdata",
     "run_audit",
     "spearman",
 ]
 
-
-@dataclass(frozen=True)
-class AuditMethod:
-    """A method to audit: a label, a registry name and its keyword parameters."""
-
-    label: str
-    method: str
-    params: dict = field(default_factory=dict)
+AuditMethod = MethodSpec
+"""A method to audit: a label, a registry name and its keyword parameters (the
+:class:`~rewardagg.method_settings.MethodSpec` of the demo, under the audit's name)."""
 
 
 def default_audit_methods(
-    methods: Sequence[str] = ("grpo", "gdpo", "mean", "softmin", "mean_variance", "min"),
+    methods: Sequence[str] | None = None,
     *,
-    kappas: Sequence[float] = (1.0,),
-    lam: float = 0.5,
+    params: Mapping[str, Sequence[Any]] | None = None,
 ) -> list[AuditMethod]:
-    """One entry per method; ``softmin`` once per kappa, ``mean_variance`` with ``lam``."""
-    out = []
-    for m in methods:
-        if m == "softmin":
-            out += [AuditMethod(f"softmin k={k:g}", "softmin", {"kappa": float(k)}) for k in kappas]
-        elif m == "mean_variance":
-            out.append(AuditMethod(f"mean_var l={lam:g}", "mean_variance", {"lam": float(lam)}))
-        else:
-            out.append(AuditMethod(m, m))
-    return out
+    """One entry per setting of each method's ``sweep``, in the order of ``methods``.
+
+    Args:
+        methods: registry names (default: every method of
+            :func:`rewardagg.available_methods`, built-ins first, then registered ones).
+        params: parameter name -> values, replacing that parameter's sweep in every method
+            that takes it (the command line's ``--param NAME=V1,V2``); see
+            :func:`rewardagg.method_settings.method_settings`.
+    """
+    return method_settings(methods, params)
 
 
 @dataclass
@@ -110,6 +84,10 @@ class AuditReport:
     methods: list[MethodAudit]
     spearman: np.ndarray
     source: str = ""
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    """``(label, reason)`` of each method that cannot run on these rewards (one the table
+    marks as defined for non-negative values, on rewards with a negative value); the
+    other methods are reported as usual."""
 
 
 def rankdata(x: np.ndarray) -> np.ndarray:
@@ -226,37 +204,20 @@ def run_audit(
             thr_failed[:, j] = bad & np.isfinite(col)
 
     audits: list[MethodAudit] = []
+    skipped: list[tuple[str, str]] = []
     info0 = None
     for spec in methods:
+        why = _cannot_run(spec.method, r[:, active])
+        if why:
+            skipped.append((spec.label, why))
+            continue
         kwargs = dict(group_ids=codes, weights=w, eps=eps, **spec.params)
         adv, info = rewardagg.advantages(r, method=spec.method, return_info=True, **kwargs)
-        adv = np.asarray(adv, dtype=np.float64)
         if info0 is None:
             info0 = info
-        pos = adv > 0
-        if z_level == -1.0:
-            mf = int(info.masked_failures)
-            mf_k = np.asarray(info.masked_failures_per_reward, dtype=np.int64)
-        else:
-            mf = int(np.count_nonzero(z_failed.any(axis=1) & pos))
-            mf_k = np.count_nonzero(z_failed & pos[:, None], axis=0).astype(np.int64)
-        distinct = float(np.mean(info.distinct_advantages_per_group))
-        tm = tm_k = None
-        if thr_failed is not None:
-            tm = int(np.count_nonzero(thr_failed.any(axis=1) & pos))
-            tm_k = np.count_nonzero(thr_failed & pos[:, None], axis=0).astype(np.int64)
-        audits.append(
-            MethodAudit(
-                label=spec.label,
-                advantages=adv,
-                masked_failures=mf,
-                masked_failures_per_reward=mf_k,
-                threshold_masked=tm,
-                threshold_masked_per_reward=tm_k,
-                positive=int(np.count_nonzero(pos)),
-                distinct_per_group_mean=distinct,
-            )
-        )
+        audits.append(_audit_one(spec.label, adv, info, z_level, z_failed, thr_failed))
+    if methods and not audits:
+        raise ValueError(f"no method can run on these rewards: {skipped[0][0]} {skipped[0][1]}")
     rho = spearman(np.column_stack([a.advantages for a in audits])) if audits else np.zeros((0, 0))
     return AuditReport(
         reward_names=names,
@@ -287,161 +248,49 @@ def run_audit(
         methods=audits,
         spearman=rho,
         source=source,
+        skipped=skipped,
     )
 
 
-def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
-    widths = [max(len(str(c)) for c in col) for col in zip(header, *rows, strict=False)]
-    fmt = "  ".join(f"{{:<{w}}}" if i == 0 else f"{{:>{w}}}" for i, w in enumerate(widths))
-    return [fmt.format(*header), fmt.format(*("-" * w for w in widths))] + [
-        fmt.format(*map(str, r)) for r in rows
-    ]
+def _cannot_run(method: str, rewards: np.ndarray) -> str:
+    """Why ``method`` cannot run on ``rewards`` (as aggregated: costs negated, weight-0
+    columns left out), or ``""``: the table marks the reducers defined for non-negative
+    values only."""
+    if get_aggregator(method).nonnegative and np.any(rewards < 0):
+        return "is defined for non-negative rewards only, and these have negative values"
+    return ""
 
 
-def _pct(a: float, b: float) -> str:
-    return "–" if b == 0 else f"{100.0 * a / b:.1f}%"
-
-
-def format_report(rep: AuditReport) -> str:
-    """The text report printed by ``rewardagg audit``."""
-    names = rep.reward_names
-    out = [f"rewardagg audit: {rep.source}" if rep.source else "rewardagg audit"]
-    lo, hi = rep.group_sizes
-    out.append(
-        f"  {rep.n_rows} completions in {rep.n_groups} groups "
-        f"(size {lo}{'' if lo == hi else f'..{hi}'}), {len(names)} rewards"
+def _audit_one(
+    label: str,
+    adv: Any,
+    info: Any,
+    z_level: float,
+    z_failed: np.ndarray,
+    thr_failed: np.ndarray | None,
+) -> MethodAudit:
+    """The counts of one method from its advantages and ``AggregationInfo``: at
+    ``z_level == -1`` the masked failures are the library's own; otherwise counted here
+    from ``z_failed`` (rows x rewards, failing at ``z_level``)."""
+    adv = np.asarray(adv, dtype=np.float64)
+    pos = adv > 0
+    if z_level == -1.0:
+        mf = int(info.masked_failures)
+        mf_k = np.asarray(info.masked_failures_per_reward, dtype=np.int64)
+    else:
+        mf = int(np.count_nonzero(z_failed.any(axis=1) & pos))
+        mf_k = np.count_nonzero(z_failed & pos[:, None], axis=0).astype(np.int64)
+    tm = tm_k = None
+    if thr_failed is not None:
+        tm = int(np.count_nonzero(thr_failed.any(axis=1) & pos))
+        tm_k = np.count_nonzero(thr_failed & pos[:, None], axis=0).astype(np.int64)
+    return MethodAudit(
+        label=label,
+        advantages=adv,
+        masked_failures=mf,
+        masked_failures_per_reward=mf_k,
+        threshold_masked=tm,
+        threshold_masked_per_reward=tm_k,
+        positive=int(np.count_nonzero(pos)),
+        distinct_per_group_mean=float(np.mean(info.distinct_advantages_per_group)),
     )
-    if rep.costs:
-        out.append(f"  costs (negated before aggregation): {', '.join(rep.costs)}")
-    if np.any(rep.weights != 1):
-        pairs = zip(names, rep.weights, strict=True)
-        out.append("  weights: " + ", ".join(f"{n}={w:g}" for n, w in pairs))
-    if rep.rows_without_reward:
-        out.append(f"  rows without any reward (advantage 0): {rep.rows_without_reward}")
-    out.append("")
-
-    out.append("Per reward (method-independent)")
-    header = ["reward", "missing", "bottleneck", "zero-spread groups", f"Z<={rep.z_level:g}"]
-    if rep.thresholds:
-        header.append("below threshold")
-    rows = []
-    for j, nm in enumerate(names):
-        row = [
-            nm + (" (cost)" if nm in rep.costs else ""),
-            str(int(rep.missing_per_reward[j])),
-            f"{rep.bottleneck_share[j]:.3f}",
-            f"{rep.zero_spread_fraction[j]:.1%}",
-            str(int(rep.z_failures_per_reward[j])),
-        ]
-        if rep.thresholds:
-            t = rep.thresholds.get(nm)
-            per = rep.threshold_failures_per_reward
-            if t is None or per is None:
-                row.append("–")
-            else:
-                op = ">" if nm in rep.costs else "<"
-                row.append(f"{int(per[j])} ({op}{t:g})")
-        rows.append(row)
-    out += ["  " + line for line in _table(header, rows)]
-    out.append(
-        f"  groups with no signal on any reward: {rep.groups_without_signal} of {rep.n_groups}"
-    )
-    if hi <= 2 and rep.z_level <= -1.0:
-        out.append(
-            "  note: in groups of at most 2 a z-score is at most 0.71 in size, so no row "
-            f"reaches Z<={rep.z_level:g}; use --threshold"
-        )
-    out.append(
-        f"  rows failing some reward (Z<={rep.z_level:g}): {rep.z_failures} of {rep.n_rows}"
-        + (
-            f"; below a threshold: {rep.threshold_failures}"
-            if rep.threshold_failures is not None
-            else ""
-        )
-    )
-    out.append("")
-
-    out.append("Masked failures: completions that fail a reward yet get a positive advantage")
-    header = ["method", f"masked (Z<={rep.z_level:g})", "of failing"]
-    if rep.thresholds:
-        header += ["masked (threshold)", "of failing"]
-    header += ["per reward (Z)", "positive adv", "distinct adv/group"]
-    rows = []
-    for m in rep.methods:
-        row = [m.label, str(m.masked_failures), _pct(m.masked_failures, rep.z_failures)]
-        if rep.thresholds:
-            row += [
-                str(m.threshold_masked),
-                _pct(m.threshold_masked or 0, rep.threshold_failures or 0),
-            ]
-        row += [
-            " ".join(str(int(v)) for v in m.masked_failures_per_reward),
-            _pct(m.positive, rep.n_rows),
-            f"{m.distinct_per_group_mean:.2f}",
-        ]
-        rows.append(row)
-    out += ["  " + line for line in _table(header, rows)]
-    out.append(f"  (per reward in the order: {', '.join(names)})")
-    out.append("")
-
-    out.append("Spearman rank correlation of the advantages")
-    labels = [m.label for m in rep.methods]
-    rows = [
-        [labels[i]] + ["–" if math.isnan(v) else f"{v:.3f}" for v in rep.spearman[i]]
-        for i in range(len(labels))
-    ]
-    out += ["  " + line for line in _table(["", *labels], rows)]
-    return "\n".join(out)
-
-
-def plot_report(rep: AuditReport, path: str | Path) -> None:
-    """Three panels: masked failures per method, bottleneck share per reward, Spearman."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    labels = [m.label for m in rep.methods]
-    names = rep.reward_names
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.6))
-    ax = axes[0]
-    x = np.arange(len(labels))
-    width = 0.8 / (2 if rep.thresholds else 1)
-    ax.bar(x, [m.masked_failures for m in rep.methods], width, label=f"Z <= {rep.z_level:g}")
-    if rep.thresholds:
-        ax.bar(
-            x + width,
-            [m.threshold_masked or 0 for m in rep.methods],
-            width,
-            label="below threshold",
-        )
-    ax.set_xticks(x + (width / 2 if rep.thresholds else 0))
-    ax.set_xticklabels(labels, rotation=30, ha="right")
-    ax.set_ylabel("completions")
-    ax.set_title("masked failures (fail a reward, positive advantage)", fontsize=10)
-    ax.legend(frameon=False)
-    ax = axes[1]
-    y = np.arange(len(names))
-    ax.barh(y, rep.bottleneck_share, color="tab:gray")
-    ax.set_yticks(y)
-    ax.set_yticklabels(names)
-    ax.invert_yaxis()
-    ax.set_xlabel("fraction of rows whose lowest Z is this reward")
-    ax.set_title("bottleneck share", fontsize=10)
-    ax = axes[2]
-    im = ax.imshow(rep.spearman, vmin=-1, vmax=1, cmap="RdBu_r")
-    ax.set_xticks(range(len(labels)))
-    ax.set_xticklabels(labels, rotation=30, ha="right")
-    ax.set_yticks(range(len(labels)))
-    ax.set_yticklabels(labels)
-    for i in range(len(labels)):
-        for j in range(len(labels)):
-            v = rep.spearman[i, j]
-            if np.isfinite(v):
-                ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=7)
-    ax.set_title("Spearman rank correlation of advantages", fontsize=10)
-    fig.colorbar(im, ax=ax, fraction=0.046)
-    fig.suptitle(f"rewardagg audit: {Path(rep.source).name if rep.source else ''}", fontsize=11)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)

@@ -1,28 +1,31 @@
-"""The ``rewardagg`` command line: ``rewardagg demo`` and ``rewardagg audit FILE``.
+"""The argument parser of the ``rewardagg`` command line: the subcommands' options.
 
-Exit codes: 0 success; 2 bad usage, a bad input file or a missing optional dependency;
-1 an unexpected error.
-
-Adding a subcommand (for example ``bench``): write a ``configure(parser)`` function that
-adds its arguments and a ``run(args) -> int`` function, and append one :class:`Command`
-to :data:`COMMANDS`. ``configure`` and ``run`` may be callables or ``"module:function"``
-strings; strings are imported only when needed, so ``rewardagg --help`` and the other
-commands never import the new command's dependencies.
+Only argparse set-up lives here (what each option is, its type and help); the commands
+themselves are in :mod:`rewardagg.cli.commands`, imported when a command runs. The method
+options (``--methods``, ``--param NAME=V1,V2``) are read off the method table, so a method
+added to the table or registered before the parser is built is offered like a built-in.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
-import sys
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
+from typing import Any
 
+from rewardagg._src.registry import available_methods
 from rewardagg._version import __version__
+from rewardagg.method_settings import parameters_taken
 
-__all__ = ["COMMANDS", "Command", "UsageError", "build_parser", "main"]
+__all__ = [
+    "COMMANDS",
+    "PARAM_ALIASES",
+    "Command",
+    "UsageError",
+    "add_method_options",
+    "build_parser",
+]
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
 PLOT_EXTRA_HINT = 'pip install "rewardagg[plot]"'
@@ -48,6 +51,7 @@ class Command:
 
 
 def _resolve(target: Callable | str) -> Callable:
+    """``target`` itself, or the function a ``"module:function"`` string names."""
     if callable(target):
         return target
     module, _, attr = target.partition(":")
@@ -75,13 +79,8 @@ def _ints(text: str) -> list[int]:
 
 
 def _names(text: str) -> list[str]:
+    """``"a, b,,c"`` -> ["a", "b", "c"]."""
     return [t.strip() for t in text.split(",") if t.strip()]
-
-
-def _flatten(values: Sequence[Sequence] | None) -> list | None:
-    if values is None:
-        return None
-    return [v for chunk in values for v in chunk]
 
 
 def _positive_int(text: str) -> int:
@@ -94,13 +93,83 @@ def _positive_int(text: str) -> int:
     return v
 
 
+def _assignment(text: str) -> tuple[str, list[str]]:
+    """``"kappa=0.5,1"`` -> ("kappa", ["0.5", "1"]) (argparse type of ``--param``); the
+    values stay strings until the method table converts them."""
+    name, sep, values = text.partition("=")
+    name, items = name.strip(), _names(values)
+    if not sep or not name or not items:
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE[,VALUE...], got {text!r}")
+    return name, items
+
+
+def _alias(name: str) -> Callable[[str], tuple[str, list[Any]]]:
+    """argparse type of ``--<name> V1,V2``: the same as ``--param <name>=V1,V2``."""
+
+    def parse(text: str) -> tuple[str, list[Any]]:
+        return name, list(_floats(text))
+
+    parse.__name__ = name  # argparse names the type in its error messages
+    return parse
+
+
+# ---------------------------------------------------------------------------- methods
+PARAM_ALIASES = ("kappa", "lam")
+"""Method parameters that keep a flag of their own, from before ``--param`` existed:
+``--kappa 0.5,1`` is ``--param kappa=0.5,1`` (comma-separated numbers)."""
+
+
+def _param_help() -> str:
+    """Help of ``--param``, listing every method parameter of the table."""
+    taken = parameters_taken(available_methods())
+    listed = "; ".join(f"{p} ({', '.join(m)})" for p, m in taken.items())
+    return (
+        "compare these values of method parameter NAME, instead of the values the method "
+        "table sweeps, for every selected method that takes it (repeatable; the last "
+        f"wins for a NAME). Parameters: {listed}".replace("%", "%%")
+    )
+
+
+def add_method_options(
+    p: argparse.ArgumentParser | argparse._ArgumentGroup, *, default: str
+) -> None:
+    """``--methods``, ``--param`` and the :data:`PARAM_ALIASES` flags, read off the
+    method table. ``default`` says, for the help, which methods run by default."""
+    p.add_argument(
+        "--methods",
+        type=_names,
+        default=None,
+        metavar="NAME[,NAME...]",
+        help=f"methods to compare, of {', '.join(available_methods())} (default: {default})",
+    )
+    p.add_argument(
+        "--param",
+        dest="params",
+        action="append",
+        type=_assignment,
+        default=None,
+        metavar="NAME=V[,V...]",
+        help=_param_help(),
+    )
+    for name in PARAM_ALIASES:
+        p.add_argument(
+            f"--{name}",
+            dest="params",
+            action="append",
+            type=_alias(name),
+            metavar="V[,V...]",
+            help=f"the same as --param {name}=V[,V...]",
+        )
+
+
 # ---------------------------------------------------------------------------- demo
 DEMO_DESCRIPTION = """\
 Constraint neglect, reproduced: a tabular softmax policy writes 6-token responses for 4
 prompts; one binary format constraint (the last 2 tokens must be <end>) competes with
 K-1 noisy verbosity rewards (word counts). GRPO-style training (8 samples per prompt,
-one policy-gradient step per batch) with the advantages of each method: grpo, gdpo,
-softmin at several kappa, mean_variance, min. Same seeds for every method.
+one policy-gradient step per batch) with the advantages of each method of the method
+table, at each setting the table sweeps (--methods and --param choose). Same seeds for
+every method.
 Default grid: K in {4, 17} x constraint met by {5%, 50%} of responses at the start
 (the 50% scenarios are the control). Writes demo.png, demo.json, demo.csv into --out.
 """
@@ -149,21 +218,7 @@ def configure_demo(p: argparse.ArgumentParser) -> None:
         help="probability of meeting the constraint at the start, one scenario each "
         "(default: 0.05,0.5; the larger one is the control)",
     )
-    g.add_argument(
-        "--kappa",
-        type=_floats,
-        default=None,
-        metavar="K[,K...]",
-        help="softmin kappa values (default: 0.5,1,2)",
-    )
-    g.add_argument("--lam", type=float, default=0.5, help="mean_variance lambda (default: 0.5)")
-    g.add_argument(
-        "--methods",
-        type=_names,
-        default=None,
-        metavar="NAME[,NAME...]",
-        help="subset of grpo,gdpo,mean,softmin,mean_variance,min (default: all but mean)",
-    )
+    add_method_options(g, default="all but mean and the methods that need non-negative rewards")
     g.add_argument("--prompts", type=_positive_int, default=4, help="prompts (default: 4)")
     g.add_argument("--group-size", type=int, default=8, help="samples per prompt (default: 8)")
     g.add_argument(
@@ -197,101 +252,6 @@ def configure_demo(p: argparse.ArgumentParser) -> None:
     g.add_argument("--seed", type=int, default=0, help="first seed (default: 0)")
 
 
-def _require_plot_extra() -> None:
-    missing = []
-    for mod in ("matplotlib", "tqdm"):
-        try:
-            importlib.import_module(mod)
-        except ImportError:
-            missing.append(mod)
-    if missing:
-        raise UsageError(
-            f"the demo needs {' and '.join(missing)} (the 'plot' extra): {PLOT_EXTRA_HINT}"
-        )
-
-
-def run_demo_command(args: argparse.Namespace) -> int:
-    """``rewardagg demo``: train, print the table, write demo.png/json/csv."""
-    _require_plot_extra()
-    from tqdm import tqdm
-
-    from rewardagg.demo import (
-        DemoConfig,
-        default_methods,
-        default_scenarios,
-        format_table,
-        run_demo,
-        write_outputs,
-    )
-    from rewardagg.demo.environment import MAX_REWARDS
-    from rewardagg.demo.experiment import METHOD_ORDER
-
-    seeds = args.seeds or (3 if args.quick else 16)
-    steps = args.steps or (60 if args.quick else 300)
-    rewards = args.rewards or [4, 17]
-    difficulty = args.difficulty or [0.05, 0.5]
-    kappas = args.kappa or [0.5, 1.0, 2.0]
-    for k in rewards:
-        if not 2 <= k <= MAX_REWARDS:
-            raise UsageError(f"--rewards: each K must be in [2, {MAX_REWARDS}], got {k}")
-    for d in difficulty:
-        if not 0.0 < d < 1.0:
-            raise UsageError(f"--difficulty: each value must be in (0, 1), got {d}")
-    if any(k < 0 for k in kappas):
-        raise UsageError(f"--kappa: values must be >= 0, got {kappas}")
-
-    names = args.methods if args.methods is not None else [m for m in METHOD_ORDER if m != "mean"]
-    bad = [m for m in names if m not in METHOD_ORDER]
-    if bad:
-        raise UsageError(f"--methods: unknown {bad}; available: {', '.join(METHOD_ORDER)}")
-    methods = default_methods(kappas, args.lam, names)
-    try:
-        config = DemoConfig(
-            seeds=seeds,
-            steps=steps,
-            group_size=args.group_size,
-            lr=args.lr,
-            methods=tuple(methods),
-            threshold=args.threshold,
-            base_seed=args.seed,
-        )
-        scenarios = default_scenarios(
-            n_rewards=rewards,
-            difficulty=difficulty,
-            n_prompts=args.prompts,
-            length=args.length,
-            constraint_length=args.constraint_length,
-            window=args.window,
-            noise=args.noise,
-        )
-    except ValueError as e:
-        raise UsageError(str(e)) from None
-
-    t0 = time.perf_counter()
-    with tqdm(
-        total=steps * len(scenarios),
-        disable=args.quiet,
-        desc="training",
-        unit="step",
-        file=sys.stderr,
-        leave=False,
-        dynamic_ncols=True,
-    ) as bar:
-        results = run_demo(scenarios, config, progress=bar.update)
-    elapsed = time.perf_counter() - t0
-    print(format_table(results))
-    paths = write_outputs(
-        results, config, args.out, rewardagg_version=__version__, train_seconds=round(elapsed, 2)
-    )
-    print()
-    print(
-        f"{len(methods)} methods x {seeds} seeds x {steps} steps x {len(scenarios)} scenarios "
-        f"trained in {elapsed:.1f} s."
-    )
-    print("wrote " + ", ".join(str(paths[k]) for k in ("png", "json", "csv")))
-    return EXIT_OK
-
-
 # ---------------------------------------------------------------------------- audit
 AUDIT_DESCRIPTION = """\
 Audit logged rollouts for constraint neglect. FILE has one row per completion
@@ -299,7 +259,9 @@ Audit logged rollouts for constraint neglect. FILE has one row per completion
 reward. Reports, per method, the masked failures (completions clearly below their
 group on some reward, Z <= -1, or below a --threshold you give, that still get a
 positive advantage), each reward's bottleneck share, zero-spread groups, and the
-Spearman rank correlation of the advantages between methods.
+Spearman rank correlation of the advantages between methods. A method defined for
+non-negative rewards only (a power mean) is skipped, with a note, on rewards with a
+negative value.
 """
 
 
@@ -363,21 +325,7 @@ def configure_audit(p: argparse.ArgumentParser) -> None:
         help="a completion fails reward k when its group z-score is <= this "
         "(default: -1, as in DESIGN.md)",
     )
-    p.add_argument(
-        "--methods",
-        type=_names,
-        default=None,
-        metavar="NAME[,NAME...]",
-        help="methods to compare (default: grpo,gdpo,mean,softmin,mean_variance,min)",
-    )
-    p.add_argument(
-        "--kappa",
-        type=_floats,
-        default=None,
-        metavar="K[,K...]",
-        help="softmin kappa values (default: 1)",
-    )
-    p.add_argument("--lam", type=float, default=0.5, help="mean_variance lambda (default: 0.5)")
+    add_method_options(p, default="all")
     p.add_argument("--eps", type=float, default=1e-6, help="eps of stages 1 and 3 (default: 1e-6)")
     p.add_argument(
         "--plot",
@@ -389,117 +337,20 @@ def configure_audit(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _parse_weights(text: str | None, names: list[str]) -> list[float] | None:
-    if text is None:
-        return None
-    parts = _names(text)
-    if parts and all("=" in p for p in parts):
-        w = dict.fromkeys(names, 1.0)
-        for part in parts:
-            key, _, val = part.partition("=")
-            if key not in w:
-                raise UsageError(f"--weights: unknown reward {key!r}; rewards are {names}")
-            try:
-                w[key] = float(val)
-            except ValueError:
-                raise UsageError(f"--weights: {part!r} is not NAME=NUMBER") from None
-        return [w[n] for n in names]
-    try:
-        vals = [float(p) for p in parts]
-    except ValueError:
-        raise UsageError(f"--weights: expected numbers or NAME=NUMBER, got {text!r}") from None
-    if len(vals) != len(names):
-        raise UsageError(f"--weights: {len(vals)} values for {len(names)} rewards ({names})")
-    return vals
-
-
-def _parse_thresholds(items: list[str] | None, names: list[str]) -> dict[str, float]:
-    out: dict[str, float] = {}
-    for item in items or []:
-        key, sep, val = item.partition("=")
-        try:
-            if sep:
-                if key not in names:
-                    raise UsageError(f"--threshold: unknown reward {key!r}; rewards are {names}")
-                out[key] = float(val)
-            else:
-                out.update(dict.fromkeys(names, float(item)))
-        except ValueError:
-            raise UsageError(f"--threshold: expected COL=VALUE or VALUE, got {item!r}") from None
-    return out
-
-
-def run_audit_command(args: argparse.Namespace) -> int:
-    """``rewardagg audit FILE``: print the report, optionally write the figure."""
-    import rewardagg
-    from rewardagg.audit import default_audit_methods, format_report, plot_report, run_audit
-    from rewardagg.rollouts_io import RolloutFileError, load_rollouts
-
-    if args.plot is not None:
-        try:
-            import matplotlib  # noqa: F401
-        except ImportError:
-            raise UsageError(f"--plot needs matplotlib: {PLOT_EXTRA_HINT}") from None
-    costs = _flatten(args.cost) or []
-    try:
-        data = load_rollouts(
-            args.file,
-            group=args.group,
-            rewards=_flatten(args.rewards),
-            exclude=_flatten(args.exclude) or [],
-            fmt=args.format,
-        )
-    except RolloutFileError as e:
-        raise UsageError(str(e)) from None
-    names = data.reward_names
-    unknown = [c for c in costs if c not in names]
-    if unknown:
-        raise UsageError(f"--cost: {unknown} not among the reward columns {names}")
-    known = set(rewardagg.available_methods())
-    wanted = args.methods or ["grpo", "gdpo", "mean", "softmin", "mean_variance", "min"]
-    bad = [m for m in wanted if m not in known]
-    if bad:
-        raise UsageError(f"--methods: unknown {bad}; available: {', '.join(sorted(known))}")
-    methods = default_audit_methods(wanted, kappas=args.kappa or [1.0], lam=args.lam)
-    try:
-        report = run_audit(
-            data.rewards,
-            data.group_codes(),
-            reward_names=names,
-            costs=costs,
-            weights=_parse_weights(args.weights, names),
-            methods=methods,
-            thresholds=_parse_thresholds(args.threshold, names),
-            z_level=args.z_level,
-            eps=args.eps,
-            source=data.source,
-        )
-    except ValueError as e:
-        raise UsageError(str(e)) from None
-    if data.inferred:
-        print(f"reward columns (inferred): {', '.join(names)}; group column: {data.group_column}")
-    print(format_report(report))
-    if args.plot is not None:
-        Path(args.plot).parent.mkdir(parents=True, exist_ok=True)
-        plot_report(report, args.plot)
-        print(f"\nwrote {args.plot}")
-    return EXIT_OK
-
-
 # ---------------------------------------------------------------------------- wiring
 COMMANDS: list[Command] = [
     Command(
         "demo",
         "reproduce constraint neglect on a toy policy-gradient problem",
         configure_demo,
-        run_demo_command,
+        "rewardagg.cli.commands:run_demo_command",
         DEMO_DESCRIPTION,
     ),
     Command(
         "audit",
         "check logged rollouts for masked failures and method disagreement",
         configure_audit,
-        run_audit_command,
+        "rewardagg.cli.commands:run_audit_command",
         AUDIT_DESCRIPTION,
     ),
     # Command("bench", "...", "rewardagg.<module>:configure", "rewardagg.<module>:run"),
@@ -524,23 +375,3 @@ def build_parser(commands: Sequence[Command] | None = None) -> argparse.Argument
         _resolve(cmd.configure)(sp)
         sp.set_defaults(_run=cmd.run)
     return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``rewardagg`` script; returns the exit code."""
-    parser = build_parser()
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as e:  # argparse exits 2 on bad usage, 0 on --help
-        return int(e.code) if isinstance(e.code, int) else EXIT_USAGE
-    if getattr(args, "_run", None) is None:
-        parser.print_help()
-        return EXIT_USAGE
-    try:
-        return int(_resolve(args._run)(args))
-    except UsageError as e:
-        print(f"rewardagg {args.command}: error: {e}", file=sys.stderr)
-        return EXIT_USAGE
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130

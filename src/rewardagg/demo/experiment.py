@@ -23,12 +23,15 @@ expected rewards of the policy (closed form, no sampling noise) after each updat
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
+from rewardagg._src.registry import available_methods, get_aggregator
 from rewardagg.demo.environment import END, ConstraintEnv, end_probability
+from rewardagg.method_settings import MethodSpec, check_methods, method_settings
 
 __all__ = [
     "DemoConfig",
@@ -42,46 +45,36 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True)
-class MethodSpec:
-    """One advantage method of the comparison: a label, a registry name and its params."""
-
-    label: str
-    method: str
-    params: dict = field(default_factory=dict)
-
-
-#: The order of the methods in tables and figures.
-METHOD_ORDER = ("grpo", "gdpo", "mean", "softmin", "mean_variance", "min")
+#: Left out of the default list: ``mean`` is softmin at kappa 0, so the default table
+#: shows the softmin family once (README's demo tables).
+DEFAULT_EXCLUDED = ("mean",)
 
 
 def default_methods(
-    kappas: Sequence[float] = (0.5, 1.0, 2.0),
-    lam: float = 0.5,
-    names: Sequence[str] = ("grpo", "gdpo", "softmin", "mean_variance", "min"),
+    names: Sequence[str] | None = None,
+    *,
+    params: Mapping[str, Sequence[Any]] | None = None,
 ) -> list[MethodSpec]:
-    """The methods named in ``names``, in :data:`METHOD_ORDER`: softmin once per kappa.
+    """The methods to compare, in the order of the method table, one entry per setting of
+    each method's ``sweep`` (see :mod:`rewardagg.method_settings`).
 
-    The default compares grpo, gdpo, softmin at each kappa, mean_variance(lam) and min.
+    Args:
+        names: registry names (any order; unknown ones raise ``ValueError``). Default:
+            every method of :func:`rewardagg.available_methods` (built-ins, then registered
+            ones) but :data:`DEFAULT_EXCLUDED` and the methods the table marks as defined
+            for non-negative values only (``nonnegative``: the demo's rewards carry
+            Gaussian noise). Named, those run too (with ``noise=0`` the rewards are
+            non-negative).
+        params: parameter name -> values, replacing that parameter's sweep in every
+            selected method that takes it (the command line's ``--param NAME=V1,V2``).
     """
-    unknown = [n for n in names if n not in METHOD_ORDER]
-    if unknown:
-        raise ValueError(f"unknown method(s) {unknown}; choose from {METHOD_ORDER}")
-    out = []
-    for name in (n for n in METHOD_ORDER if n in names):
-        if name == "softmin":
-            out += [
-                MethodSpec(f"softmin k={_fmt(k)}", "softmin", {"kappa": float(k)}) for k in kappas
-            ]
-        elif name == "mean_variance":
-            out.append(MethodSpec(f"mean_var l={_fmt(lam)}", "mean_variance", {"lam": float(lam)}))
-        else:
-            out.append(MethodSpec(name, name))
-    return out
-
-
-def _fmt(x: float) -> str:
-    return f"{x:g}"
+    table = available_methods()
+    if names is None:
+        names = [
+            n for n in table if n not in DEFAULT_EXCLUDED and not get_aggregator(n).nonnegative
+        ]
+    names = check_methods(names)
+    return method_settings(sorted(names, key=table.index), params)
 
 
 @dataclass(frozen=True)

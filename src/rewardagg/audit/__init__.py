@@ -1,0 +1,56 @@
+"""``rewardagg audit``: does a batch of logged rewards suffer from constraint neglect?
+
+Given the rewards of logged completions (``(N, K)``, grouped by prompt), the audit runs
+every method through :func:`rewardagg.advantages` (``return_info=True``) and reports:
+
+- **masked failures** (DESIGN.md section 2): completions that are clearly below their
+  group on some reward, ``Z[i, k] <= z_level`` (stage-1 group z-score, default level -1),
+  yet receive a positive advantage; in total and per reward. For ``z_level == -1`` the
+  counts are the library's own ``AggregationInfo.masked_failures``.
+- **threshold variant**: completions whose raw reward ``k`` is below a threshold you
+  give (for a cost column, above it) that still receive a positive advantage.
+- **bottleneck share** of each reward: the fraction of rows whose lowest ``Z`` is that
+  reward (ties split), method-independent.
+- **zero-spread groups**: per reward, the fraction of groups where the reward carries no
+  signal (fewer than two present values, or all equal); and the groups with no signal on
+  any reward.
+- **distinct advantages per group** (mean): 1 means the group's completions all get the
+  same advantage (GDPO's "advantage collapse").
+- **rank agreement**: the Spearman rank correlation of the advantages of every pair of
+  methods (ties get average ranks).
+
+Costs (lower is better) are negated before aggregation, so every column is "higher is
+better" for the methods.
+
+A method the table marks as defined for non-negative values only (a power mean) is not
+run on rewards with a negative value (costs count negated): the report lists it as
+skipped, with the reason.
+
+The package: :mod:`~rewardagg.audit.compute` (:func:`run_audit` and its records),
+:mod:`~rewardagg.audit.report` (:func:`format_report`) and :mod:`~rewardagg.audit.plots`
+(:func:`plot_report`, matplotlib imported inside it).
+"""
+
+from rewardagg.audit.compute import (
+    AuditMethod,
+    AuditReport,
+    MethodAudit,
+    default_audit_methods,
+    rankdata,
+    run_audit,
+    spearman,
+)
+from rewardagg.audit.plots import plot_report
+from rewardagg.audit.report import format_report
+
+__all__ = [
+    "AuditMethod",
+    "AuditReport",
+    "MethodAudit",
+    "default_audit_methods",
+    "format_report",
+    "plot_report",
+    "rankdata",
+    "run_audit",
+    "spearman",
+]

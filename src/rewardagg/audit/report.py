@@ -1,0 +1,124 @@
+"""The text report of ``rewardagg audit`` (:func:`format_report`)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+
+from rewardagg.audit.compute import AuditReport
+
+__all__ = ["format_report"]
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    widths = [max(len(str(c)) for c in col) for col in zip(header, *rows, strict=False)]
+    fmt = "  ".join(f"{{:<{w}}}" if i == 0 else f"{{:>{w}}}" for i, w in enumerate(widths))
+    return [fmt.format(*header), fmt.format(*("-" * w for w in widths))] + [
+        fmt.format(*map(str, r)) for r in rows
+    ]
+
+
+def _pct(a: float, b: float) -> str:
+    return "–" if b == 0 else f"{100.0 * a / b:.1f}%"
+
+
+def _skipped_lines(skipped: Sequence[tuple[str, str]]) -> list[str]:
+    """One line per method that could not run on the rewards, with the reason."""
+    if not skipped:
+        return []
+    return ["  not run on these rewards:"] + [f"    {label} {why}" for label, why in skipped]
+
+
+def format_report(rep: AuditReport) -> str:
+    """The text report printed by ``rewardagg audit``."""
+    names = rep.reward_names
+    out = [f"rewardagg audit: {rep.source}" if rep.source else "rewardagg audit"]
+    lo, hi = rep.group_sizes
+    out.append(
+        f"  {rep.n_rows} completions in {rep.n_groups} groups "
+        f"(size {lo}{'' if lo == hi else f'..{hi}'}), {len(names)} rewards"
+    )
+    if rep.costs:
+        out.append(f"  costs (negated before aggregation): {', '.join(rep.costs)}")
+    if np.any(rep.weights != 1):
+        pairs = zip(names, rep.weights, strict=True)
+        out.append("  weights: " + ", ".join(f"{n}={w:g}" for n, w in pairs))
+    if rep.rows_without_reward:
+        out.append(f"  rows without any reward (advantage 0): {rep.rows_without_reward}")
+    out.append("")
+
+    out.append("Per reward (method-independent)")
+    header = ["reward", "missing", "bottleneck", "zero-spread groups", f"Z<={rep.z_level:g}"]
+    if rep.thresholds:
+        header.append("below threshold")
+    rows = []
+    for j, nm in enumerate(names):
+        row = [
+            nm + (" (cost)" if nm in rep.costs else ""),
+            str(int(rep.missing_per_reward[j])),
+            f"{rep.bottleneck_share[j]:.3f}",
+            f"{rep.zero_spread_fraction[j]:.1%}",
+            str(int(rep.z_failures_per_reward[j])),
+        ]
+        if rep.thresholds:
+            t = rep.thresholds.get(nm)
+            per = rep.threshold_failures_per_reward
+            if t is None or per is None:
+                row.append("–")
+            else:
+                op = ">" if nm in rep.costs else "<"
+                row.append(f"{int(per[j])} ({op}{t:g})")
+        rows.append(row)
+    out += ["  " + line for line in _table(header, rows)]
+    out.append(
+        f"  groups with no signal on any reward: {rep.groups_without_signal} of {rep.n_groups}"
+    )
+    if hi <= 2 and rep.z_level <= -1.0:
+        out.append(
+            "  note: in groups of at most 2 a z-score is at most 0.71 in size, so no row "
+            f"reaches Z<={rep.z_level:g}; use --threshold"
+        )
+    out.append(
+        f"  rows failing some reward (Z<={rep.z_level:g}): {rep.z_failures} of {rep.n_rows}"
+        + (
+            f"; below a threshold: {rep.threshold_failures}"
+            if rep.threshold_failures is not None
+            else ""
+        )
+    )
+    out.append("")
+
+    out.append("Masked failures: completions that fail a reward yet get a positive advantage")
+    header = ["method", f"masked (Z<={rep.z_level:g})", "of failing"]
+    if rep.thresholds:
+        header += ["masked (threshold)", "of failing"]
+    header += ["per reward (Z)", "positive adv", "distinct adv/group"]
+    rows = []
+    for m in rep.methods:
+        row = [m.label, str(m.masked_failures), _pct(m.masked_failures, rep.z_failures)]
+        if rep.thresholds:
+            row += [
+                str(m.threshold_masked),
+                _pct(m.threshold_masked or 0, rep.threshold_failures or 0),
+            ]
+        row += [
+            " ".join(str(int(v)) for v in m.masked_failures_per_reward),
+            _pct(m.positive, rep.n_rows),
+            f"{m.distinct_per_group_mean:.2f}",
+        ]
+        rows.append(row)
+    out += ["  " + line for line in _table(header, rows)]
+    out.append(f"  (per reward in the order: {', '.join(names)})")
+    out += _skipped_lines(rep.skipped)
+    out.append("")
+
+    out.append("Spearman rank correlation of the advantages")
+    labels = [m.label for m in rep.methods]
+    rows = [
+        [labels[i]] + ["–" if math.isnan(v) else f"{v:.3f}" for v in rep.spearman[i]]
+        for i in range(len(labels))
+    ]
+    out += ["  " + line for line in _table(["", *labels], rows)]
+    return "\n".join(out)
