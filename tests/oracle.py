@@ -75,7 +75,22 @@ def _power_mean(v, p):
     return mp.fsum(vk * x**pp for x, vk in v) ** (1 / pp)
 
 
+#: DESIGN.md 2c presets: (reducer, conflict filter, threshold)
+PRESETS = {"gd2po": ("gdpo", "hard", 0.8), "gd2po_snr": ("gdpo", "snr", 0.8)}
+
+
+def dropped(zrow, w, mode, tau):
+    """DESIGN.md 2c: t = w Z over present positive-weight rewards; mixed signs (beyond 1e-8)
+    drop the row ("hard"), or only when |sum t| / (sum |t| + 1e-8) < tau ("snr")."""
+    t = [mp.mpf(wk) * z for z, wk in _participating(zrow, w)]
+    mixed = any(x > 1e-8 for x in t) and any(x < -1e-8 for x in t)
+    if mode == "hard" or not mixed:
+        return mixed
+    return abs(mp.fsum(t)) / (mp.fsum(abs(x) for x in t) + mp.mpf("1e-8")) < tau
+
+
 def reduce_row(zrow, w, method, *, kappa=1.0, lam=0.5, alpha=0.25, p=-1.0):
+    method = PRESETS.get(method, (method,))[0]
     pairs = _participating(zrow, w)
     if not pairs:
         return None
@@ -101,7 +116,7 @@ def reduce_row(zrow, w, method, *, kappa=1.0, lam=0.5, alpha=0.25, p=-1.0):
 
 
 #: every stage-2 reducer the oracle knows (registry-wide tests fail for one it does not)
-REDUCERS = ("gdpo", "mean", "softmin", "mean_variance", "min", "cvar", "power_mean")
+REDUCERS = ("gdpo", "mean", "softmin", "mean_variance", "min", "cvar", "power_mean", *PRESETS)
 
 
 def stage3(S, *, eps, correction, groups=None):
@@ -142,6 +157,9 @@ def advantages(
     order=None,
     center="batch",
     multipliers=None,
+    conflict=None,
+    conflict_threshold=None,
+    reweight_groups=True,
 ):
     """float64 advantages computed from ``R`` (any float dtype) at 60 digits.
 
@@ -196,6 +214,17 @@ def advantages(
         S = [z[0] for z in stage1(col, groups, **opts)]  # the score rounded to float once
     for c, lam_c in (multipliers or {}).items():
         S = [None if S[i] is None else S[i] + lam_c * (Z[i][c] or 0) for i in range(n)]
+    _, mode, tau = PRESETS.get(method, (method, None, 0.8))
+    mode = conflict or mode
+    tau = tau if conflict_threshold is None else conflict_threshold
+    if mode is not None:  # DESIGN.md 2c: drop conflicting rows, reweight groups by rho
+        drop = [S[i] is not None and dropped(Z[i], w, mode, tau) for i in range(n)]
+        for rows in groups:
+            have = [i for i in rows if S[i] is not None]
+            kept = [i for i in have if not drop[i]]
+            rho = mp.mpf(len(kept)) / len(have) if have and reweight_groups else mp.mpf(1)
+            for i in have:
+                S[i] = None if drop[i] else rho * S[i]
     if batch_norm:
         A = stage3(S, eps=eps, correction=correction, groups=groups if center == "group" else None)
     elif center == "group":

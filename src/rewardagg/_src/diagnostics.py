@@ -41,6 +41,12 @@ class AggregationInfo:
         distinct_advantages_per_group: ``(n_groups,)`` distinct advantage values in each group
             (values within 1e-6 relative count as one): 1 means the group gives no signal
             (GDPO's "advantage collapse").
+        conflict_dropped: rows the GD²PO conflict filter dropped (0 without a filter).
+        conflict_rho: ``(n_groups,)`` each group's kept share :math:`\rho_g` (groups in
+            order of first appearance); ``None`` without a filter.
+        conflict_per_reward: ``(K,)`` share of the dropped rows in which reward ``k``'s
+            term opposed the sign of the row's sum (which rewards were in conflict);
+            ``None`` without a filter.
     """
 
     method: str
@@ -54,6 +60,9 @@ class AggregationInfo:
     masked_failures: int
     masked_failures_per_reward: np.ndarray
     distinct_advantages_per_group: np.ndarray = field(repr=False)
+    conflict_dropped: int = 0
+    conflict_rho: np.ndarray | None = field(default=None, repr=False)
+    conflict_per_reward: np.ndarray | None = None
 
     def to_metrics(
         self, reward_names: Sequence[str] | None = None, prefix: str = ""
@@ -86,12 +95,19 @@ class AggregationInfo:
         for key, value in self.params.items():
             if isinstance(value, (int, float)):
                 out[f"method/{key}"] = float(value)
+        if self.conflict_rho is not None:
+            out["conflict_dropped"] = float(self.conflict_dropped)
+            out["conflict_dropped_share"] = self.conflict_dropped / max(self.n_rows, 1)
+            out["conflict_rho/mean"] = float(np.mean(self.conflict_rho))
+            out["conflict_rho/min"] = float(np.min(self.conflict_rho))
         per_reward = {
             "bottleneck_share": self.bottleneck_share,
             "attention": self.attention,
             "zero_spread_fraction": self.zero_spread_fraction,
             "masked_failures": self.masked_failures_per_reward,
         }
+        if self.conflict_per_reward is not None:
+            per_reward["conflict"] = self.conflict_per_reward
         for metric, values in per_reward.items():
             for name, value in zip(names, values, strict=True):
                 out[f"{metric}/{name}"] = float(value)
@@ -123,6 +139,7 @@ def compute_info(
     signals: list,
     layout,
     ops,
+    conflict: tuple | None = None,
 ) -> AggregationInfo:
     """Assemble :class:`AggregationInfo` from the pipeline's sorted-order intermediates."""
     z = ops.to_numpy(z).astype(np.float64)
@@ -148,6 +165,18 @@ def compute_info(
     failed = present & (z <= -1.0)
     positive = (a > 0)[:, None]
     per_reward = np.count_nonzero(failed & positive, axis=0)
+    extra: dict[str, Any] = {}
+    if conflict is not None:  # (dropped rows, opposing terms, rho in sorted group order)
+        drop, opposing, rho = conflict
+        dropped = np.asarray(drop if isinstance(drop, np.ndarray) else ops.to_numpy(drop), bool)
+        opp = np.broadcast_to(np.asarray(ops.to_numpy(opposing), dtype=bool), (n, k))
+        rho_orig = np.empty_like(rho)
+        rho_orig[layout.group_index] = rho
+        extra = dict(
+            conflict_dropped=int(dropped.sum()),
+            conflict_rho=rho_orig,
+            conflict_per_reward=opp[dropped].sum(axis=0) / max(int(dropped.sum()), 1),
+        )
     return AggregationInfo(
         method=method,
         params=dict(params),
@@ -160,4 +189,5 @@ def compute_info(
         masked_failures=int(np.count_nonzero(failed.any(axis=1) & positive[:, 0])),
         masked_failures_per_reward=per_reward.astype(np.int64),
         distinct_advantages_per_group=_distinct_counts(a, layout),
+        **extra,
     )

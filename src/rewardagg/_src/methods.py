@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any
 
@@ -32,6 +32,7 @@ from rewardagg._src.validation import (
 
 __all__ = [
     "BUILTINS",
+    "CONFLICTS",
     "FUSED_SLOTS",
     "ORDERS",
     "Aggregator",
@@ -129,6 +130,9 @@ class Aggregator:
         short: display name in labels (the name by default).
         nonnegative: the reducer is defined for non-negative values only (rewards with a
             negative value are a ``ValueError``; the audit skips it on such data).
+        conflict: the GD²PO conflict filter the method runs by default (``None``,
+            ``"hard"``, ``"snr"``; DESIGN.md section 2c): presets such as ``"gd2po"``.
+        conflict_threshold: the default ``tau`` of the ``"snr"`` filter.
     """
 
     name: str
@@ -148,6 +152,8 @@ class Aggregator:
     summary: str = ""
     short: str = ""
     nonnegative: bool = False
+    conflict: str | None = None
+    conflict_threshold: float = 0.8
 
     def __post_init__(self) -> None:
         given = {p.name for p in self.specs}
@@ -344,10 +350,36 @@ BUILTINS: tuple[Aggregator, ...] = (
     ),
 )
 
+_GDPO = BUILTINS[1]
+BUILTINS += (
+    replace(
+        _GDPO,
+        name="gd2po",
+        orders=("normalize_then_reduce",),
+        conflict="hard",
+        summary="GDPO with GD2PO's conflict filter: rows whose per-reward advantages "
+        "disagree in sign are dropped, groups reweighted by their kept share",
+    ),
+    replace(
+        _GDPO,
+        name="gd2po_snr",
+        orders=("normalize_then_reduce",),
+        conflict="snr",
+        conflict_threshold=0.8,
+        summary="GDPO with GD2PO's soft filter: drop rows whose signed terms mostly cancel "
+        "(|sum t| / sum |t| < 0.8), groups reweighted",
+    ),
+)
+
+CONFLICTS = ("hard", "snr")
+"""GD²PO conflict filters (DESIGN.md section 2c)."""
+
 _ORDER_REASONS = {
     "power_mean": (
         ": a power mean is defined for non-negative values, and z-scores are negative by "
         "construction (it reduces the raw rewards, then standardises the score)"
     ),
     "grpo": ": grpo sums the raw rewards first; the other order is 'gdpo'",
+    "gd2po": ": its conflict filter compares per-reward z-scores",
+    "gd2po_snr": ": its conflict filter compares per-reward z-scores",
 }

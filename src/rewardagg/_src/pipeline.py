@@ -15,6 +15,7 @@ import numpy as np
 
 from rewardagg import kernels
 from rewardagg._src.aggregators import row_weights, weighted_sum_kernel
+from rewardagg._src.conflict import check_conflict, conflict_rows, reweight
 from rewardagg._src.constraints import resolve_multipliers
 from rewardagg._src.diagnostics import AggregationInfo, compute_info
 from rewardagg._src.grouping import GroupLayout, make_layout
@@ -50,7 +51,7 @@ def _no_grad(ops):
 
 
 def _fused_backend(
-    backend: str, agg: Aggregator, rewards: Any, return_info: bool, order: str
+    backend: str, agg: Aggregator, rewards: Any, return_info: bool, order: str, filt: Any
 ) -> str | None:
     """The rewardagg.kernels backend that runs stages 1-2 in one pass, or None (array path).
 
@@ -59,18 +60,18 @@ def _fused_backend(
     "numba"/"triton" insist on it.
     """
     if backend in kernels.FUSED_BACKENDS:
-        why = _not_fused(agg, backend, order)
+        why = _not_fused(agg, backend, order, filt)
         if why:
             raise ValueError(f"backend={backend!r} {why}; use backend='auto', 'numpy' or 'torch'")
         return backend
     if backend != "auto" or return_info or not hasattr(rewards, "shape"):
         return None
     name = kernels.resolve_backend(rewards)
-    fusable = name in kernels.FUSED_BACKENDS and not _not_fused(agg, name, order)
+    fusable = name in kernels.FUSED_BACKENDS and not _not_fused(agg, name, order, filt)
     return name if fusable else None
 
 
-def _not_fused(agg: Aggregator, backend: str, order: str) -> str:
+def _not_fused(agg: Aggregator, backend: str, order: str, filt: Any = None) -> str:
     """Why ``backend`` cannot run ``agg`` in ``order`` ("" when it can)."""
     if agg.fused_code is None:
         return (
@@ -81,6 +82,8 @@ def _not_fused(agg: Aggregator, backend: str, order: str) -> str:
         return f"has no kernel for method {agg.name!r} (an order statistic over reward blocks)"
     if order != "normalize_then_reduce":
         return f"fuses stages 1-2 (order='normalize_then_reduce'); got order={order!r}"
+    if filt is not None and backend not in kernels.CONFLICT_BACKENDS:
+        return "has no conflict filter yet (the numba pass and the array path have it)"
     return ""
 
 
@@ -178,22 +181,30 @@ def _attention(agg, reducer, params, order, x, z, w, rw, missing, ops) -> Any:
     return att(z, rw, ops, **params)
 
 
-def _fused_scores(x, layout, agg: Aggregator, params, w, n_rewards, backend, stage1, prep):
-    """Stages 1-2 in one kernel pass (sorted rows)."""
+def _fused_scores(x, layout, agg: Aggregator, params, w, n_rewards, backend, stage1, prep, filt):
+    """Stages 1-2 in one kernel pass (sorted rows): ``(S, dropped rows or None)``."""
+    opts: dict[str, Any] = {}
+    if filt is not None:
+        opts = dict(conflict=filt.mode, conflict_threshold=filt.tau, return_keep=True)
     try:
-        return kernels.stage12(
+        out = kernels.stage12(
             x,
             layout.offsets,
             weights=[1.0] * n_rewards if w is None else w,
             method=agg.name,
             backend=backend,
             **stage1,
+            **opts,
             **params,
         )
     except ValueError:
         # the kernel found +-inf in its pass; name the caller's row, not the sorted one
         check_finite_or_nan(prep.values, prep.ops, "rewards")
         raise
+    if filt is None:
+        return out, None
+    s, keep = out
+    return s, ~keep
 
 
 def advantages(
@@ -208,6 +219,9 @@ def advantages(
     center: str = "batch",
     multipliers: Mapping[Any, float] | None = None,
     reward_names: Sequence[str] | None = None,
+    conflict: str | None = None,
+    conflict_threshold: float | None = None,
+    reweight_groups: bool = True,
     eps: float = 1e-6,
     correction: float = 1,
     batch_norm: bool = True,
@@ -259,6 +273,16 @@ def advantages(
             :math:`\lambda_c Z_{ic}` (0 where missing) to every score before stage 3.
             A column is an integer index or a name from ``reward_names``.
         reward_names: ``(K,)`` names of the reward columns (for ``multipliers``).
+        conflict: GD²PO's conflict filter (DESIGN.md section 2c) on the per-reward
+            z-scores: ``"hard"`` drops every row whose terms :math:`w_k Z_{ik}` disagree in
+            sign, ``"snr"`` only those whose terms mostly cancel
+            (:math:`|\sum_k t_{ik}| / \sum_k |t_{ik}| <` ``conflict_threshold``); dropped
+            rows get advantage 0 and take no part in stage 3. ``None``: the method's
+            default (``"gd2po"`` is gdpo with ``"hard"``, ``"gd2po_snr"`` with ``"snr"``).
+        conflict_threshold: :math:`\tau \in [0, 1]` of ``"snr"`` (``None``: the method's,
+            0.8); 0 drops nothing, 1 equals ``"hard"``.
+        reweight_groups: scale each kept row's score by its group's kept share
+            :math:`\rho_g` (GD²PO); ``False`` keeps the scores.
         eps: :math:`\varepsilon` of stages 1 and 3.
         correction: degrees of freedom of every std (1 = Bessel, as torch/TRL/verl).
         batch_norm: apply stage 3; ``False`` returns :math:`S` (0 for rows without one).
@@ -303,7 +327,8 @@ def advantages(
     center = check_choice(center, "center", CENTERS)
     check_choice(backend, "backend", kernels.BACKENDS)
     _check_stage3_options(agg, center, multipliers)
-    fused = _fused_backend(backend, agg, rewards, return_info, order)  # None: the array path
+    filt = check_conflict(agg, conflict, conflict_threshold, reweight_groups, order)
+    fused = _fused_backend(backend, agg, rewards, return_info, order, filt)  # None: array path
     prep = prepare_rewards(
         rewards,
         mask,
@@ -330,8 +355,11 @@ def advantages(
         if agg.kind == "sum_first":
             adv = _grpo_scores(x, missing, w, layout, ops, scale=params["scale"], **stage1)
         else:
+            drop = None
             if fused is not None:
-                s = _fused_scores(x, layout, agg, params, w, prep.n_rewards, fused, stage1, prep)
+                s, drop = _fused_scores(
+                    x, layout, agg, params, w, prep.n_rewards, fused, stage1, prep, filt
+                )
             elif order == "normalize_then_reduce":
                 z, signals = standardize_sorted(x, missing, layout, ops, **stage1)
                 rw = row_weights(z, w, ops, missing)
@@ -342,6 +370,10 @@ def advantages(
             if cols:
                 s = s + _constraint_terms(x, missing, z, layout, ops, cols, lams, stage1)
             s = _finite_scores(s, agg.name)
+            if filt is not None:
+                if drop is None:
+                    drop, opposing = conflict_rows(z, rw, ops, filt)
+                s, rho = reweight(s, drop, layout, ops, filt)
             adv = _stage3(s, layout, ops, batch_norm, center, eps, correction, process_group)
         out = prep.cast_out(layout.unsort_rows(adv, ops))
         if not return_info:
@@ -354,9 +386,14 @@ def advantages(
         if agg.kind != "sum_first":
             info_params["center"] = center
         info_params.update({f"multiplier/{c}": lam for c, lam in zip(cols, lams, strict=True)})
+        if filt is not None:
+            info_params.update(conflict=filt.mode, conflict_threshold=filt.tau)
+            if fused is not None:  # the array path's per-reward view (diagnostics only)
+                _, opposing = conflict_rows(z, rw, ops, filt)
         info = compute_info(
             method=agg.name,
             params=info_params,
+            conflict=None if filt is None else (drop, opposing, rho),
             z=z,
             row_weights=rw,
             attention=attention,

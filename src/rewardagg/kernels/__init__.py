@@ -43,6 +43,7 @@ from rewardagg._src.namespace import is_torch
 __all__ = [
     "AUTO_NUMBA_MIN_ELEMENTS",
     "BACKENDS",
+    "CONFLICT_BACKENDS",
     "FUSED_BACKENDS",
     "CompileWarning",
     "available_backends",
@@ -54,6 +55,8 @@ __all__ = [
 
 BACKENDS = ("auto", "numpy", "torch", "numba", "triton")
 FUSED_BACKENDS = ("numba", "triton")
+CONFLICT_BACKENDS = ("numba",)
+"""Fused backends with the GD²PO conflict filter in their pass (Triton: not yet)."""
 AUTO_NUMBA_MIN_ELEMENTS = 1 << 15
 """``"auto"`` uses numba on CPU from this many rewards (N * K) on."""
 
@@ -221,6 +224,9 @@ def stage12(
     baseline: str = "mean",
     backend: str = "auto",
     validate: bool = True,
+    conflict: str | None = None,
+    conflict_threshold: float = 0.8,
+    return_keep: bool = False,
     **params: Any,
 ) -> Any:
     r"""Stages 1-2 of DESIGN.md in one pass: the per-row score :math:`S` of sorted rows.
@@ -245,13 +251,18 @@ def stage12(
         backend: ``"auto"``, ``"numpy"``, ``"torch"``, ``"numba"`` or ``"triton"``.
         validate: raise :class:`ValueError` when a reward is infinite (the check is fused
             into the pass); ``False`` lets infinities propagate as NaN.
+        conflict: GD²PO's conflict test per row, ``"hard"`` or ``"snr"`` (DESIGN.md
+            section 2c), in the same pass; its verdict comes back with ``return_keep``.
+        conflict_threshold: the ``"snr"`` threshold :math:`\tau \in [0, 1]`.
+        return_keep: also return ``keep`` ``(N,)`` boolean (numpy): ``False`` for a row
+            the conflict filter drops.
         **params: the method's parameters (``kappa=`` for softmin, ``lam=`` for
             mean_variance), validated as :func:`rewardagg.advantages` does.
 
     Returns:
         ``S`` ``(N,)`` in the input's library and device, float64 for float64 input and
         float32 otherwise, in the sorted row order; NaN for a row without a present
-        positive-weight reward.
+        positive-weight reward. With ``return_keep=True``: ``(S, keep)``.
     """
     from rewardagg._src.registry import get_aggregator
 
@@ -275,20 +286,35 @@ def stage12(
             "order statistic that cannot be merged across reward blocks; use "
             "backend='auto', 'numpy' or 'torch'"
         )
+    filt = _conflict_filter(agg, conflict, conflict_threshold)
+    if filt is not None and backend in FUSED_BACKENDS and backend not in CONFLICT_BACKENDS:
+        raise ValueError(
+            f"backend={backend!r} has no conflict filter yet (the numba pass and the array "
+            "path have it); use backend='auto', 'numba', 'numpy' or 'torch'"
+        )
     name = resolve_backend(rewards, backend)
-    if name in FUSED_BACKENDS and name not in _fused_backends(agg):  # "auto"
+    if name in FUSED_BACKENDS and (
+        name not in _fused_backends(agg) or (filt is not None and name not in CONFLICT_BACKENDS)
+    ):  # "auto": the array path in the input's library
         name = "torch" if is_torch(rewards) else "numpy"
     stage1 = dict(eps=float(eps), correction=float(correction))
-    opts = dict(singleton=singleton, baseline=baseline, validate=validate)
-    s, bad = _RUNNERS[name](rewards, off, w, agg, bound, stage1, **opts)
+    opts = dict(singleton=singleton, baseline=baseline, validate=validate, filt=filt)
+    s, bad, keep = _RUNNERS[name](rewards, off, w, agg, bound, stage1, **opts)
     if validate and bad:
         _raise_inf(rewards)
-    return s
+    return (s, keep) if return_keep else s
 
 
-def _run_array(rewards, off, w, agg, params, stage1, *, singleton, baseline, validate, lib):
+def _conflict_filter(agg: Any, conflict: Any, threshold: Any) -> Any:
+    from rewardagg._src.conflict import check_conflict
+
+    return check_conflict(agg, conflict, threshold, True, "normalize_then_reduce")
+
+
+def _run_array(rewards, off, w, agg, params, stage1, *, singleton, baseline, validate, filt, lib):
     """The core's array path (stage 1 by cells, then the table's reducer), on sorted rows."""
     from rewardagg._src.aggregators import row_weights
+    from rewardagg._src.conflict import conflict_rows
     from rewardagg._src.grouping import make_layout
     from rewardagg._src.namespace import ops_for
     from rewardagg._src.normalisation import standardize_sorted
@@ -307,6 +333,7 @@ def _run_array(rewards, off, w, agg, params, stage1, *, singleton, baseline, val
             x = x.to(ops.torch.float32)
     elif x.dtype not in (np.float32, np.float64):
         x = x.astype(np.float32)
+    keep = np.ones(int(x.shape[0]), dtype=bool)
     inf = ops.isinf(x)
     n_inf = int(inf.sum())
     if n_inf:  # validate=False: a cell holding +-inf has no score (NaN rows below)
@@ -326,16 +353,19 @@ def _run_array(rewards, off, w, agg, params, stage1, *, singleton, baseline, val
             )
             rw = row_weights(z, w, ops, ms)
             s = layout.unsort_rows(agg.kernel(z, rw, ops, **params), ops)
+            if filt is not None:
+                drop = layout.unsort_rows(conflict_rows(z, rw, ops, filt)[0], ops)
+                keep = ~np.asarray(ops.to_numpy(drop), dtype=bool)
     if n_inf:
         bad_groups = np.zeros(off.size - 1)
         np.add.at(bad_groups, groups, ops.to_numpy(inf).any(1))
         s = ops.where(ops.bool_like(bad_groups[groups] > 0, s), ops.nan, s)
     if to_numpy:
         s = s.numpy()
-    return s, n_inf
+    return s, n_inf, keep
 
 
-def _run_numba(rewards, off, w, agg, params, stage1, *, singleton, baseline, validate):
+def _run_numba(rewards, off, w, agg, params, stage1, *, singleton, baseline, validate, filt):
     from rewardagg.kernels import numba_kernel
 
     is_t = is_torch(rewards)
@@ -352,7 +382,7 @@ def _run_numba(rewards, off, w, agg, params, stage1, *, singleton, baseline, val
             x = x.astype(np.float32)
     code, slots = agg.fused_args(params)
     first = not numba_kernel.is_warm(x.dtype.name)
-    s, bad = numba_kernel.stage12_numba(
+    s, bad, keep = numba_kernel.stage12_numba(
         x,
         off,
         w,
@@ -360,6 +390,8 @@ def _run_numba(rewards, off, w, agg, params, stage1, *, singleton, baseline, val
         slots=slots,
         identity=singleton == "identity",
         loo=baseline == "leave_one_out",
+        conflict=0 if filt is None else 1 + ("hard", "snr").index(filt.mode),
+        tau=0.8 if filt is None else filt.tau,
         **stage1,
     )
     if first:
@@ -368,7 +400,7 @@ def _run_numba(rewards, off, w, agg, params, stage1, *, singleton, baseline, val
         import torch
 
         s = torch.from_numpy(s).to(rewards.device)
-    return s, bad
+    return s, bad, keep.astype(bool)
 
 
 def _report_compile(dtype: str, secs: float) -> None:
@@ -383,7 +415,7 @@ def _report_compile(dtype: str, secs: float) -> None:
         )
 
 
-def _run_triton(rewards, off, w, agg, params, stage1, *, singleton, baseline, validate):
+def _run_triton(rewards, off, w, agg, params, stage1, *, singleton, baseline, validate, filt):
     import torch
 
     from rewardagg.kernels.triton_kernel import stage12_triton
@@ -402,7 +434,7 @@ def _run_triton(rewards, off, w, agg, params, stage1, *, singleton, baseline, va
             max_group=max_group,
             **stage1,
         )
-    return s, (int(bad_groups.sum()) if validate else 0)
+    return s, (int(bad_groups.sum()) if validate else 0), np.ones(int(s.shape[0]), dtype=bool)
 
 
 _RUNNERS = {
@@ -412,7 +444,7 @@ _RUNNERS = {
     "triton": _run_triton,
 }
 """Backend name -> runner ``(rewards, offsets, weights, entry, params, stage1, **options)``
-returning ``(S, number of infinite rewards or bad cells)``."""
+returning ``(S, number of infinite rewards or bad cells, keep)``."""
 
 
 def warmup(dtypes: tuple[str, ...] = ("float32", "float64")) -> dict[str, float]:

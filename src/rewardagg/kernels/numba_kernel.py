@@ -77,7 +77,24 @@ def _expm1_neg(y):
 
 
 @njit(cache=True, nogil=True, error_model="numpy", fastmath={"reassoc", "contract"})
-def _stage12(r, offsets, w, code, p0, p1, eps, correction, identity, loo, out, g_begin, g_end):
+def _stage12(
+    r,
+    offsets,
+    w,
+    code,
+    p0,
+    p1,
+    eps,
+    correction,
+    identity,
+    loo,
+    cmode,
+    tau,
+    out,
+    keep,
+    g_begin,
+    g_end,
+):
     n_rew = r.shape[1]
     mu = np.empty(n_rew, np.float64)
     fac = np.empty(n_rew, np.float64)
@@ -159,9 +176,24 @@ def _stage12(r, offsets, w, code, p0, p1, eps, correction, identity, loo, out, g
                 else:
                     zrow[k] = math.inf
                     wrow[k] = 0.0
+            keep[i] = 1
             if wsum <= 0.0:
                 out[i] = math.nan
                 continue
+            if cmode > 0:  # GD2PO: do the terms w_k Z_k disagree in sign (and cancel)?
+                pos = False
+                neg = False
+                tsum = 0.0
+                tabs = 0.0
+                for k in range(n_rew):
+                    if wrow[k] > 0.0:
+                        tk = wrow[k] * zrow[k]
+                        pos |= tk > 1e-8
+                        neg |= tk < -1e-8
+                        tsum += tk
+                        tabs += abs(tk)
+                if pos and neg and (cmode == 1 or abs(tsum) / (tabs + 1e-8) < tau):
+                    keep[i] = 0
             if code == 0:
                 s = acc
             elif code == 1:
@@ -243,8 +275,13 @@ def stage12_numba(
     correction: float,
     identity: bool,
     loo: bool,
-) -> tuple[np.ndarray, int]:
-    """``(S, number of cells holding +-inf)``; ``r`` C-contiguous float32/float64.
+    conflict: int = 0,
+    tau: float = 0.8,
+) -> tuple[np.ndarray, int, np.ndarray]:
+    """``(S, number of cells holding +-inf, keep)``; ``r`` C-contiguous float32/float64.
+
+    ``conflict`` 0 (none), 1 (GD²PO "hard") or 2 ("snr" with threshold ``tau``) fills
+    ``keep`` (uint8, 0 for a row the filter drops) in the same pass.
 
     Large batches are cut into one contiguous run of groups per thread (balanced by rows)
     and run on a small thread pool: the compiled function releases the GIL. numba's own
@@ -256,6 +293,7 @@ def stage12_numba(
     r = np.ascontiguousarray(r)
     key = r.dtype.name
     out = np.empty(r.shape[0], dtype=r.dtype)
+    keep = np.empty(r.shape[0], dtype=np.uint8)
     offsets = np.ascontiguousarray(offsets, dtype=np.int64)
     args = (
         r,
@@ -268,7 +306,10 @@ def stage12_numba(
         float(correction),
         bool(identity),
         bool(loo),
+        int(conflict),
+        float(tau),
         out,
+        keep,
     )
     n_groups = offsets.shape[0] - 1
     n_threads = min(threads(), n_groups, max(1, r.size // MIN_ELEMENTS_PER_THREAD))
@@ -287,7 +328,7 @@ def stage12_numba(
     if key not in _warm:
         _warm.add(key)
         last_first_call_seconds[key] = time.perf_counter() - t0
-    return out, int(bad)
+    return out, int(bad), keep
 
 
 MIN_ELEMENTS_PER_THREAD = 1 << 14
