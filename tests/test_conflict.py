@@ -117,23 +117,6 @@ def test_numba_keeps_the_test_in_its_pass():
     assert keep.dtype == bool and not keep.all()
 
 
-def test_triton_says_why_and_auto_falls_back():
-    if "triton" not in kernels.available_backends():
-        pytest.skip("triton not installed")
-    x = torch.zeros(4, 2)
-    with pytest.raises(ValueError, match="no conflict filter"):
-        kernels.stage12(
-            x,
-            np.array([0, 4]),
-            weights=[1.0, 1.0],
-            method="gdpo",
-            conflict="hard",
-            backend="triton",
-        )
-    with pytest.raises(ValueError, match="no conflict filter"):
-        ra.advantages(x, method="gd2po", group_size=4, backend="triton")
-
-
 # ---- properties --------------------------------------------------------------------------
 
 

@@ -61,7 +61,7 @@ def _both(r, off, w, dtype, **kw):
     x = torch.from_numpy(r).to(dtype)
     _name, (_, _, br, bk) = kw.pop("case")
     code, slots = fused_call(**kw)
-    got, bad = stage12_triton(
+    got, bad, _keep = stage12_triton(
         x,
         torch.from_numpy(off),
         torch.from_numpy(w),
@@ -176,7 +176,7 @@ def test_infinite_value_is_reported_and_stage12_raises():
     r, off, w = make_case([4, 4], 3, seed=2, p_missing=0)
     r[5, 2] = np.inf
     x = torch.from_numpy(r)
-    _, bad = stage12_triton(
+    _, bad, _keep = stage12_triton(
         x,
         torch.from_numpy(off),
         torch.from_numpy(w),
@@ -200,3 +200,54 @@ def test_stage12_dispatch_and_all_missing_rows():
     want = K.stage12(x, off, weights=w, method="min", backend="torch")
     assert torch.isnan(got[0]) and got.dtype == torch.float32
     torch.testing.assert_close(got, want, rtol=2e-5, atol=2e-5, equal_nan=True)
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+@pytest.mark.parametrize("mode, tau", [("hard", 0.8), ("snr", 0.3), ("snr", 0.8)])
+def test_conflict_filter_merges_across_reward_blocks(case, mode, tau):
+    """GD²PO's test (DESIGN.md 2c) in the Triton pass equals the array path's, on the
+    blocked shapes (several reward blocks and row blocks per group)."""
+    sizes, n_rew, br, bk = CASES[case]
+    r, off, w = make_case(sizes, n_rew, seed=len(case) + 3)
+    x = torch.from_numpy(r)
+    code, slots = fused_call("softmin", kappa=1.0)
+    got, _, keep = stage12_triton(
+        x,
+        torch.from_numpy(off),
+        torch.from_numpy(w),
+        code=code,
+        slots=slots,
+        eps=1e-6,
+        correction=1.0,
+        identity=False,
+        loo=False,
+        conflict=1 if mode == "hard" else 2,
+        tau=tau,
+        block_r=br,
+        block_k=bk,
+    )
+    want, keep_np = K.stage12(
+        r,
+        off,
+        weights=w,
+        method="softmin",
+        backend="numpy",
+        conflict=mode,
+        conflict_threshold=tau,
+        return_keep=True,
+    )
+    np.testing.assert_array_equal(keep.numpy().astype(bool), keep_np)
+    torch.testing.assert_close(got, torch.from_numpy(want), rtol=1e-10, atol=1e-12, equal_nan=True)
+
+
+def test_core_gd2po_on_triton_equals_array_path():
+    import rewardagg
+
+    r, off, w = make_case([1, 5, 16, 9], 6, seed=21)
+    ids = np.repeat(np.arange(4), np.diff(off))
+    for method in ("gd2po", "gd2po_snr"):
+        got = rewardagg.advantages(
+            torch.from_numpy(r), method=method, group_ids=ids, weights=w, backend="triton"
+        )
+        want = rewardagg.advantages(r, method=method, group_ids=ids, weights=w, backend="numpy")
+        np.testing.assert_allclose(got.numpy(), want, rtol=1e-9, atol=1e-9)

@@ -55,8 +55,8 @@ __all__ = [
 
 BACKENDS = ("auto", "numpy", "torch", "numba", "triton")
 FUSED_BACKENDS = ("numba", "triton")
-CONFLICT_BACKENDS = ("numba",)
-"""Fused backends with the GD²PO conflict filter in their pass (Triton: not yet)."""
+CONFLICT_BACKENDS = ("numba", "triton")
+"""Fused backends with the GD²PO conflict filter in their pass."""
 AUTO_NUMBA_MIN_ELEMENTS = 1 << 15
 """``"auto"`` uses numba on CPU from this many rewards (N * K) on."""
 
@@ -423,7 +423,7 @@ def _run_triton(rewards, off, w, agg, params, stage1, *, singleton, baseline, va
     code, slots = agg.fused_args(params)
     max_group = int(np.max(np.diff(off))) if off.size > 1 else 1
     with torch.no_grad():
-        s, bad_groups = stage12_triton(
+        s, bad_groups, keep = stage12_triton(
             rewards.detach(),
             torch.from_numpy(off),
             torch.from_numpy(w),
@@ -431,10 +431,12 @@ def _run_triton(rewards, off, w, agg, params, stage1, *, singleton, baseline, va
             slots=slots,
             identity=singleton == "identity",
             loo=baseline == "leave_one_out",
+            conflict=0 if filt is None else 1 + ("hard", "snr").index(filt.mode),
+            tau=0.8 if filt is None else filt.tau,
             max_group=max_group,
             **stage1,
         )
-    return s, (int(bad_groups.sum()) if validate else 0), np.ones(int(s.shape[0]), dtype=bool)
+    return s, (int(bad_groups.sum()) if validate else 0), keep.cpu().numpy().astype(bool)
 
 
 _RUNNERS = {

@@ -52,13 +52,16 @@ def _stage12_kernel(
     w_ptr,
     out_ptr,
     bad_ptr,
+    keep_ptr,
     n_rew,
     stride_r,
     p0,
     p1,
     eps,
     correction,
+    tau,
     METHOD: tl.constexpr,
+    CONFLICT: tl.constexpr,
     IDENTITY: tl.constexpr,
     LOO: tl.constexpr,
     BLOCK_R: tl.constexpr,
@@ -79,6 +82,9 @@ def _stage12_kernel(
         zmin = tl.full((BLOCK_R,), float("inf"), dtype=ACC)
         tsum = tl.zeros((BLOCK_R,), dtype=ACC)  # softmin: sum w expm1(-kappa (z - zmin))
         mv_m2 = tl.zeros((BLOCK_R,), dtype=ACC)  # mean_variance: sum w (z - mean)^2
+        c_pos = tl.zeros((BLOCK_R,), dtype=tl.int32)  # GD2PO: some term w z > 1e-8
+        c_neg = tl.zeros((BLOCK_R,), dtype=tl.int32)  # ... and some term < -1e-8
+        c_abs = tl.zeros((BLOCK_R,), dtype=ACC)  # sum |w z| (the signed sum is acc)
         for kb in range(0, n_rew, BLOCK_K):
             ks = kb + ak
             kmask = ks < n_rew
@@ -137,6 +143,11 @@ def _stage12_kernel(
             zu = tl.where(use, z, 0.0)
             w_blk = tl.sum(wz, axis=1)
             a_blk = tl.sum(wz * zu, axis=1)
+            if CONFLICT > 0:  # merges across reward blocks: two flags and a sum
+                t = wz * zu
+                c_pos = tl.maximum(c_pos, tl.max((t > 1e-8).to(tl.int32), axis=1))
+                c_neg = tl.maximum(c_neg, tl.max((t < -1e-8).to(tl.int32), axis=1))
+                c_abs += tl.sum(tl.abs(t), axis=1)
             if METHOD == 2:  # softmin, online in the running minimum
                 m_blk = tl.min(tl.where(use, z, float("inf")), axis=1)
                 m_new = tl.minimum(zmin, m_blk)
@@ -171,6 +182,11 @@ def _stage12_kernel(
             s = zmin
         s = tl.where(has, s, float("nan"))
         tl.store(out_ptr + rows, s.to(out_ptr.dtype.element_ty), mask=rmask)
+        if CONFLICT > 0:
+            mixed = (c_pos > 0) & (c_neg > 0)
+            if CONFLICT == 2:
+                mixed = mixed & (tl.abs(acc) / (c_abs + 1e-8) < tau)
+            tl.store(keep_ptr + rows, tl.where(mixed, 0, 1).to(tl.uint8), mask=rmask)
     tl.store(bad_ptr + g, tl.sum(n_bad, axis=0))
 
 
@@ -189,11 +205,15 @@ def stage12_triton(
     correction: float,
     identity: bool,
     loo: bool,
+    conflict: int = 0,
+    tau: float = 0.8,
     max_group: int | None = None,
     block_r: int | None = None,
     block_k: int | None = None,
 ):
-    """``(S, per-group count of reward blocks holding +-inf)``; torch tensors on one device.
+    """``(S, per-group count of reward blocks holding +-inf, keep)``; torch tensors on one
+    device. ``conflict`` 1 ("hard") or 2 ("snr", threshold ``tau``) runs GD²PO's test in
+    the same pass: ``keep`` (uint8) is 0 for a dropped row, 1 otherwise.
 
     ``block_r`` / ``block_k`` override the tile shape (tests use them to reach the
     multi-block paths with small inputs).
@@ -213,8 +233,9 @@ def stage12_triton(
         n_rows, device=r.device, dtype=torch.float64 if r.dtype == torch.float64 else torch.float32
     )
     bad = torch.zeros(max(n_groups, 1), device=r.device, dtype=torch.int32)
+    keep = torch.ones(n_rows, device=r.device, dtype=torch.uint8)
     if n_groups == 0 or n_rows == 0:
-        return out, bad
+        return out, bad, keep
     if max_group is None:
         max_group = int((offsets[1:] - offsets[:-1]).max())
     bk = block_k or min(_next_pow2(max(n_rew, 1)), 64)
@@ -225,17 +246,20 @@ def stage12_triton(
         w,
         out,
         bad,
+        keep,
         n_rew,
         r.stride(0),
         float(slots[0]),
         float(slots[1]),
         float(eps),
         float(correction),
+        float(tau),
         METHOD=int(code),
+        CONFLICT=int(conflict),
         IDENTITY=bool(identity),
         LOO=bool(loo),
         BLOCK_R=br,
         BLOCK_K=bk,
         ACC=acc,
     )
-    return out, bad
+    return out, bad, keep
