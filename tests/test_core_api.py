@@ -94,7 +94,7 @@ EXPECTED_DTYPE = {
     "torch-f64": torch.float64,
     "torch-bf16": torch.bfloat16,
     "torch-f16": torch.float16,
-    "torch-int": torch.get_default_dtype(),
+    "torch-int": torch.float64,  # issue 14 (4): integers are exact in float64
 }
 
 

@@ -33,7 +33,7 @@ import numpy as np
 
 from rewardagg._src.methods import CONFLICTS, Aggregator
 from rewardagg._src.namespace import Ops
-from rewardagg._src.validation import check_choice, check_real
+from rewardagg._src.validation import check_bool, check_choice, check_real
 
 __all__ = ["ConflictFilter", "check_conflict", "conflict_rows", "reweight"]
 
@@ -55,8 +55,7 @@ def check_conflict(
 ) -> ConflictFilter | None:
     """The filter to run (``None``: none). ``conflict=None`` and ``threshold=None`` take the
     method's defaults (``"gd2po"`` is gdpo with ``"hard"``)."""
-    if not isinstance(reweight_groups, bool):
-        raise TypeError(f"reweight_groups must be True or False; got {reweight_groups!r}")
+    reweight_groups = check_bool(reweight_groups, "reweight_groups")
     mode = agg.conflict if conflict is None else check_choice(conflict, "conflict", CONFLICTS)
     tau = (
         agg.conflict_threshold if threshold is None else check_real(threshold, "conflict_threshold")

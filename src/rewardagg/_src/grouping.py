@@ -89,8 +89,20 @@ def _check_group_size(group_size: Any, n_rows: int) -> int:
     return g
 
 
+_NAN = object()  # the one key every NaN label maps to
+
+
+def _label_key(v: Any) -> Any:
+    """A label as a dict key: equal values are one group, as in a Python dict (1, 1.0,
+    True and numpy's 1.0 are one group; 1 and "1" are two), and every NaN is one group."""
+    if isinstance(v, (float, np.floating)) and v != v:
+        return _NAN
+    return v
+
+
 def _labels_to_index(ids: Any, n_rows: int) -> np.ndarray:
-    """Group number of each row, numbered by first appearance."""
+    """Group number of each row, numbered by first appearance. Labels are grouped by value
+    like the keys of a Python dict, whatever the container (list, array, tensor)."""
     if is_torch(ids):
         ids = ids.detach().cpu().numpy()
     if isinstance(ids, np.ndarray):
@@ -112,7 +124,7 @@ def _labels_to_index(ids: Any, n_rows: int) -> np.ndarray:
         seen: dict[Any, int] = {}
         try:
             return np.fromiter(
-                (seen.setdefault((type(v), v), len(seen)) for v in arr.tolist()), np.int64, n_rows
+                (seen.setdefault(_label_key(v), len(seen)) for v in arr.tolist()), np.int64, n_rows
             )
         except TypeError as err:
             raise TypeError(f"group_ids labels must be hashable; {err}") from None

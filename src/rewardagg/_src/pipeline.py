@@ -25,6 +25,7 @@ from rewardagg._src.normalisation import check_stage_options, standardize_sorted
 from rewardagg._src.registry import get_aggregator
 from rewardagg._src.stage3 import standardize_scores
 from rewardagg._src.validation import (
+    check_bool,
     check_choice,
     check_finite_or_nan,
     prepare_rewards,
@@ -301,7 +302,8 @@ def advantages(
 
     Returns:
         ``(N,)`` advantages in the input's library, device and float dtype (float64 for
-        lists and integers; bf16/fp16 are computed in float32), without autograd history;
+        lists, integers and bools, numpy or torch; bf16/fp16 are computed in float32),
+        without autograd history; a masked entry of a ``numpy.ma.MaskedArray`` is missing;
         rows without any reward get 0. With ``return_info=True``: ``(advantages, info)``.
 
     Examples:
@@ -323,6 +325,8 @@ def advantages(
     """
     agg = get_aggregator(method)
     params = agg.bind(method_params)
+    batch_norm = check_bool(batch_norm, "batch_norm")
+    return_info = check_bool(return_info, "return_info")
     order = agg.check_order(order)
     center = check_choice(center, "center", CENTERS)
     check_choice(backend, "backend", kernels.BACKENDS)

@@ -101,12 +101,13 @@ def _torch_float(t: Any, name: str) -> tuple[Any, Any]:
     t = t.detach()
     if t.is_complex():
         raise TypeError(f"{name} must be a real numeric tensor; got dtype {t.dtype}")
+    if t.device.type == "meta":
+        raise ValueError(f"{name} is a tensor on the 'meta' device (no data); pass real values")
     if t.is_floating_point():
         if t.dtype in (torch.float32, torch.float64):
             return t, t.dtype
         return t.float(), t.dtype  # float16 / bfloat16: float32 compute, cast back
-    default = torch.get_default_dtype()
-    return t.to(default), default
+    return t.to(torch.float64), torch.float64  # integers and bools: exact up to 2^53
 
 
 def as_float(x: Any, name: str, *, library: str = "auto") -> tuple[Any, Restore, Ops]:
@@ -126,6 +127,12 @@ def as_float(x: Any, name: str, *, library: str = "auto") -> tuple[Any, Restore,
         if library == "numpy":
             raise ValueError(f"backend='numpy' cannot compute on {arr.device} tensors; use 'auto'")
         return arr, restore, ops_for(arr)
+    if isinstance(x, np.ma.MaskedArray):  # a masked entry is a missing value
+        arr, out = _numpy_float(np.ma.getdata(x), name)
+        masked = np.ma.getmaskarray(x)
+        if masked.any():
+            arr = np.where(masked, np.nan, arr.astype(np.result_type(arr.dtype, np.float32)))
+        return arr, Restore("numpy", out), ops_for(arr)
     if isinstance(x, np.ndarray):
         arr, out = _numpy_float(x, name)
         return arr, Restore("numpy", out), ops_for(arr)
@@ -260,6 +267,14 @@ def check_unit_interval(value: Any, name: str) -> float:
     if not 0 < v <= 1:
         raise ValueError(f"{name} must be in (0, 1]; got {value!r}")
     return v
+
+
+def check_bool(value: Any, name: str) -> bool:
+    """``True`` or ``False`` (numpy bools too), nothing else: a string such as ``"False"``
+    would otherwise count as true."""
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    raise TypeError(f"{name} must be True or False; got {value!r}")
 
 
 def check_choice(value: Any, name: str, choices: tuple[str, ...]) -> str:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import os
 import time
 
 import numba
@@ -96,7 +97,11 @@ def _stage12(
     g_end,
 ):
     n_rew = r.shape[1]
-    mu = np.empty(n_rew, np.float64)
+    # per cell: Z = ((x - x0) * sc - m) * fac, everything relative to the shift x0 so a
+    # large common offset cancels exactly once (in x - x0), never again
+    shift = np.empty(n_rew, np.float64)
+    scale = np.empty(n_rew, np.float64)
+    centre = np.empty(n_rew, np.float64)
     fac = np.empty(n_rew, np.float64)
     zrow = np.empty(n_rew, np.float64)
     wrow = np.empty(n_rew, np.float64)
@@ -141,23 +146,24 @@ def _stage12(
                     for i in range(r0, r1):
                         x = np.float64(r[i, k])
                         if x == x:
-                            d = 0.5 * x * c2 - 0.5 * x0 * c2
+                            d = x * sc - x0 * sc
                             s1 += d
                             s2 += d * d
                 m = s1 / n
                 var = (s2 - s1 * m) / (n - correction)
                 sd = math.sqrt(var) if var > 0.0 else 0.0
-                f = sc / (sd + eps * sc)
+                f = 1.0 / (sd + eps * sc)
                 if loo:
                     f *= n / (n - 1.0)
-                mu[k] = x0 + m / sc
+                shift[k] = x0
+                scale[k] = sc
+                centre[k] = m
                 fac[k] = f
-            elif identity and n == 1.0:
-                mu[k] = 0.0
-                fac[k] = 1.0 / (1.0 + eps)
-            else:  # no signal: exactly 0
-                mu[k] = 0.0
-                fac[k] = 0.0
+            else:  # identity singleton: Z = x / (1 + eps); no signal: exactly 0
+                shift[k] = 0.0
+                scale[k] = 1.0
+                centre[k] = 0.0
+                fac[k] = 1.0 / (1.0 + eps) if identity and n == 1.0 else 0.0
         # pass 2: Z of each row, then the row's aggregate
         for i in range(r0, r1):
             wsum = 0.0
@@ -167,7 +173,7 @@ def _stage12(
                 x = np.float64(r[i, k])
                 wk = w[k]
                 if x == x and wk > 0.0:
-                    z = (x - mu[k]) * fac[k]
+                    z = (x * scale[k] - shift[k] * scale[k] - centre[k]) * fac[k]
                     zrow[k] = z
                     wrow[k] = wk
                     wsum += wk
@@ -338,6 +344,16 @@ _POOL: list = []
 def threads() -> int:
     """Threads a call may use: ``NUMBA_NUM_THREADS`` / :func:`numba.set_num_threads`."""
     return max(1, numba.get_num_threads())
+
+
+def _forget_pool_in_child() -> None:
+    """A forked child inherits the pool object but not its threads: jobs submitted to it
+    would wait forever. The child starts a pool of its own on its first threaded call."""
+    _POOL.clear()
+
+
+if hasattr(os, "register_at_fork"):  # POSIX
+    os.register_at_fork(after_in_child=_forget_pool_in_child)
 
 
 def _pool():

@@ -1,0 +1,129 @@
+"""Regression tests for the reliability issue (issue 14): each test is named after the
+defect it pins, with a reproducer from the red-team pass."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+import oracle
+import rewardagg as ra
+from rewardagg import kernels
+
+torch = pytest.importorskip("torch")
+HAS_NUMBA = "numba" in kernels.available_backends()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+@pytest.mark.skipif(not HAS_NUMBA, reason="the thread pool is numba's")
+def test_issue14_1_forked_child_finishes_a_threaded_call():
+    """The numba thread pool survived fork() without its threads: the child hung."""
+    code = textwrap.dedent(
+        """
+        import os, numpy as np, rewardagg as ra
+        r = np.random.default_rng(0).normal(size=(2**16, 8))
+        a = ra.softmin_advantages(r, group_size=16)  # threaded numba call in the parent
+        pid = os.fork()
+        if pid == 0:
+            b = ra.softmin_advantages(r, group_size=16)
+            os._exit(0 if np.array_equal(a, b) else 3)
+        _, status = os.waitpid(pid, 0)
+        raise SystemExit(os.waitstatus_to_exitcode(status))
+        """
+    )
+    env = dict(os.environ, NUMBA_NUM_THREADS="2")
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+
+
+@pytest.mark.skipif(not HAS_NUMBA, reason="numba not installed")
+@pytest.mark.parametrize("offset", [1e6, 1e9, 1e12, 1e15])
+def test_issue14_3_fused_kernel_is_exact_at_large_offsets(offset):
+    """The numba pass rebuilt mu = x0 + m / sc and computed x - mu: ~1e-16 * offset /
+    spread lost (1.2e-4 at 1e12)."""
+    rng = np.random.default_rng(int(np.log10(offset)))
+    R = rng.normal(size=(96, 5))
+    R[rng.random(R.shape) < 0.1] = np.nan
+    R = R + offset
+    want = oracle.advantages(R, group_size=8)
+    for backend in ("numba", "numpy"):
+        got = ra.advantages(R, group_size=8, backend=backend)
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("lib", ["numpy", "torch"])
+def test_issue14_4_integers_are_computed_in_float64(lib):
+    """Integer torch tensors were computed in float32: 2^24 + 1 collapsed onto 2^24."""
+    R = np.array([[16777216, 0], [16777217, 0], [16777216, 1], [16777217, 1]], dtype=np.int64)
+    x = torch.from_numpy(R) if lib == "torch" else R
+    a = ra.gdpo_advantages(x, group_size=4)
+    assert a.dtype in (np.float64, torch.float64)
+    want = oracle.advantages(R.astype(np.float64), method="gdpo", group_size=4)
+    np.testing.assert_allclose(np.asarray(a), want, atol=1e-12)
+    assert np.count_nonzero(np.asarray(a)) == 2  # float32 read every row as equal: all 0
+
+
+def test_issue14_5_masked_array_entries_are_missing():
+    R = np.ma.masked_array(
+        [[1.0, 0.0], [0.0, 1.0], [1.0, 5.0], [0.5, 0.2]],
+        mask=[[False, False], [False, False], [False, True], [False, False]],
+    )
+    want = ra.advantages(np.where(np.ma.getmaskarray(R), np.nan, R.data), group_size=4)
+    np.testing.assert_array_equal(ra.advantages(R, group_size=4), want)
+    assert not np.array_equal(ra.advantages(R.data, group_size=4), want)
+
+
+@pytest.mark.parametrize(
+    "labels, n_groups",
+    [
+        ([np.float64(1.0), 1.0, 2.0, 2], 2),
+        (np.array([np.float64(1.0), 1.0, 2.0, 2.0]), 2),
+        ([1, 1.0, True, 2], 2),
+        (np.array([1, 1.0, True, 2]), 2),
+        ([float("nan"), float("nan"), 1, 1], 2),
+        (np.array([np.nan, np.nan, 1.0, 1.0]), 2),
+        ([1, "1", 1, "1"], 2),
+    ],
+)
+def test_issue14_6_labels_group_by_value_like_a_dict(labels, n_groups):
+    """Group identity depended on the label's type and container (1, 1.0 and True were
+    three groups as a list, one as an array; each NaN object was a group of its own)."""
+    R = np.arange(8.0).reshape(4, 2)
+    _, info = ra.advantages(R, group_ids=labels, return_info=True)
+    assert info.n_groups == n_groups
+
+
+@pytest.mark.skipif(not HAS_NUMBA, reason="numba not installed")
+def test_issue14_7_auto_does_not_depend_on_process_history():
+    code = textwrap.dedent(
+        """
+        import numpy as np, rewardagg as ra, rewardagg.kernels as K
+        r = np.random.default_rng(0).normal(size=(64, 4)) + 1e9
+        before = ra.advantages(r, group_size=8)
+        K.warmup()
+        ra.advantages(np.random.default_rng(1).normal(size=(2**14, 4)), group_size=16)
+        after = ra.advantages(r, group_size=8)
+        raise SystemExit(0 if np.array_equal(before, after) else 3)
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+
+
+@pytest.mark.parametrize("name", ["batch_norm", "return_info"])
+@pytest.mark.parametrize("value", ["False", 0, None])
+def test_issue14_8_strict_bools(name, value):
+    with pytest.raises(TypeError, match=name):
+        ra.advantages(np.zeros((4, 2)), group_size=2, **{name: value})
+
+
+def test_issue14_8_meta_tensor_is_a_clear_error():
+    with pytest.raises(ValueError, match="meta"):
+        ra.advantages(torch.zeros(4, 2, device="meta"), group_size=2)
