@@ -36,82 +36,17 @@ References:
 from __future__ import annotations
 
 import math
-import numbers
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
+from rewardagg._src.multipliers import check_names, resolve_columns
 from rewardagg._src.namespace import is_torch
+from rewardagg._src.pipeline import advantages
 from rewardagg._src.validation import check_nonnegative, check_real
 
-__all__ = ["ConstraintTracker", "resolve_columns", "resolve_multipliers"]
-
-
-def _check_names(reward_names: Sequence[str] | None, n_rewards: int | None) -> list[str] | None:
-    if reward_names is None:
-        return None
-    if isinstance(reward_names, str):
-        raise TypeError("reward_names must be a sequence of strings, one per reward; got a string")
-    names = list(reward_names)
-    if n_rewards is not None and len(names) != n_rewards:
-        raise ValueError(
-            f"reward_names must have one name per reward column (K={n_rewards}); got {len(names)}"
-        )
-    if len(set(names)) != len(names):
-        raise ValueError(f"reward_names must be distinct; got {names}")
-    return names
-
-
-def resolve_columns(
-    keys: Sequence[Any], reward_names: Sequence[str] | None, n_rewards: int | None, what: str
-) -> list[int]:
-    """Column index of each key: an integer index (negative counts from the end) or a name
-    from ``reward_names``; a ``ValueError`` naming ``what`` otherwise."""
-    names = _check_names(reward_names, n_rewards)
-    cols = []
-    for key in keys:
-        if isinstance(key, str):
-            if names is None:
-                raise ValueError(
-                    f"{what}: column {key!r} is a name; pass reward_names= to name the columns"
-                )
-            if key not in names:
-                raise ValueError(f"{what}: unknown reward name {key!r}; known: {names}")
-            col = names.index(key)
-        elif isinstance(key, numbers.Integral) and not isinstance(key, bool):
-            col = int(key)
-            if n_rewards is not None:
-                if not -n_rewards <= col < n_rewards:
-                    raise ValueError(
-                        f"{what}: column {col} is out of range for K={n_rewards} rewards"
-                    )
-                col %= n_rewards
-        else:
-            raise TypeError(f"{what}: a column is an integer index or a reward name; got {key!r}")
-        cols.append(col)
-    if len(set(cols)) != len(cols):
-        raise ValueError(f"{what}: a column is named twice ({list(keys)})")
-    return cols
-
-
-def resolve_multipliers(
-    multipliers: Mapping[Any, float] | None,
-    reward_names: Sequence[str] | None,
-    n_rewards: int,
-) -> tuple[list[int], list[float]]:
-    """``(columns, lambdas)`` of ``multipliers`` (``{column: lambda}``), validated:
-    columns in range or known names, each lambda a finite number >= 0."""
-    if multipliers is None:
-        _check_names(reward_names, n_rewards)
-        return [], []
-    if not isinstance(multipliers, Mapping):
-        raise TypeError(
-            f"multipliers must be a mapping {{column: lambda}}; got {type(multipliers).__name__}"
-        )
-    cols = resolve_columns(list(multipliers), reward_names, n_rewards, "multipliers")
-    lams = [check_nonnegative(v, f"multipliers[{k!r}]") for k, v in multipliers.items()]
-    return cols, lams
+__all__ = ["ConstraintTracker"]
 
 
 def _column_means(rewards: Any, cols: list[int], mask: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -170,7 +105,7 @@ class ConstraintTracker:
     ) -> None:
         if not isinstance(targets, Mapping) or not targets:
             raise ValueError("targets must be a non-empty mapping {column: target}")
-        self.reward_names = _check_names(reward_names, None)
+        self.reward_names = check_names(reward_names, None)
         resolve_columns(list(targets), self.reward_names, None, "targets")  # types, names
         self.targets = {k: check_real(v, f"targets[{k!r}]") for k, v in targets.items()}
         for k, t in self.targets.items():
@@ -202,8 +137,6 @@ class ConstraintTracker:
         """:func:`rewardagg.advantages` with the current multipliers, then :meth:`update`
         from this batch. ``kwargs`` are those of :func:`rewardagg.advantages`
         (``process_group`` also reduces the constraint means across ranks)."""
-        from rewardagg._src.pipeline import advantages
-
         if "multipliers" in kwargs:
             raise TypeError("ConstraintTracker.advantages sets multipliers itself")
         names = kwargs.pop("reward_names", None) or self.reward_names

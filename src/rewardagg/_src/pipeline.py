@@ -16,10 +16,10 @@ import numpy as np
 from rewardagg import kernels
 from rewardagg._src.aggregators import row_weights, weighted_sum_kernel
 from rewardagg._src.conflict import check_conflict, conflict_rows, reweight
-from rewardagg._src.constraints import resolve_multipliers
 from rewardagg._src.diagnostics import AggregationInfo, compute_info
 from rewardagg._src.grouping import GroupLayout, make_layout
 from rewardagg._src.methods import Aggregator
+from rewardagg._src.multipliers import resolve_multipliers
 from rewardagg._src.namespace import Ops
 from rewardagg._src.normalisation import check_stage_options, standardize_sorted
 from rewardagg._src.registry import get_aggregator
