@@ -507,3 +507,155 @@ def test_every_method_runs(method, no_batch_norm):
     for exp in out:
         assert torch.isfinite(exp.advantages).all()
         assert exp.advantages.shape == exp.action_mask.shape
+
+
+# --------------------------------------------------------------------------------------
+# a method registered at run time, with its own parameter (issue 11)
+# --------------------------------------------------------------------------------------
+
+CUSTOM = "test_openrlhf_tempered"
+
+
+def _positive(value, name):
+    if not value > 0:  # also NaN
+        raise ValueError(f"{name} must be > 0; got {value!r}")
+    return float(value)
+
+
+@pytest.fixture
+def tempered():
+    """A method registered for one test (SoftMin at temperature tau, kappa = 1 / tau),
+    unregistered again so that registry-wide tests never see it."""
+
+    def tempered_softmin(z, *, weights=None, tau=0.3):
+        return rewardagg.softmin(z, kappa=1.0 / tau, weights=weights)
+
+    rewardagg.register_aggregator(
+        CUSTOM, tempered_softmin, params={"tau": 0.3}, checks={"tau": _positive}
+    )
+    try:
+        yield CUSTOM
+    finally:
+        if CUSTOM in rewardagg.available_methods():
+            rewardagg.unregister_aggregator(CUSTOM)
+
+
+def _first_token_advantages(out):
+    adv = {}
+    for e in out:
+        for j, i in enumerate(e.index):
+            adv[i] = float(e.advantages[j][e.action_mask[j].bool()][0])
+    return torch.tensor([adv[i] for i in range(len(adv))], dtype=torch.float64)
+
+
+@pytest.mark.parametrize("tau", [0.5, "0.5"])  # a string, as an unknown flag arrives
+def test_registered_method_parameter_through_args_rewardagg(tempered, tau):
+    n = 4
+    args = make_args("rewardagg", n, method=tempered, tau=tau, reward_keys=KEYS)
+    maker = make_maker(args, kl_coef=0.0)
+    experiences = make_experiences(maker, seed=5, n=n, missing=True)
+    rewards = torch.stack([prompt_order(experiences, k) for k in KEYS], dim=1)
+    core = dict(method=tempered, group_size=n, eps=1e-9)
+    expected = rewardagg.advantages(rewards, tau=0.5, **core).clamp(-10, 10)
+    got = _first_token_advantages(maker.compute_advantages_and_returns(experiences))
+    torch.testing.assert_close(got, expected, atol=1e-6, rtol=0)
+    default = rewardagg.advantages(rewards, **core).clamp(-10, 10)
+    assert (got - default).abs().max() > 1e-3  # the parameter reached the reducer
+
+
+def test_launcher_has_a_flag_per_table_parameter(tempered):
+    import argparse
+
+    import rewardagg.integrations.openrlhf.__main__ as launcher
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--algo.advantage.estimator", choices=["group_norm"])
+    launcher.add_arguments(parser)
+    launcher.add_arguments(parser)  # idempotent
+    flags = {a.dest: a for a in parser._actions if a.dest.startswith("rewardagg.")}
+    for method in rewardagg.available_methods():
+        for spec in rewardagg.get_aggregator(method).specs:
+            action = flags[f"rewardagg.{spec.name}"]
+            assert method in action.help and (spec.help or spec.name) in action.help
+            assert action.default is None  # the method's default applies
+    assert parser._actions[1].choices == ["group_norm", *ro.ESTIMATORS]
+    flat = parser.parse_args(["--rewardagg.method", tempered, "--rewardagg.tau", "0.5"])
+    assert vars(flat)["rewardagg.tau"] == 0.5
+
+
+def _launch_until_ray(monkeypatch, extra):
+    ray = pytest.importorskip("ray")
+    import rewardagg.integrations.openrlhf.__main__ as launcher
+
+    def fake_init(*args, **kwargs):
+        raise _StopAtRayInit
+
+    monkeypatch.setattr(ray, "init", fake_init)
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    argv = [
+        "--algo.advantage.estimator",
+        "rewardagg",
+        "--rollout.n_samples_per_prompt",
+        "4",
+        "--actor.model_name_or_path",
+        "Qwen/Qwen2.5-0.5B-Instruct",
+        *extra,
+    ]
+    with gpu_stubs():
+        launcher.main(argv)
+    return vars(launcher.last_args)
+
+
+def test_launcher_takes_a_registered_methods_flag(tempered, monkeypatch):
+    with pytest.raises(_StopAtRayInit):
+        _launch_until_ray(monkeypatch, ["--rewardagg.method", tempered, "--rewardagg.tau", "0.5"])
+    import rewardagg.integrations.openrlhf.__main__ as launcher
+
+    flat = vars(launcher.last_args)
+    assert flat["rewardagg.method"] == tempered and flat["rewardagg.tau"] == 0.5
+
+
+@pytest.mark.parametrize(
+    ("extra", "match"),
+    [
+        (["--rewardagg.tau", "0"], r"--rewardagg\.tau=0\.0: tau must be > 0"),
+        (["--rewardagg.tau=nan"], r"--rewardagg\.tau=nan: tau must be > 0"),
+        (["--rewardagg.kappa", "1"], rf"--rewardagg\.kappa does not apply to method '{CUSTOM}'"),
+        (["--rewardagg.tua", "1"], r"unknown --rewardagg setting\(s\) \['tua'\]; known: .*'tau'"),
+    ],
+)
+def test_launcher_refuses_bad_registered_settings_before_ray(tempered, monkeypatch, extra, match):
+    with pytest.raises(SystemExit, match=match):
+        _launch_until_ray(monkeypatch, ["--rewardagg.method", tempered, *extra])
+
+
+def test_launcher_refuses_other_unknown_arguments(monkeypatch):
+    with pytest.raises(SystemExit) as err:
+        _launch_until_ray(monkeypatch, ["--no.such.flag", "1"])
+    assert err.value.code == 2  # argparse's own "unrecognized arguments" exit
+
+
+def test_take_prefixed_splits_rewardagg_leftovers():
+    import rewardagg.integrations.openrlhf.__main__ as launcher
+
+    pairs, rest = launcher.take_prefixed(
+        ["--rewardagg.tau", "-0.5", "--x", "1", "--rewardagg.mode=hard"]
+    )
+    assert pairs == {"tau": "-0.5", "mode": "hard"} and rest == ["--x", "1"]
+    with pytest.raises(ValueError, match="expects a value"):
+        launcher.take_prefixed(["--rewardagg.tau"])
+
+
+def test_unregistered_method_and_its_parameter_are_rejected(tempered):
+    settings = {"method": tempered, "tau": 0.5, "reward_keys": KEYS}
+    ro.settings_from_args(make_args("rewardagg", 4, **settings))  # accepted while registered
+    rewardagg.unregister_aggregator(tempered)
+    with pytest.raises(ValueError, match=rf"method='{tempered}' is not a registered rewardagg"):
+        ro.settings_from_args(make_args("rewardagg", 4, **settings))
+    with pytest.raises(ValueError, match=r"unknown --rewardagg setting\(s\) \['tau'\]"):
+        ro.settings_from_args(make_args("rewardagg", 4, tau=0.5))
+
+
+def test_defaults_list_only_the_adapters_own_options():
+    params = {n for m in rewardagg.available_methods() for n in rewardagg.get_aggregator(m).params}
+    assert not params & set(ro.DEFAULTS)

@@ -369,15 +369,17 @@ def test_config_errors(tmp_path):
 @pytest.fixture
 def custom_method():
     """A registered method for one test, removed again so registry-wide tests never see it."""
-    from rewardagg._src.registry import _REGISTRY
 
     def sharper(z, *, weights=None, kappa=1.0):  # any reducer over the last axis
         return rewardagg.softmin(z, kappa=2 * kappa, weights=weights)
 
     name = "test_trl_custom"
     rewardagg.register_aggregator(name, sharper, params={"kappa": 1.0}, overwrite=True)
-    yield name
-    _REGISTRY.pop(name, None)
+    try:
+        yield name
+    finally:
+        if name in rewardagg.available_methods():
+            rewardagg.unregister_aggregator(name)
 
 
 def test_custom_registered_method_gets_its_parameters(tmp_path, custom_method):
@@ -392,6 +394,99 @@ def test_custom_registered_method_gets_its_parameters(tmp_path, custom_method):
 
 def test_custom_method_is_gone_after_its_test():
     assert "test_trl_custom" not in rewardagg.available_methods()
+
+
+# -- a method registered at run time with its own parameter (issue 11) --------------------
+TEMPERED = "test_trl_tempered"
+
+
+def _positive(value, name):
+    if not value > 0:  # also NaN
+        raise ValueError(f"{name} must be > 0; got {value!r}")
+    return float(value)
+
+
+@pytest.fixture
+def tempered():
+    """SoftMin at temperature tau (kappa = 1 / tau), registered for one test only."""
+
+    def tempered_softmin(z, *, weights=None, tau=0.3):
+        return rewardagg.softmin(z, kappa=1.0 / tau, weights=weights)
+
+    rewardagg.register_aggregator(
+        TEMPERED, tempered_softmin, params={"tau": 0.3}, checks={"tau": _positive}
+    )
+    try:
+        yield TEMPERED
+    finally:
+        if TEMPERED in rewardagg.available_methods():
+            rewardagg.unregister_aggregator(TEMPERED)
+
+
+def test_registered_method_with_advantage_params_in_the_training_loop(tiny, tmp_path, tempered):
+    # a JSON string with a string value, as a command line gives it
+    trainer = _train(
+        tiny, tmp_path, max_steps=1, advantage_method=tempered, advantage_params='{"tau": "0.5"}'
+    )
+    (record,) = trainer.batches
+    core = dict(method=tempered, group_size=G, eps=1e-4, weights=[1.0, 0.5, 2.0])
+    expected = rewardagg.advantages(record["logged_rewards"], tau=0.5, **core)
+    np.testing.assert_allclose(record["batch"].advantages.numpy(), expected, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(record["output_advantages"].numpy(), expected, atol=1e-6)
+    default = rewardagg.advantages(record["logged_rewards"], **core)
+    assert np.abs(expected - default).max() > 1e-3  # the parameter reached the reducer
+    assert record["batch"].info.params["tau"] == 0.5
+
+
+def test_advantage_params_errors_name_the_setting(tmp_path, tempered):
+    with pytest.raises(ValueError, match=r"advantage_params\['tau'\]=0: tau must be > 0"):
+        _config(tmp_path, advantage_method=tempered, advantage_params={"tau": 0})
+    with pytest.raises(ValueError, match=r"advantage_params\['tau'\]='nan'"):
+        _config(tmp_path, advantage_method=tempered, advantage_params='{"tau": "nan"}')
+    with pytest.raises(ValueError, match=r"advantage_params\['tau'\] does not apply to method"):
+        _config(tmp_path, advantage_params={"tau": 0.5})  # softmin takes kappa only
+    with pytest.raises(ValueError, match=r"unknown advantage_params setting\(s\) \['tua'\]"):
+        _config(tmp_path, advantage_method=tempered, advantage_params={"tua": 0.5})
+    with pytest.raises(ValueError, match="JSON object"):
+        _config(tmp_path, advantage_params="{tau: 0.5}")
+    with pytest.raises(ValueError, match="both advantage_params and advantage_kwargs"):
+        _config(
+            tmp_path,
+            advantage_method=tempered,
+            advantage_params={"tau": 0.5},
+            advantage_kwargs={"tau": 0.4},
+        )
+    # the kappa / lam shortcuts do not reach a method that does not take them ...
+    kw = _config(tmp_path, advantage_method=tempered, kappa=3.0).rewardagg_kwargs()
+    assert "kappa" not in kw and "lam" not in kw and "tau" not in kw
+    # ... and give way to advantage_params where it sets them
+    kw = _config(tmp_path, kappa=3.0, advantage_params={"kappa": "inf"}).rewardagg_kwargs()
+    assert kw["kappa"] == float("inf")
+    assert _config(tmp_path, kappa=3.0).rewardagg_kwargs()["kappa"] == 3.0
+
+
+def test_advantage_params_from_trls_command_line_parser(tmp_path, tempered):
+    """TRL's own parser (HfArgumentParser) hands the JSON over as a string."""
+    from transformers import HfArgumentParser
+
+    argv = ["--output_dir", str(tmp_path), "--use_cpu", "true", "--report_to", "none"]
+    argv += ["--advantage_method", tempered, "--advantage_params", '{"tau": "0.5"}']
+    (cfg,) = HfArgumentParser(ra_trl.RewardAggGRPOConfig).parse_args_into_dataclasses(argv)
+    kw = cfg.rewardagg_kwargs()
+    assert kw["method"] == tempered and kw["tau"] == 0.5
+    with pytest.raises(ValueError, match=r"advantage_params\['tau'\]='-1'"):
+        HfArgumentParser(ra_trl.RewardAggGRPOConfig).parse_args_into_dataclasses(
+            [*argv[:-1], '{"tau": "-1"}']
+        )
+
+
+def test_unregistered_method_is_rejected_by_the_config(tmp_path, tempered):
+    _config(tmp_path, advantage_method=tempered, advantage_params={"tau": 0.5})
+    rewardagg.unregister_aggregator(tempered)
+    with pytest.raises(ValueError, match="not a registered rewardagg method"):
+        _config(tmp_path, advantage_method=tempered)
+    with pytest.raises(ValueError, match=r"unknown advantage_params setting\(s\) \['tau'\]"):
+        _config(tmp_path, advantage_params={"tau": 0.5})
 
 
 def test_trainer_errors(tiny, tmp_path):

@@ -473,6 +473,13 @@ def test_every_method_runs_through_compute_advantage(method, batch_norm, std):
         norm_adv_by_std_in_grpo=std,
         rewardagg={"method": method, "batch_norm": batch_norm},
     )
+    if not std and getattr(rewardagg.get_aggregator(method), "conflict", None) is not None:
+        # the centring-only path reduces outside rewardagg's pipeline: refused, not ignored
+        with pytest.raises(ValueError, match="norm_adv_by_std_in_grpo=False"):
+            ray_trainer.compute_advantage(
+                data, adv_estimator="rewardagg", config=cfg, norm_adv_by_std_in_grpo=std
+            )
+        return
     out = ray_trainer.compute_advantage(
         data, adv_estimator="rewardagg", config=cfg, norm_adv_by_std_in_grpo=std
     )
@@ -482,3 +489,145 @@ def test_every_method_runs_through_compute_advantage(method, batch_norm, std):
     assert (adv[~mask] == 0).all()
     per_row = adv.sum(-1) / mask.sum(-1)
     torch.testing.assert_close(adv, per_row[:, None] * mask, atol=1e-6, rtol=0)
+
+
+# --------------------------------------------------------------------------------------
+# a method registered at run time, with its own parameter (issue 11)
+# --------------------------------------------------------------------------------------
+
+CUSTOM = "test_verl_tempered"
+
+
+def _positive(value, name):
+    if not value > 0:  # also NaN
+        raise ValueError(f"{name} must be > 0; got {value!r}")
+    return float(value)
+
+
+@pytest.fixture
+def tempered():
+    """A method registered for one test (SoftMin at temperature tau, kappa = 1 / tau),
+    unregistered again so that registry-wide tests never see it."""
+
+    def tempered_softmin(z, *, weights=None, tau=0.3):
+        return rewardagg.softmin(z, kappa=1.0 / tau, weights=weights)
+
+    rewardagg.register_aggregator(
+        CUSTOM, tempered_softmin, params={"tau": 0.3}, checks={"tau": _positive}
+    )
+    try:
+        yield CUSTOM
+    finally:
+        if CUSTOM in rewardagg.available_methods():
+            rewardagg.unregister_aggregator(CUSTOM)
+
+
+def _expected_verl(data, **core):
+    """rewardagg's core on the batch's components, then verl's own masked_whiten."""
+    rewards = np.stack([data.non_tensor_batch[k].astype(np.float64) for k in KEYS], axis=1)
+    s = rewardagg.advantages(
+        rewards,
+        group_ids=data.non_tensor_batch["uid"],
+        weights=[1.0, 2.0, 0.5],
+        eps=1e-6,
+        singleton="identity",
+        batch_norm=False,
+        **core,
+    )
+    mask = data.batch["response_mask"].float()
+    return masked_whiten(torch.tensor(s, dtype=torch.float32)[:, None] * mask, mask) * mask
+
+
+@pytest.mark.parametrize("tau", [0.5, "0.5", 2.0])  # a YAML string converts
+def test_registered_method_parameter_through_algorithm_rewardagg(tempered, tau):
+    cfg = algo(adv_estimator="rewardagg", rewardagg={"method": tempered, "tau": tau})
+    out = ray_trainer.compute_advantage(make_batch(6), adv_estimator="rewardagg", config=cfg)
+    expected = _expected_verl(make_batch(6), method=tempered, tau=float(tau))
+    torch.testing.assert_close(out.batch["advantages"], expected, atol=1e-5, rtol=0)
+    assert rv.last_info().params["tau"] == float(tau)
+    # the parameter reached the reducer: the method's default gives other advantages
+    default = _expected_verl(make_batch(6), method=tempered)
+    assert (out.batch["advantages"] - default).abs().max() > 1e-3
+
+
+def test_registered_method_through_the_launcher(tempered, monkeypatch):
+    from verl.trainer import main_ppo
+
+    from rewardagg.integrations.verl.__main__ import main
+
+    seen = {}
+    monkeypatch.setattr(main_ppo, "run_ppo", lambda config, **kw: seen.update(config=config))
+    main(
+        [
+            "algorithm.adv_estimator=rewardagg",
+            "trainer.use_v1=False",
+            "+algorithm.gdpo_reward_keys=[fmt,acc,safe]",
+            f"+algorithm.rewardagg.method={tempered}",
+            "+algorithm.rewardagg.tau=0.5",
+            *_VALID,
+        ]
+    )
+    settings = rv.RewardAggVerlSettings(seen["config"].algorithm, estimator="rewardagg")
+    assert settings.method == tempered and settings.method_params == {"tau": 0.5}
+
+
+def _launcher_config(**rewardagg_settings):
+    """What Hydra composes, reduced to what the launcher's check reads."""
+    return OmegaConf.create(
+        {
+            "trainer": {"use_v1": False},
+            "algorithm": {
+                "adv_estimator": "rewardagg",
+                "gdpo_reward_keys": KEYS,
+                "rewardagg": rewardagg_settings,
+            },
+        }
+    )
+
+
+@pytest.mark.parametrize(
+    ("settings", "match"),
+    [
+        ({"tau": 0.0}, r"algorithm\.rewardagg\.tau=0\.0: tau must be > 0"),
+        ({"tau": "nan"}, r"algorithm\.rewardagg\.tau='nan': tau must be > 0"),
+        ({"tau": "warm"}, r"algorithm\.rewardagg\.tau='warm'.*must be a number"),
+    ],
+)
+def test_bad_value_of_a_registered_parameter_fails_at_config_time(tempered, settings, match):
+    from rewardagg.integrations.verl.__main__ import check_config
+
+    with pytest.raises(SystemExit, match=match):
+        check_config(_launcher_config(method=tempered, **settings))
+
+
+def test_parameter_of_another_method_does_not_apply(tempered):
+    with pytest.raises(ValueError, match=r"algorithm\.rewardagg\.tau does not apply to method"):
+        rv.RewardAggVerlSettings(algo(rewardagg={"method": "softmin", "tau": 0.5}), estimator="x")
+    with pytest.raises(ValueError, match=rf"kappa does not apply to method '{tempered}'"):
+        rv.RewardAggVerlSettings(algo(rewardagg={"method": tempered, "kappa": 1.0}), estimator="x")
+
+
+def test_unregistered_method_and_its_parameter_are_rejected(tempered):
+    from rewardagg.integrations.verl.__main__ import check_config
+
+    check_config(_launcher_config(method=tempered, tau=0.5))  # accepted while registered
+    rewardagg.unregister_aggregator(tempered)
+    with pytest.raises(SystemExit, match=rf"method='{tempered}' is not a registered rewardagg"):
+        check_config(_launcher_config(method=tempered, tau=0.5))
+    with pytest.raises(SystemExit, match=r"unknown algorithm\.rewardagg setting\(s\) \['tau'\]"):
+        check_config(_launcher_config(tau=0.5))
+    with pytest.raises(ValueError, match="not a registered rewardagg method"):
+        ray_trainer.compute_advantage(
+            make_batch(0),
+            adv_estimator="rewardagg",
+            config=algo(adv_estimator="rewardagg", rewardagg={"method": tempered}),
+        )
+
+
+def test_known_settings_come_from_the_method_table(tempered):
+    """The unknown-setting message lists the registered methods' parameters."""
+    with pytest.raises(ValueError, match="unknown") as err:
+        rv.RewardAggVerlSettings(algo(rewardagg={"kapa": 1.0}), estimator="rewardagg")
+    for method in rewardagg.available_methods():
+        for name in rewardagg.get_aggregator(method).params:
+            assert repr(name) in str(err.value)

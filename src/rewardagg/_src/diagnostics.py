@@ -42,7 +42,7 @@ class AggregationInfo:
             (values within 1e-6 relative count as one): 1 means the group gives no signal
             (GDPO's "advantage collapse").
         conflict_dropped: rows the GD²PO conflict filter dropped (0 without a filter).
-        conflict_rho: ``(n_groups,)`` each group's kept share :math:`\rho_g` (groups in
+        conflict_rho: ``(n_groups,)`` each group's kept share :math:`\\rho_g` (groups in
             order of first appearance); ``None`` without a filter.
         conflict_per_reward: ``(K,)`` share of the dropped rows in which reward ``k``'s
             term opposed the sign of the row's sum (which rewards were in conflict);

@@ -13,6 +13,17 @@ Usage::
                                    args=args, train_dataset=ds)
     trainer.train()
 
+Method parameters. ``advantage_params`` (a dict, or a JSON object string from a command
+line) takes any parameter of the chosen method, read from the method table, so a method
+registered at run time with its own parameters is configured like a built-in one::
+
+    rewardagg.register_aggregator("tempered", tempered, params={"tau": 0.3})
+    args = RewardAggGRPOConfig(..., advantage_method="tempered", advantage_params={"tau": 0.5})
+
+The values are converted and validated when the config is built. The ``kappa`` and ``lam``
+fields are shortcuts, passed only to a method that takes them and only where
+``advantage_params`` does not set them.
+
 How it hooks into TRL. TRL 1.16 computes advantages inline, inside the long
 ``GRPOTrainer._generate_and_score_completions``; there is no smaller hook that receives the
 per-reward-function rewards and returns advantages. Copying that method would pin us to one
@@ -59,6 +70,14 @@ from packaging.version import Version
 from trl import GRPOConfig, GRPOTrainer
 
 import rewardagg
+from rewardagg.integrations._settings import (
+    DEFAULT_METHOD,
+    Spelling,
+    check_shortcut,
+    param_specs,
+    resolve_method,
+    split_settings,
+)
 
 __all__ = [
     "SUPPORTED_TRL",
@@ -99,8 +118,31 @@ def _check_trl() -> None:
 _check_trl()
 
 
-# Built-in methods that z-score each reward in its group before aggregating.
-_NORMALISE_FIRST = ("gdpo", "mean", "softmin", "mean_variance", "min")
+#: How this adapter names its settings in messages (the config's field names).
+SPELLING = Spelling(
+    method="advantage_method", param="advantage_params[{name!r}]", group="advantage_params"
+)
+#: Config fields that set the method parameter of the same name when the method takes it
+#: and ``advantage_params`` does not (RVPO's risk coefficient and the variance penalty).
+SHORTCUTS = ("kappa", "lam")
+#: The method parameter TRL's own ``scale_rewards`` sets (the sum-first method's scale).
+_SCALE_PARAM = "scale"
+
+
+def _json_dict(value: Any, name: str) -> dict[str, Any]:
+    """A dict field given as a dict, a JSON object string (command line) or ``None``."""
+    if value is None:
+        return {}
+    if isinstance(value, str):
+        import json
+
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{name} must be a JSON object; got {value!r} ({err})") from None
+    if not isinstance(value, Mapping):
+        raise TypeError(f"{name} must be a dict or a JSON object; got {value!r}")
+    return dict(value)
 
 
 @dataclass
@@ -109,16 +151,29 @@ class RewardAggGRPOConfig(GRPOConfig):
 
     Every ``GRPOConfig`` field keeps its meaning, with two exceptions: the advantage is
     chosen by ``advantage_method`` (TRL's ``multi_objective_aggregation`` is not used), and
-    ``scale_rewards`` only applies to ``advantage_method="grpo"``.
+    ``scale_rewards`` only applies to the methods that take a ``scale`` parameter (the
+    sum-first ``"grpo"``).
+
+    The method's parameters are read from the method table, so a method registered with
+    ``rewardagg.register_aggregator(name, fn, params={"tau": 0.3})`` before building the
+    config is configured like a built-in one:
+    ``RewardAggGRPOConfig(advantage_method=name, advantage_params={"tau": 0.5})``. Every
+    parameter value is converted (``"0.5"`` -> 0.5, as a command line gives it) and
+    validated in ``__post_init__``, not at the first batch.
 
     Parameters:
-        advantage_method: a name from ``rewardagg.available_methods()`` ("grpo", "gdpo",
-            "mean", "softmin", "mean_variance", "min", or one you registered with
-            ``rewardagg.register_aggregator`` before building this config). Default
-            ``"softmin"`` (RVPO).
-        kappa: risk coefficient of ``"softmin"`` (``kappa >= 0``; 0 = mean, ``inf`` = min).
-        lam: variance penalty of ``"mean_variance"`` (``lam >= 0``; ``kappa / 2`` is the
-            second-order twin of softmin).
+        advantage_method: a name from ``rewardagg.available_methods()`` (built in, or
+            registered with ``rewardagg.register_aggregator`` before building this
+            config). Default: RVPO's SoftMin.
+        advantage_params: the method's parameters, a dict or a JSON object string
+            (``'{"kappa": 2.0}'``); any name the method takes. A name that only other
+            methods take, or that no method takes, is an error.
+        kappa: shortcut for ``advantage_params["kappa"]``, the risk coefficient of RVPO's
+            SoftMin (``kappa >= 0``; 0 = mean, ``inf`` = min). Passed only to a method that
+            takes ``kappa`` and only when ``advantage_params`` does not set it.
+        lam: shortcut for ``advantage_params["lam"]``, the variance penalty of the
+            mean-variance method (``lam >= 0``; ``kappa / 2`` is the second-order twin of
+            the SoftMin); same rules as ``kappa``.
         advantage_eps: the ``eps`` of both standardisations. Default ``1e-4``, TRL's.
         advantage_correction: degrees-of-freedom correction of the standard deviations
             (1 = Bessel, TRL's).
@@ -126,20 +181,29 @@ class RewardAggGRPOConfig(GRPOConfig):
         advantage_baseline: ``"mean"`` or ``"leave_one_out"`` (RLOO) group baseline.
         advantage_singleton: ``"zero"`` or ``"identity"``; how a one-row group is treated.
         advantage_backend: rewardagg backend (``"auto"``, ``"torch"``, ``"triton"``, ...).
-        advantage_kwargs: extra keyword arguments for ``rewardagg.advantages``, for methods
-            registered with their own parameters.
+        advantage_kwargs: older spelling of ``advantage_params`` (same role, merged with
+            it; a name set in both is an error; an unknown name raises ``TypeError``).
         log_rewardagg_metrics: log the rewardagg diagnostics every step.
     """
 
     advantage_method: str = field(
-        default="softmin",
+        default=DEFAULT_METHOD,
         metadata={"help": "rewardagg advantage method (see rewardagg.available_methods())."},
     )
+    advantage_params: dict | str | None = field(
+        default=None,
+        metadata={
+            "help": "The method's parameters (dict or JSON object), any name the method "
+            "takes, a registered method's own parameters included."
+        },
+    )
     kappa: float = field(
-        default=1.0, metadata={"help": "Risk coefficient of the 'softmin' (RVPO) method."}
+        default=1.0,
+        metadata={"help": "Risk coefficient of RVPO's SoftMin; shortcut of advantage_params."},
     )
     lam: float = field(
-        default=0.5, metadata={"help": "Variance penalty of the 'mean_variance' method."}
+        default=0.5,
+        metadata={"help": "Variance penalty (mean-variance); shortcut of advantage_params."},
     )
     advantage_eps: float = field(
         default=1e-4, metadata={"help": "eps of the group and batch standardisations (TRL: 1e-4)."}
@@ -161,7 +225,7 @@ class RewardAggGRPOConfig(GRPOConfig):
     )
     advantage_kwargs: dict | str | None = field(
         default=None,
-        metadata={"help": "Extra keyword arguments for rewardagg.advantages (dict or JSON)."},
+        metadata={"help": "Older spelling of advantage_params (dict or JSON)."},
     )
     log_rewardagg_metrics: bool = field(
         default=True, metadata={"help": "Log rewardagg diagnostics under 'rewardagg/...'."}
@@ -169,21 +233,13 @@ class RewardAggGRPOConfig(GRPOConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if isinstance(self.advantage_kwargs, str):
-            import json
-
-            self.advantage_kwargs = json.loads(self.advantage_kwargs)
-        methods = rewardagg.available_methods()
-        if self.advantage_method not in methods:
-            raise ValueError(
-                f"advantage_method={self.advantage_method!r} is not a registered rewardagg "
-                f"method; choose one of {methods} (or register yours with "
-                "rewardagg.register_aggregator before building the config)."
-            )
-        if not (self.kappa >= 0):  # also rejects NaN
-            raise ValueError(f"kappa must be >= 0 (inf allowed), got {self.kappa}.")
-        if not (self.lam >= 0) or math.isinf(self.lam):
-            raise ValueError(f"lam must be finite and >= 0, got {self.lam}.")
+        for name in ("advantage_params", "advantage_kwargs"):
+            value = getattr(self, name)
+            if value is not None:
+                setattr(self, name, _json_dict(value, name))
+        aggregator = resolve_method(self.advantage_method, SPELLING)
+        for name in SHORTCUTS:  # validated by the table even where the method ignores them
+            setattr(self, name, check_shortcut(name, getattr(self, name), aggregator.name))
         if not (self.advantage_eps >= 0) or math.isinf(self.advantage_eps):
             raise ValueError(f"advantage_eps must be finite and >= 0, got {self.advantage_eps}.")
         if self.advantage_baseline not in ("mean", "leave_one_out"):
@@ -197,20 +253,24 @@ class RewardAggGRPOConfig(GRPOConfig):
                 f"{self.advantage_singleton!r}."
             )
         # unknown or invalid method parameters fail here, not at the first batch
-        rewardagg.get_aggregator(self.advantage_method).bind(self._method_params())
-        if self.advantage_method == "grpo" and self.multi_objective_aggregation != (
+        aggregator.bind(self._method_params())
+        if aggregator.kind == "sum_first" and self.multi_objective_aggregation != (
             "sum_then_normalize"
         ):
             raise ValueError(
-                "advantage_method='grpo' sums the rewards first (TRL's 'sum_then_normalize') but "
+                f"advantage_method={aggregator.name!r} sums the rewards first (TRL's "
+                "'sum_then_normalize') but "
                 f"multi_objective_aggregation={self.multi_objective_aggregation!r} was requested; "
                 "use advantage_method='gdpo' for TRL's 'normalize_then_sum'."
             )
-        if self.advantage_method != "grpo" and self.scale_rewards != "group":
+        if _SCALE_PARAM not in aggregator.params and self.scale_rewards != "group":
+            takers = [m for m, _ in param_specs().get(_SCALE_PARAM, [])]
             warnings.warn(
-                f"scale_rewards={self.scale_rewards!r} only applies to advantage_method='grpo'; "
-                f"{self.advantage_method!r} standardises each reward within its group "
-                "and (advantage_batch_norm) the aggregate over the batch.",
+                f"scale_rewards={self.scale_rewards!r} only applies to the methods that take "
+                f"a {_SCALE_PARAM!r} parameter ({', '.join(takers) or 'none registered'}); "
+                f"{aggregator.name!r} does not (a z-score method standardises each reward "
+                "within its group and, with advantage_batch_norm, the aggregate over the "
+                "batch).",
                 UserWarning,
                 stacklevel=3,
             )
@@ -230,14 +290,22 @@ class RewardAggGRPOConfig(GRPOConfig):
         return kwargs
 
     def _method_params(self) -> dict[str, Any]:
-        """The method's own parameters: those of ``kappa``, ``lam`` and ``scale_rewards``
-        (as ``scale``) that the registered method declares, then ``advantage_kwargs``."""
-        declared = rewardagg.get_aggregator(self.advantage_method).params
-        values = {"kappa": self.kappa, "lam": self.lam, "scale": self.scale_rewards}
-        params = {name: values[name] for name in declared if name in values}
-        if isinstance(self.advantage_kwargs, Mapping):
-            params.update(self.advantage_kwargs)
-        return params
+        """The method's own parameters: the config fields that stand for a parameter
+        (``kappa``, ``lam``, ``scale_rewards`` as ``scale``) where the method takes it,
+        overridden by ``advantage_params`` (converted and validated by the shared settings
+        parser) and ``advantage_kwargs`` (checked by ``bind``)."""
+        aggregator = rewardagg.get_aggregator(self.advantage_method)
+        fields = {**{name: name for name in SHORTCUTS}, _SCALE_PARAM: "scale_rewards"}
+        params = {p: getattr(self, f) for p, f in fields.items() if p in aggregator.params}
+        raw = self.advantage_params if isinstance(self.advantage_params, Mapping) else {}
+        explicit = split_settings(raw, spelling=SPELLING, method=aggregator.name).params
+        legacy = dict(self.advantage_kwargs) if isinstance(self.advantage_kwargs, Mapping) else {}
+        both = sorted(set(explicit) & set(legacy))
+        if both:
+            raise ValueError(
+                f"{both} set in both advantage_params and advantage_kwargs; use advantage_params"
+            )
+        return {**params, **explicit, **legacy}
 
 
 @dataclass(frozen=True)
@@ -290,10 +358,10 @@ class RewardAggGRPOTrainer(GRPOTrainer):
     zero-spread fraction, masked failures, rows without reward, distinct advantages per
     group, method parameters).
 
-    With a single reward function every normalise-first method ("gdpo", "mean",
-    "softmin", "mean_variance", "min") reduces to the group z-score of that reward,
-    standardised over the batch: ``kappa`` and ``lam`` have no effect. It works, and the
-    trainer says so once with a warning.
+    With a single reward function every built-in z-score method (every method but the
+    sum-first one) reduces to the group z-score of that reward, standardised over the
+    batch: the method's parameters have no effect. It works, and the trainer says so once
+    with a warning (for every z-score method, registered ones included).
     """
 
     args: RewardAggGRPOConfig
@@ -303,7 +371,7 @@ class RewardAggGRPOTrainer(GRPOTrainer):
         if not isinstance(config, RewardAggGRPOConfig):
             raise TypeError(
                 "RewardAggGRPOTrainer needs args=RewardAggGRPOConfig(...) (it takes every "
-                "GRPOConfig argument plus advantage_method, kappa, lam, ...); got "
+                "GRPOConfig argument plus advantage_method, advantage_params, ...); got "
                 f"{type(config).__name__}."
             )
         super().__init__(*args, **kwargs)
@@ -318,11 +386,13 @@ class RewardAggGRPOTrainer(GRPOTrainer):
                 f"{weights.tolist()}; to penalise, flip the sign inside the reward function."
             )
         n_funcs = len(self.reward_func_names)
-        if n_funcs == 1 and self.args.advantage_method in _NORMALISE_FIRST:
+        method = self.args.advantage_method
+        if n_funcs == 1 and rewardagg.get_aggregator(method).kind == "standardized":
             warnings.warn(
-                f"Only one reward function: advantage_method={self.args.advantage_method!r} "
-                "reduces to that reward's group z-score standardised over the batch "
-                "(kappa/lam have no effect). Add reward functions to make the method matter.",
+                f"Only one reward function: advantage_method={method!r} aggregates one "
+                "reward per completion, so the built-in methods reduce to that reward's group "
+                "z-score standardised over the batch (their parameters have no effect). Add "
+                "reward functions to make the method matter.",
                 UserWarning,
                 stacklevel=2,
             )

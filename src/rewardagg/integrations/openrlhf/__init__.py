@@ -37,12 +37,19 @@ flag                          default    meaning
 ``--rewardagg.weights``       all 1      K non-negative weights
 ``--rewardagg.method``        softmin    any :func:`rewardagg.available_methods` name
                                          (``rvpo`` accepts only softmin)
-``--rewardagg.kappa``         1.0        softmin risk coefficient
-``--rewardagg.lam``           0.5        mean_variance coefficient
-``--rewardagg.scale``         group      grpo scale (group, batch, none)
+``--rewardagg.<param>``       method's   one flag per parameter name of the methods
+                                         registered when the launcher parses
 ``--rewardagg.eps``           1e-9       epsilon of stages 1 and 3 (OpenRLHF's group_norm)
 ``--rewardagg.no_batch_norm`` off        skip stage 3 (batch z-score of the scores)
 ============================= ========== =================================================
+
+The ``--rewardagg.<param>`` flags come from rewardagg's method table (help text included),
+so a method registered (``rewardagg.register_aggregator``) before the launcher parses has
+its parameters as flags; a ``--rewardagg.<name> VALUE`` without a flag is kept as a string
+and checked like the others. :func:`settings_from_args` (the adapters' shared settings
+parser) converts and validates them; the launcher runs it before Ray starts, the estimator
+on every batch (so the method must be registered in OpenRLHF's ``PPOTrainer`` actor too).
+:data:`DEFAULTS` lists the adapter's own options only.
 
 Conventions reproduced from OpenRLHF's ``group_norm``: contiguous groups of
 ``n_samples_per_prompt`` rows in prompt order, ``eps = 1e-9`` added to ``.std(-1)``

@@ -22,9 +22,10 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import numbers
 import runpy
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 logger = logging.getLogger("rewardagg.integrations.openrlhf")
@@ -36,38 +37,132 @@ _ESTIMATOR_DEST = "algo.advantage.estimator"
 last_args: argparse.Namespace | None = None
 
 
+_PREFIX = "--rewardagg."
+_GROUP_TITLE = "rewardagg (estimators rvpo / rewardagg)"
+
+
+def _param_help(name: str, takers: list[tuple[str, Any]]) -> str:
+    """``--rewardagg.<name>`` help: each method that takes it, its help and default."""
+    parts = [f"{spec.help or name} [{method}; default {spec.default!r}]" for method, spec in takers]
+    return " | ".join(parts).replace("%", "%%")  # argparse %-formats help strings
+
+
+def _flag_type(takers: list[tuple[str, Any]]) -> Callable[[str], Any]:
+    """A number for a parameter that every method taking it declares numeric, else the
+    string; the value is checked later, for the chosen method (see :func:`check_args`)."""
+    numeric = all(
+        isinstance(spec.default, numbers.Real) and not isinstance(spec.default, bool)
+        for _, spec in takers
+    )
+    return float if numeric else str
+
+
+def _group(parser: argparse.ArgumentParser) -> tuple[Any, bool]:
+    """Our argument group (created if missing) and whether it already existed."""
+    for group in parser._action_groups:
+        if group.title == _GROUP_TITLE:
+            return group, True
+    return parser.add_argument_group(_GROUP_TITLE), False
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add ``rvpo`` / ``rewardagg`` to ``--algo.advantage.estimator`` and the
-    ``--rewardagg.*`` flags to OpenRLHF's parser (idempotent)."""
+    ``--rewardagg.*`` flags to OpenRLHF's parser (idempotent).
+
+    The flags are the adapter's own options plus one ``--rewardagg.<param>`` (default
+    ``None``: the method's default) per parameter name of every method registered now,
+    with the help text of the method table (:func:`rewardagg.available_methods`).
+    """
+    from rewardagg.integrations._settings import param_specs
     from rewardagg.integrations.openrlhf import ESTIMATORS
+    from rewardagg.integrations.openrlhf._adapter import DEFAULTS
 
     for action in parser._actions:
         if action.dest == _ESTIMATOR_DEST and action.choices is not None:
-            action.choices = [*action.choices, *(e for e in ESTIMATORS if e not in action.choices)]
-            if action.help:
+            new = [e for e in ESTIMATORS if e not in action.choices]
+            action.choices = [*action.choices, *new]
+            if action.help and new:
                 action.help += "; rvpo (RVPO SoftMin), rewardagg (any rewardagg method)"
-    if any(a.dest.startswith("rewardagg.") for a in parser._actions):
-        return
-    group = parser.add_argument_group("rewardagg (estimators rvpo / rewardagg)")
-    group.add_argument(
-        "--rewardagg.reward_keys",
-        nargs="+",
-        default=None,
-        help="reward_func extra_logs keys of the reward components (default: the scalar reward)",
-    )
-    group.add_argument("--rewardagg.weights", type=float, nargs="+", default=None)
-    group.add_argument("--rewardagg.method", type=str, default="softmin")
-    group.add_argument("--rewardagg.kappa", type=float, default=None, help="softmin kappa (1.0)")
-    group.add_argument("--rewardagg.lam", type=float, default=None, help="mean_variance lam (0.5)")
-    group.add_argument(
-        "--rewardagg.scale", type=str, default=None, choices=["group", "batch", "none"]
-    )
-    group.add_argument("--rewardagg.eps", type=float, default=1e-9)
-    group.add_argument("--rewardagg.no_batch_norm", action="store_true", default=False)
+    group, existed = _group(parser)
+    if not existed:
+        group.add_argument(
+            "--rewardagg.reward_keys",
+            nargs="+",
+            default=None,
+            help="reward_func extra_logs keys of the reward components "
+            "(default: the scalar reward)",
+        )
+        group.add_argument(
+            "--rewardagg.weights",
+            type=float,
+            nargs="+",
+            default=None,
+            help="one non-negative weight per reward key (default: all 1)",
+        )
+        group.add_argument(
+            "--rewardagg.method",
+            type=str,
+            default=DEFAULTS["method"],
+            help="a rewardagg method (rewardagg.available_methods(); rvpo: softmin only)",
+        )
+        group.add_argument(
+            "--rewardagg.eps",
+            type=float,
+            default=DEFAULTS["eps"],
+            help="epsilon of stages 1 and 3 (OpenRLHF's group_norm)",
+        )
+        group.add_argument(
+            "--rewardagg.no_batch_norm",
+            action="store_true",
+            default=False,
+            help="skip stage 3 (the batch z-score of the aggregated scores)",
+        )
+    dests = {a.dest for a in parser._actions}
+    for name, takers in param_specs().items():
+        if f"rewardagg.{name}" not in dests:
+            group.add_argument(
+                f"{_PREFIX}{name}",
+                type=_flag_type(takers),
+                default=None,
+                metavar=name.upper(),
+                help=_param_help(name, takers),
+            )
+
+
+def take_prefixed(extras: Sequence[str]) -> tuple[dict[str, str], list[str]]:
+    """Split ``parse_known_args`` leftovers into ``--rewardagg.<name> VALUE`` (or
+    ``--rewardagg.<name>=VALUE``) pairs, values kept as strings, and everything else.
+
+    Raises:
+        ValueError: a ``--rewardagg.<name>`` without a value.
+    """
+    pairs: dict[str, str] = {}
+    rest: list[str] = []
+    i = 0
+    while i < len(extras):
+        word = extras[i]
+        if not word.startswith(_PREFIX):
+            rest.append(word)
+            i += 1
+            continue
+        name, eq, value = word[len(_PREFIX) :].partition("=")
+        if not eq:
+            if i + 1 >= len(extras) or extras[i + 1].startswith("--"):
+                raise ValueError(f"{_PREFIX}{name} expects a value")
+            value = extras[i + 1]
+            i += 1
+        pairs[name] = value
+        i += 1
+    return pairs, rest
 
 
 def check_args(flat: argparse.Namespace) -> None:
-    """Raise ``SystemExit`` for settings our estimators cannot run (before Ray starts)."""
+    """Raise ``SystemExit`` for settings our estimators cannot run (before Ray starts).
+
+    Runs the adapters' shared settings parser on ``args.rewardagg`` (unknown names, the
+    method, its parameters' values), then stores the converted parameter values back in
+    ``flat`` so the trainer actor receives numbers, not the strings of unknown flags.
+    """
     from openrlhf.utils.config import hierarchize
 
     from rewardagg.integrations.openrlhf import ESTIMATORS
@@ -83,21 +178,38 @@ def check_args(flat: argparse.Namespace) -> None:
             "--rollout.n_samples_per_prompt completions; it must be > 1"
         )
     try:
-        settings_from_args(args)
+        settings = settings_from_args(args)
     except (TypeError, ValueError) as err:
         raise SystemExit(f"rewardagg: {err}") from err
+    for name, value in settings.method_params.items():
+        setattr(flat, f"rewardagg.{name}", value)
 
 
 @contextlib.contextmanager
 def patched_parse_args() -> Iterator[None]:
-    """Wrap ``ArgumentParser.parse_args`` so OpenRLHF's parser learns our flags."""
+    """Wrap ``ArgumentParser.parse_args`` so OpenRLHF's parser learns our flags.
+
+    On OpenRLHF's parser (the one with ``--algo.advantage.estimator``) it parses with
+    ``parse_known_args``: a ``--rewardagg.<name> VALUE`` that has no flag (a parameter
+    of a method registered after the flags were added) is kept as a string and checked by
+    :func:`check_args` like the others; any other unknown argument is refused as
+    ``parse_args`` would.
+    """
     original = argparse.ArgumentParser.parse_args
 
     def parse_args(self, args=None, namespace=None):
         if not any(a.dest == _ESTIMATOR_DEST for a in self._actions):
             return original(self, args, namespace)
         add_arguments(self)
-        parsed = original(self, args, namespace)
+        parsed, extras = self.parse_known_args(args, namespace)
+        try:
+            pairs, rest = take_prefixed(extras)
+        except ValueError as err:
+            self.error(str(err))
+        if rest:
+            self.error(f"unrecognized arguments: {' '.join(rest)}")
+        for name, value in pairs.items():
+            setattr(parsed, f"rewardagg.{name}", value)
         check_args(parsed)
         global last_args
         last_args = parsed

@@ -16,6 +16,12 @@ from openrlhf.trainer.ppo_utils import experience_maker as _em
 from openrlhf.trainer.ppo_utils.length_penalty import apply_length_penalties
 
 import rewardagg
+from rewardagg.integrations._settings import (
+    DEFAULT_METHOD,
+    RVPO_METHOD,
+    Spelling,
+    split_settings,
+)
 from rewardagg.integrations.openrlhf import ESTIMATORS, SETUP_HOOK
 
 __all__ = [
@@ -29,53 +35,50 @@ __all__ = [
     "uninstall",
 ]
 
-#: ``args.rewardagg`` defaults (what the launcher's flags default to).
+#: ``args.rewardagg`` defaults of the adapter's own options (what the launcher's flags for
+#: them default to). Method parameters are not listed: ``--rewardagg.<param>`` exists for
+#: every parameter of every registered method, default ``None`` (the method's default).
 DEFAULTS = {
     "reward_keys": None,
     "weights": None,
-    "method": "softmin",
-    "kappa": None,
-    "lam": None,
-    "scale": None,
+    "method": DEFAULT_METHOD,
     "eps": 1e-9,
     "no_batch_norm": False,
 }
+SPELLING = Spelling(method="--rewardagg.method", param="--rewardagg.{name}", group="--rewardagg")
 
 _lock = threading.RLock()
 _state: dict[str, Any] = {"original": None, "warned_penalty": False}
 
 
 def settings_from_args(args: Any) -> SimpleNamespace:
-    """Validated ``args.rewardagg`` settings (defaults filled in) for ``args``' estimator."""
+    """Validated ``args.rewardagg`` settings (defaults filled in) for ``args``' estimator.
+
+    ``args.rewardagg`` is split by the adapters' shared parser
+    (``rewardagg.integrations._settings``): ``method``, the options in :data:`DEFAULTS`
+    and any parameter the method's table entry takes (a string, as an unknown
+    ``--rewardagg.<param>`` flag arrives, is converted to the parameter's type). ``None``
+    means not set.
+
+    Returns:
+        A namespace with the :data:`DEFAULTS` keys and ``method_params`` (the parameters
+        that were set, validated; the method's defaults fill in the rest).
+    """
     estimator = args.algo.advantage.estimator
     given = getattr(args, "rewardagg", None)
-    given = vars(given) if given is not None else {}
-    unknown = sorted(set(given) - set(DEFAULTS))
-    if unknown:
-        raise ValueError(f"unknown rewardagg setting(s) {unknown}; known: {list(DEFAULTS)}")
-    s = SimpleNamespace(**{**DEFAULTS, **{k: v for k, v in given.items() if v is not None}})
-    if estimator == "rvpo" and s.method != "softmin":
+    given = dict(vars(given)) if given is not None else {}
+    method = given.get("method")
+    if estimator == "rvpo" and method not in (None, RVPO_METHOD):
         raise ValueError(
-            f"--algo.advantage.estimator rvpo is rewardagg's softmin; got --rewardagg.method "
-            f"{s.method}: use --algo.advantage.estimator rewardagg for other methods"
+            f"--algo.advantage.estimator rvpo is rewardagg's {RVPO_METHOD}; got "
+            f"--rewardagg.method {method}: use --algo.advantage.estimator rewardagg for "
+            "other methods"
         )
-    if s.method not in rewardagg.available_methods():
-        raise ValueError(
-            f"--rewardagg.method {s.method!r} is not a rewardagg method; available: "
-            f"{list(rewardagg.available_methods())}"
-        )
-    taken = rewardagg.get_aggregator(s.method).params
-    s.method_params = {}
-    for name in ("kappa", "lam", "scale"):
-        value = getattr(s, name)
-        if value is None:
-            continue
-        if name not in taken:
-            raise ValueError(
-                f"--rewardagg.{name} does not apply to method {s.method!r} "
-                f"(it takes: {list(taken) or 'no parameters'})"
-            )
-        s.method_params[name] = value
+    host = [k for k in DEFAULTS if k != "method"]
+    split = split_settings(given, spelling=SPELLING, host_options=host)
+    s = SimpleNamespace(**{**DEFAULTS, **split.options})
+    s.method = split.method
+    s.method_params = split.params
     if isinstance(s.reward_keys, str):
         s.reward_keys = [s.reward_keys]
     n_keys = len(s.reward_keys) if s.reward_keys else 1
@@ -111,7 +114,7 @@ def aggregate_experiences(
     Returns:
         ``(per_experience_advantages, info)``: a list of ``(B_j,)`` float tensors in each
         experience's sample order, and the batch's :class:`rewardagg.AggregationInfo`
-        (``None`` for method ``"grpo"``).
+        (``None`` when the core computes none).
     """
     s = settings or settings_from_args(args)
     n = int(args.rollout.n_samples_per_prompt)

@@ -33,9 +33,8 @@ name            default      meaning
 =============== ============ ==========================================================
 ``method``      ``softmin``  any :func:`rewardagg.available_methods` name (``"rvpo"``
                              accepts only ``softmin``)
-``kappa``       1.0          softmin risk coefficient
-``lam``         0.5          mean_variance coefficient
-``scale``       ``group``    grpo scale (``group``, ``batch``, ``none``)
+``<param>``     the method's any parameter the chosen method takes (see
+                             ``rewardagg.get_aggregator(method).params``)
 ``batch_norm``  ``verl``     stage 3: ``verl`` = verl's token-weighted ``masked_whiten``
                              (as verl's GDPO), ``rows`` = rewardagg's per-row batch
                              z-score, ``none`` = no stage 3
@@ -43,6 +42,15 @@ name            default      meaning
 ``baseline``    ``mean``     or ``leave_one_out`` (RLOO)
 ``eps``         1e-6         epsilon of stage 1 (and of stage 3 with ``rows``)
 =============== ============ ==========================================================
+
+Method parameters are read from rewardagg's method table when the settings are read, not
+from a list in this adapter, so a method registered with
+``rewardagg.register_aggregator(name, fn, params={"tau": 0.3})`` is configured with
+``+algorithm.rewardagg.method=name +algorithm.rewardagg.tau=0.5`` (register it in the
+launching process and in the ``TaskRunner`` actor). Values are converted (``"0.5"`` -> 0.5)
+and validated at once; an unknown name, a parameter the method does not take or a bad value
+is an error, raised before Ray starts with the launcher. The parsing is the adapters' shared
+``rewardagg.integrations._settings``.
 
 ``algorithm.norm_adv_by_std_in_grpo=False`` only centres each reward in its group (as
 verl's GDPO does with that flag).

@@ -17,6 +17,7 @@ import torch
 from verl.trainer.ppo import core_algos
 
 import rewardagg
+from rewardagg.integrations._settings import RVPO_METHOD, Spelling, split_settings
 from rewardagg.integrations.verl import ESTIMATORS, SETUP_HOOK
 
 __all__ = [
@@ -35,15 +36,13 @@ logger = logging.getLogger(__name__)
 
 
 BATCH_NORMS = ("verl", "rows", "none")
-_SETTING_NAMES = (
-    "method",
-    "kappa",
-    "lam",
-    "scale",
-    "batch_norm",
-    "singleton",
-    "baseline",
-    "eps",
+#: ``algorithm.rewardagg`` options of the adapter itself; every other name is ``method`` or
+#: a parameter of a registered method (read from the method table when the config is read).
+HOST_OPTIONS = ("batch_norm", "singleton", "baseline", "eps")
+SPELLING = Spelling(
+    method="algorithm.rewardagg.method",
+    param="algorithm.rewardagg.{name}",
+    group="algorithm.rewardagg",
 )
 _V1_HINT = (
     "verl's v1 / TransferQueue trainer (trainer.use_v1=True, the default in verl 0.9) "
@@ -93,15 +92,30 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def _number(value: Any, name: str) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"algorithm.rewardagg.{name}={value!r} must be a number") from None
+
+
 class RewardAggVerlSettings:
     """Resolved estimator settings (from ``algorithm.*`` and ``algorithm.rewardagg.*``).
+
+    ``algorithm.rewardagg`` is split by the adapters' shared parser
+    (``rewardagg.integrations._settings``): ``method``, the adapter's options
+    (``HOST_OPTIONS``) and any parameter the chosen method's table entry takes, so
+    ``+algorithm.rewardagg.<param>=...`` works for every registered method's parameters,
+    converted and validated here (at config time), not at the first batch.
 
     Attributes:
         reward_keys: ``non_tensor_batch`` keys of the K components (``None``: K = 1 from
             ``token_level_rewards``).
         weights: ``(K,)`` weights or ``None`` (all ones).
         method: rewardagg method name.
-        method_params: ``kappa`` / ``lam`` / ``scale`` as the method takes them.
+        kind: the method's kind in the table (``"standardized"`` or ``"sum_first"``).
+        method_params: the method parameters that were set (validated; the method's
+            defaults fill in the rest).
         batch_norm: ``"verl"``, ``"rows"`` or ``"none"``.
         singleton, baseline, eps: stage-1 options.
     """
@@ -112,11 +126,6 @@ class RewardAggVerlSettings:
         ra = _plain(_cfg_get(config, "rewardagg")) or {}
         if not isinstance(ra, dict):
             raise TypeError(f"algorithm.rewardagg must be a mapping, got {type(ra).__name__}")
-        unknown = sorted(set(ra) - set(_SETTING_NAMES))
-        if unknown:
-            raise ValueError(
-                f"unknown algorithm.rewardagg setting(s) {unknown}; known: {list(_SETTING_NAMES)}"
-            )
         if keys is not None and isinstance(keys, str):
             keys = [keys]
         self.reward_keys: list[str] | None = [str(k) for k in keys] if keys else None
@@ -129,34 +138,26 @@ class RewardAggVerlSettings:
                     f"algorithm.gdpo_reward_keys names {n_keys} reward(s)"
                 )
         self.weights: list[float] | None = weights
-        method = str(ra.get("method", "softmin"))
-        if estimator == "rvpo" and method != "softmin":
+        method = ra.get("method")
+        if estimator == "rvpo" and method not in (None, RVPO_METHOD):
             raise ValueError(
-                f"adv_estimator 'rvpo' is rewardagg's softmin; got algorithm.rewardagg.method="
-                f"{method!r}: use adv_estimator=rewardagg for other methods"
+                f"adv_estimator 'rvpo' is rewardagg's {RVPO_METHOD}; got "
+                f"algorithm.rewardagg.method={method!r}: use adv_estimator=rewardagg for other "
+                "methods"
             )
-        if method not in rewardagg.available_methods():
-            raise ValueError(
-                f"algorithm.rewardagg.method={method!r} is not a rewardagg method; "
-                f"available: {list(rewardagg.available_methods())}"
-            )
-        self.method = method
-        taken = rewardagg.get_aggregator(method).params
-        self.method_params = {k: ra[k] for k in ("kappa", "lam", "scale") if k in ra}
-        not_taken = sorted(set(self.method_params) - set(taken))
-        if not_taken:
-            raise ValueError(
-                f"algorithm.rewardagg.{not_taken[0]} does not apply to method {method!r} "
-                f"(it takes: {list(taken) or 'no parameters'})"
-            )
-        self.batch_norm = str(ra.get("batch_norm", "verl"))
+        split = split_settings(ra, spelling=SPELLING, host_options=HOST_OPTIONS)
+        self.method = split.method
+        self.kind = rewardagg.get_aggregator(split.method).kind
+        self.method_params = split.params
+        options = split.options
+        self.batch_norm = str(options.get("batch_norm", "verl"))
         if self.batch_norm not in BATCH_NORMS:
             raise ValueError(
                 f"algorithm.rewardagg.batch_norm={self.batch_norm!r}; choose from {BATCH_NORMS}"
             )
-        self.singleton = str(ra.get("singleton", "identity"))
-        self.baseline = str(ra.get("baseline", "mean"))
-        self.eps = None if ra.get("eps") is None else float(ra["eps"])
+        self.singleton = str(options.get("singleton", "identity"))
+        self.baseline = str(options.get("baseline", "mean"))
+        self.eps = None if options.get("eps") is None else _number(options["eps"], "eps")
 
     def __repr__(self) -> str:
         fields = ", ".join(f"{k}={v!r}" for k, v in vars(self).items())
@@ -236,15 +237,34 @@ def _has_reward(r: np.ndarray, weights: list[float] | None) -> np.ndarray:
     return present.any(axis=1)
 
 
+def _centre(
+    x: np.ndarray, group_ids: Any, settings: RewardAggVerlSettings, eps: float
+) -> np.ndarray:
+    """Each column of ``x`` minus its group mean (no scaling), with verl's conventions."""
+    return np.asarray(
+        rewardagg.group_standardize(
+            x,
+            group_ids=group_ids,
+            eps=eps,
+            correction=1,
+            singleton=settings.singleton,
+            baseline=settings.baseline,
+            scale=False,
+        )
+    )
+
+
 def _row_scores(
     r: np.ndarray, index: Any, settings: RewardAggVerlSettings, *, eps: float, scale_by_std: bool
 ) -> tuple[np.ndarray, Any]:
     """Stages 1-2 (and 3 for ``batch_norm="rows"``) in float64; 0 for rows without reward."""
     group_ids = np.arange(r.shape[0]) if index is None else index
     params = dict(settings.method_params)
-    if settings.method == "grpo" and not scale_by_std:
+    sums_first = settings.kind == "sum_first"
+    if sums_first and not scale_by_std:
+        # verl's norm_adv_by_std_in_grpo=False is the sum-first method's centring-only scale
         params.setdefault("scale", "none")
-    if settings.method == "grpo" or scale_by_std:
+    if sums_first or scale_by_std:
         s, info = rewardagg.advantages(
             r,
             method=settings.method,
@@ -259,19 +279,21 @@ def _row_scores(
             **params,
         )
         return np.asarray(s, dtype=np.float64), info
-    # norm_adv_by_std_in_grpo=False: centre each reward in its group, no scaling.
-    z = rewardagg.group_standardize(
-        r,
-        group_ids=group_ids,
-        eps=eps,
-        correction=1,
-        singleton=settings.singleton,
-        baseline=settings.baseline,
-        scale=False,
-    )
+    # norm_adv_by_std_in_grpo=False: centre in the group, no scaling, in the method's order.
     aggregator = rewardagg.get_aggregator(settings.method)
-    params = aggregator.bind(params)  # the method's defaults (kappa, lam) filled in
-    s = np.asarray(aggregator.reduce(z, weights=settings.weights, **params), dtype=np.float64)
+    if getattr(aggregator, "conflict", None) is not None:  # runs inside rewardagg's pipeline
+        raise ValueError(
+            f"algorithm.rewardagg.method={settings.method!r} (a conflict filter) does not "
+            "support algorithm.norm_adv_by_std_in_grpo=False"
+        )
+    params = aggregator.bind(params)  # the method's defaults filled in
+    if aggregator.order == "normalize_then_reduce":  # centre each reward, then reduce
+        z = _centre(r, group_ids, settings, eps)
+        s = np.asarray(aggregator.reduce(z, weights=settings.weights, **params))
+    else:  # reduce the raw rewards, then centre the score
+        s = np.asarray(aggregator.reduce(r, weights=settings.weights, **params))
+        s = _centre(s.astype(np.float64)[:, None], group_ids, settings, eps)[:, 0]
+    s = s.astype(np.float64)
     if settings.batch_norm == "rows":
         s = np.asarray(rewardagg.batch_standardize(s, eps=eps, correction=1), dtype=np.float64)
     return np.where(np.isnan(s), 0.0, s), None
@@ -309,7 +331,7 @@ def _estimate(
         mask = mask * has.to(mask.dtype)[:, None]
         scores = torch.as_tensor(s, device=mask.device).to(token_level_rewards.dtype)
         adv = scores[:, None] * mask
-        if settings.batch_norm == "verl" and settings.method != "grpo":
+        if settings.batch_norm == "verl" and settings.kind != "sum_first":
             adv = _whiten_verl(adv, mask) * mask
     return adv, adv
 
@@ -380,7 +402,7 @@ def compute_rvpo_advantage(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     r"""verl advantage estimator ``"rvpo"``: RVPO's SoftMin over the group z-scores.
 
-    :func:`compute_rewardagg_advantage` with ``method="softmin"``:
+    :func:`compute_rewardagg_advantage` with RVPO's SoftMin as the method:
     :math:`S_i = -\frac{1}{\kappa}\log\sum_k v_{ik} e^{-\kappa Z_{ik}}` with
     :math:`\kappa` = ``algorithm.rewardagg.kappa`` (default 1). Same arguments and
     return value as :func:`compute_rewardagg_advantage`.
