@@ -105,6 +105,7 @@ def gpu_stubs():
 
 
 with gpu_stubs():
+    from openrlhf.trainer import ppo_trainer
     from openrlhf.trainer.ppo_utils.experience import Experience
     from openrlhf.trainer.ppo_utils.experience_maker import RemoteExperienceMaker
     from openrlhf.trainer.ppo_utils.kl_controller import FixedKLController
@@ -351,9 +352,14 @@ def test_install_is_idempotent_and_reversible():
     assert ro.is_installed()
     wrapped = RemoteExperienceMaker.__dict__["compute_advantages_and_returns"]
     assert wrapped.__wrapped__ is OPENRLHF_METHOD
+    hooks = ("save_logs_and_checkpoints", "init_checkpoint_states")
+    wrapped_hooks = [ppo_trainer.BasePPOTrainer.__dict__[h] for h in hooks]
+    assert all(w.__rewardagg_wrapper__ for w in wrapped_hooks)
     ro.uninstall()
     assert RemoteExperienceMaker.__dict__["compute_advantages_and_returns"] is OPENRLHF_METHOD
     assert not ro.is_installed()
+    for hook, wrapped in zip(hooks, wrapped_hooks, strict=True):
+        assert ppo_trainer.BasePPOTrainer.__dict__[hook] is wrapped.__wrapped__
     ro.install()
     assert ro.is_installed()
 
@@ -415,7 +421,7 @@ def test_launcher_refuses_bad_settings_before_ray(extra, match):
         launcher.main(["--algo.advantage.estimator", "rvpo", *extra])
 
 
-def test_setup_hook_installs_after_the_experience_maker_is_imported():
+def test_setup_hook_installs_after_the_trainer_imports_the_experience_maker():
     code = STUB_SOURCE + textwrap.dedent(
         """
         sys.meta_path.insert(0, _StubFinder(["flash_attn", "vllm"]))
@@ -423,8 +429,11 @@ def test_setup_hook_installs_after_the_experience_maker_is_imported():
         ro.setup_hook()
         assert "openrlhf.trainer.ppo_utils.experience_maker" not in sys.modules
         assert "torch" not in sys.modules
-        from openrlhf.trainer.ppo_utils.experience_maker import RemoteExperienceMaker
+        # as in the PPOTrainer actor: the trainer module imports the experience maker
+        from openrlhf.trainer.ppo_trainer import BasePPOTrainer
         assert ro.is_installed()
+        for name in ("save_logs_and_checkpoints", "init_checkpoint_states"):
+            assert BasePPOTrainer.__dict__[name].__rewardagg_wrapper__, name
         print("OK")
         """
     )
@@ -659,3 +668,187 @@ def test_unregistered_method_and_its_parameter_are_rejected(tempered):
 def test_defaults_list_only_the_adapters_own_options():
     params = {n for m in rewardagg.available_methods() for n in rewardagg.get_aggregator(m).params}
     assert not params & set(ro.DEFAULTS)
+
+
+# --------------------------------------------------------------------------------------
+# order, centring, GD2PO's conflict filter, constraints (issues 12 and 19)
+# --------------------------------------------------------------------------------------
+
+TARGET, LR = 0.9, 0.5  # safe is met by about a third of the samples
+
+
+def _token_advantages(exp, j):
+    return exp.advantages[j][exp.action_mask[j].bool()]
+
+
+def test_gd2po_and_a_constraint_on_real_experiences_equal_the_core_call():
+    n = 4
+    args = make_args(
+        "rewardagg",
+        n,
+        reward_keys=KEYS,
+        method="gd2po_snr",
+        conflict_threshold="0.5",  # strings, as --rewardagg.* flags may arrive
+        reweight_groups="true",
+        center="group",
+        constraints=["safe=0.9"],
+        constraint_lr=LR,
+    )
+    maker = make_maker(args, kl_coef=0.0)
+    lam, dropped = 0.0, 0
+    for step, seed in enumerate([11, 12], start=1):
+        experiences = make_experiences(maker, seed=seed, n=n, missing=True)
+        rewards = torch.stack([prompt_order(experiences, k) for k in KEYS], dim=1)
+        expected, info = rewardagg.advantages(
+            rewards,
+            method="gd2po_snr",
+            conflict_threshold=0.5,
+            center="group",
+            multipliers={"safe": lam},
+            reward_names=KEYS,
+            group_size=n,
+            eps=1e-9,
+            return_info=True,
+        )
+        out = maker.compute_advantages_and_returns(experiences)
+        safe = rewards[:, KEYS.index("safe")]
+        mean = float(safe[~safe.isnan()].mean())
+        assert mean < TARGET
+        lam = max(0.0, lam + LR * (TARGET - mean))  # the update rule, written out
+        for exp in out:
+            for j, i in enumerate(exp.index):
+                want = float(expected[i].clamp(-10, 10))
+                got = _token_advantages(exp, j)  # kl 0, gamma 1: the reward on every token
+                torch.testing.assert_close(got, torch.full_like(got, want), atol=1e-6, rtol=0)
+            assert exp.info["rewardagg/lambda/safe"][0] == pytest.approx(lam, abs=1e-6)
+            assert exp.info["rewardagg/constraint_mean/safe"][0] == pytest.approx(mean, abs=1e-6)
+            assert exp.info["rewardagg/conflict_dropped"][0] == info.conflict_dropped
+        assert ro.constraint_tracker(maker).multipliers == {"safe": pytest.approx(lam)}
+        assert ro.constraint_tracker(maker).step == step
+        dropped += info.conflict_dropped
+    assert dropped > 0, "the batches must exercise the filter"
+
+
+def test_shared_flags_are_parsed_and_passed(monkeypatch):
+    ray = pytest.importorskip("ray")
+    from openrlhf.utils.config import hierarchize
+
+    import rewardagg.integrations.openrlhf.__main__ as launcher
+
+    monkeypatch.setattr(ray, "init", lambda *a, **k: (_ for _ in ()).throw(_StopAtRayInit()))
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    argv = [
+        "--algo.advantage.estimator",
+        "rewardagg",
+        "--rollout.n_samples_per_prompt",
+        "4",
+        "--rewardagg.reward_keys",
+        *KEYS,
+        "--rewardagg.method",
+        "softmin",
+        "--rewardagg.center",
+        "group",
+        "--rewardagg.conflict",
+        "snr",
+        "--rewardagg.conflict_threshold",
+        "0.3",
+        "--rewardagg.reweight_groups",
+        "false",
+        "--rewardagg.constraints",
+        "safe=0.9,format=0.5",
+        "--rewardagg.constraints",
+        "1=0.25",
+        "--rewardagg.constraint_lr",
+        "0.2",
+        "--rewardagg.constraint_kp",
+        "0.1",
+        "--actor.model_name_or_path",
+        "Qwen/Qwen2.5-0.5B-Instruct",
+    ]
+    with gpu_stubs(), pytest.raises(_StopAtRayInit):
+        launcher.main(argv)
+    flat = vars(launcher.last_args)
+    assert flat["rewardagg.constraints"] == ["safe=0.9,format=0.5", "1=0.25"]
+    s = ro.settings_from_args(hierarchize(copy.copy(launcher.last_args)))
+    assert s.pipeline.kwargs() == dict(
+        order=None, center="group", conflict="snr", conflict_threshold=0.3, reweight_groups=False
+    )
+    assert s.constraints.resolve(s.reward_names) == {"safe": 0.9, "format": 0.5, "correct": 0.25}
+    assert (s.constraints.lr, s.constraints.kp) == (0.2, 0.1)
+
+
+@pytest.mark.parametrize(
+    ("extra", "match"),
+    [
+        (["--rewardagg.conflict_threshold", "0.5"], "applies to a conflict filter"),
+        (["--rewardagg.constraints", "helpful=0.9"], "unknown reward 'helpful'"),
+        (["--rewardagg.constraints", "safe=high"], r"--rewardagg\.constraints\['safe'\]"),
+        (["--rewardagg.constraints", "safe"], "KEY=TARGET"),
+        (["--rewardagg.constraint_lr", "0.1"], "constraint_lr set without"),
+        (["--rewardagg.reweight_groups", "maybe"], "reweight_groups must be true or false"),
+        (
+            ["--rewardagg.method", "gd2po", "--rewardagg.order", "reduce_then_normalize"],
+            r"--rewardagg\.order='reduce_then_normalize'",
+        ),
+        (
+            ["--rewardagg.method", "grpo", "--rewardagg.conflict", "hard"],
+            r"--rewardagg\.conflict: .*per-reward",
+        ),
+    ],
+)
+def test_launcher_refuses_bad_shared_flags_before_ray(extra, match):
+    import rewardagg.integrations.openrlhf.__main__ as launcher
+
+    base = ["--algo.advantage.estimator", "rewardagg", "--rollout.n_samples_per_prompt", "4"]
+    base += ["--rewardagg.reward_keys", *KEYS]
+    with gpu_stubs(), pytest.raises(SystemExit, match=match):
+        launcher.main([*base, *extra])
+
+
+def test_constraint_tracker_goes_with_openrlhfs_checkpoint_states(monkeypatch, tmp_path):
+    """OpenRLHF's own BasePPOTrainer.save_logs_and_checkpoints / init_checkpoint_states,
+    wrapped, on a trainer whose Ray actor groups are stubbed."""
+    monkeypatch.setattr(ppo_trainer.ray, "get", lambda refs: refs)
+    n = 4
+    args = make_args("rewardagg", n, reward_keys=KEYS, method="gdpo", constraints={"safe": TARGET})
+    args.rewardagg.constraint_lr = LR
+    args.logger = SimpleNamespace(logging_steps=1)
+    args.ckpt = SimpleNamespace(save_steps=1, load_enable=True, path=str(tmp_path))
+    saved = {}
+
+    def save(method_name, **kwargs):
+        saved.update(kwargs["client_states"])
+        return []
+
+    def trainer(maker, run):
+        return SimpleNamespace(
+            args=args,
+            experience_maker=maker,
+            wandb_logger=None,
+            tensorboard_logger=None,
+            best_eval_metric_key="",
+            best_eval_metric_value=float("-inf"),
+            _latest_eval_metric_value=None,
+            critic_model_group=None,
+            actor_model_group=SimpleNamespace(async_run_method=run),
+        )
+
+    maker = make_maker(args, kl_coef=0.0)
+    maker.compute_advantages_and_returns(make_experiences(maker, seed=1, n=n))
+    state = ro.constraint_tracker(maker).state_dict()
+    assert state["multipliers"][0] > 0
+    ppo_trainer.BasePPOTrainer.save_logs_and_checkpoints(
+        trainer(maker, save), 1, {}, {"global_step": 1}
+    )
+    assert saved["global_step"] == 1 and saved[ro.CHECKPOINT_KEY] == state
+
+    (tmp_path / "_actor").mkdir()
+    fresh = make_maker(args, kl_coef=0.0)  # a new run, resumed
+    resumed = trainer(fresh, lambda method_name, **kwargs: [dict(saved)])
+    assert ppo_trainer.BasePPOTrainer.init_checkpoint_states(resumed)["global_step"] == 1
+    experiences = make_experiences(fresh, seed=2, n=n)
+    safe = prompt_order(experiences, "safe")
+    fresh.compute_advantages_and_returns(experiences)
+    lam = max(0.0, state["multipliers"][0] + LR * (TARGET - float(safe.mean())))
+    assert ro.constraint_tracker(fresh).multipliers == {"safe": pytest.approx(lam, abs=1e-12)}
+    assert ro.constraint_tracker(fresh).step == 2

@@ -19,6 +19,7 @@ import copy
 import importlib.util
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -579,7 +580,21 @@ TWO_PROC = textwrap.dedent(
                         slice_ok=bool(torch.equal(b.local_advantages.float(),
                                       b.advantages[rank * n:(rank + 1) * n].float())),
                         gap=float((b.host_advantages - r["output_advantages"]).abs().max())))
-    json.dump(res, open(os.path.join({out!r}, f"rank{{rank}}.json"), "w"))
+    # constraints: every rank sees the gathered batch, so every rank's tracker must agree
+    cfg = t._config(
+        __import__("pathlib").Path({out!r}) / "constrained",
+        per_device_train_batch_size=t.N_PROMPTS * t.G // 2,
+        advantage_constraints={{"fmt": 0.95}},
+        constraint_lr=0.5,
+    )
+    trainer = t.CapturingTrainer(model=model, processing_class=tokenizer, reward_funcs=t.REWARDS,
+                                 args=cfg, train_dataset=dataset)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer.train()
+    out = dict(slices=res, tracker=trainer.constraint_tracker.state_dict(),
+               applied=[r["batch"].multipliers for r in trainer.batches])
+    json.dump(out, open(os.path.join({out!r}, f"rank{{rank}}.json"), "w"))
     """
 )
 
@@ -601,10 +616,16 @@ def test_two_processes_slice_like_trl(tmp_path):
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     results = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
-    for per_rank in results:
+    for result in results:
+        per_rank = result["slices"]
         assert per_rank and all(x["slice_ok"] for x in per_rank)
         assert all(x["n_total"] == 2 * x["n_local"] for x in per_rank)
         assert max(x["gap"] for x in per_rank) <= PARITY_TOL
+    # the constraint tracker: the same multipliers on both ranks, batch after batch
+    rank0, rank1 = results
+    assert rank0["applied"] == rank1["applied"] and len(rank0["applied"]) == 2
+    assert rank0["tracker"] == rank1["tracker"] and rank0["tracker"]["step"] == 2
+    assert rank0["tracker"]["multipliers"][0] > rank0["applied"][1]["fmt"] > 0
 
 
 # -- the example script --------------------------------------------------------------------
@@ -638,3 +659,214 @@ def test_example_rubric_task_in_process(tmp_path, capsys):
     for criterion in example.CRITERIA:
         assert f"rewardagg/bottleneck_share/{criterion}" in final
     assert final["rewardagg/n_rows"] == 16
+
+
+# -- order, centring, GD2PO's conflict filter, constraints (issues 12 and 19) -------------
+FMT = NAMES.index("fmt")
+TARGET, LR = 0.95, 0.5  # fmt is binary, met by about half the completions: rarely enough
+SHARED = dict(
+    advantage_method="softmin",
+    kappa=2.0,
+    advantage_center="group",
+    advantage_conflict="snr",
+    advantage_conflict_threshold=0.5,
+    advantage_constraints={"fmt": TARGET},
+    constraint_lr=LR,
+)
+
+
+def _present_mean(rewards, col):
+    values = rewards[:, col]
+    return float(values[~np.isnan(values)].mean())
+
+
+def _dual_ascent(start, means):
+    """The update rule of DESIGN.md 2b, written out: lambda <- max(0, lambda + lr (t - m))."""
+    out, lam = [], start
+    for mean in means:
+        lam = max(0.0, lam + LR * (TARGET - mean))
+        out.append(lam)
+    return out
+
+
+@pytest.fixture(scope="module")
+def constrained_run(tiny, tmp_path_factory):
+    """3 steps, a checkpoint after step 2 (checkpoint-2)."""
+    tmp = tmp_path_factory.mktemp("constrained")
+    trainer = _train(tiny, tmp, max_steps=3, save_strategy="steps", save_steps=2, **SHARED)
+    return trainer, tmp
+
+
+def test_constraint_multiplier_follows_dual_ascent_and_reaches_the_loss(constrained_run):
+    trainer, _ = constrained_run
+    assert len(trainer.batches) == 3
+    means = [_present_mean(r["logged_rewards"], FMT) for r in trainer.batches]
+    assert all(m < TARGET for m in means)  # the constraint is not met: lambda must grow
+    lams = _dual_ascent(0.0, means)
+    assert lams[0] > 0 and lams[2] > lams[1] > lams[0]
+    applied = [r["batch"].multipliers["fmt"] for r in trainer.batches]
+    assert applied == pytest.approx([0.0, *lams[:2]], abs=1e-12)
+    assert trainer.constraint_tracker.multipliers["fmt"] == pytest.approx(lams[2], abs=1e-12)
+    logs = [h for h in trainer.state.log_history if "loss" in h]
+    dropped = 0
+    for entry, record, lam, mean, before in zip(
+        logs, trainer.batches, lams, means, applied, strict=True
+    ):
+        expected, info = rewardagg.advantages(
+            record["logged_rewards"],
+            method="softmin",
+            kappa=2.0,
+            group_size=G,
+            eps=1e-4,
+            weights=[1.0, 0.5, 2.0],
+            center="group",
+            conflict="snr",
+            conflict_threshold=0.5,
+            multipliers={"fmt": before},
+            reward_names=NAMES,
+            return_info=True,
+        )
+        np.testing.assert_allclose(record["batch"].advantages.numpy(), expected, atol=1e-12)
+        np.testing.assert_allclose(record["output_advantages"].numpy(), expected, atol=1e-6)
+        assert entry["rewardagg/lambda/fmt"] == pytest.approx(lam, abs=1e-6)
+        assert entry["rewardagg/constraint_mean/fmt"] == pytest.approx(mean, abs=1e-6)
+        assert entry["rewardagg/conflict_dropped"] == info.conflict_dropped
+        assert "rewardagg/lambda/quality" not in entry  # only the constrained reward
+        dropped += info.conflict_dropped
+    assert dropped > 0, "the fixture must exercise the conflict filter"
+
+
+def test_constraint_multiplier_survives_a_checkpoint_reload(tiny, constrained_run):
+    trainer, tmp = constrained_run
+    checkpoint = tmp / "out" / "checkpoint-2"
+    saved = json.loads((checkpoint / ra_trl.CONSTRAINTS_FILE).read_text())
+    means = [_present_mean(r["logged_rewards"], FMT) for r in trainer.batches]
+    lams = _dual_ascent(0.0, means)
+    assert saved["keys"] == ["fmt"] and saved["step"] == 2
+    assert saved["multipliers"] == pytest.approx([lams[1]], abs=1e-12)
+
+    # resumed, step 3 starts from the multiplier the first run had after step 2 (the one
+    # it applied to its own step 3), then takes the same rule's step on its own batch
+    resumed = _resume(tiny, tmp, checkpoint)
+    (record,) = resumed.batches  # only step 3 is left
+    assert record["batch"].multipliers["fmt"] == pytest.approx(lams[1], abs=1e-12)
+    assert record["batch"].multipliers == trainer.batches[2]["batch"].multipliers
+    mean = _present_mean(record["logged_rewards"], FMT)
+    (expected,) = _dual_ascent(lams[1], [mean])
+    assert resumed.constraint_tracker.multipliers["fmt"] == pytest.approx(expected, abs=1e-12)
+    assert resumed.constraint_tracker.step == 3
+
+    # control: the same checkpoint without the tracker's file starts again from 0, and says so
+    bare = tmp / "bare" / "checkpoint-2"
+    shutil.copytree(checkpoint, bare)
+    (bare / ra_trl.CONSTRAINTS_FILE).unlink()
+    with pytest.warns(UserWarning, match="constraint multipliers start from constraint_init"):
+        restarted = _resume(tiny, tmp, bare)
+    assert restarted.batches[0]["batch"].multipliers == {"fmt": 0.0}
+
+
+def _resume(tiny, tmp, checkpoint):
+    dataset, model, tokenizer = tiny
+    resumed = CapturingTrainer(
+        model=copy.deepcopy(model),
+        processing_class=tokenizer,
+        reward_funcs=REWARDS,
+        args=_config(tmp, max_steps=3, **SHARED),
+        train_dataset=dataset,
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        resumed.train(resume_from_checkpoint=str(checkpoint))
+    return resumed
+
+
+def test_reduce_then_normalize_order_reaches_the_loss(tiny, tmp_path):
+    trainer = _train(
+        tiny,
+        tmp_path,
+        max_steps=1,
+        advantage_method="power_mean",
+        advantage_params={"p": 0.5},
+        advantage_order="reduce_then_normalize",
+        reward_funcs=[quality, fmt],
+        reward_weights=[1.0, 0.5],
+    )
+    (record,) = trainer.batches
+    expected = rewardagg.advantages(
+        record["logged_rewards"],
+        method="power_mean",
+        p=0.5,
+        order="reduce_then_normalize",
+        group_size=G,
+        eps=1e-4,
+        weights=[1.0, 0.5],
+    )
+    np.testing.assert_allclose(record["batch"].advantages.numpy(), expected, atol=1e-12)
+    assert record["batch"].info.params["order"] == "reduce_then_normalize"
+
+
+def test_shared_option_errors_name_the_config_field(tiny, tmp_path):
+    cases = [
+        (dict(advantage_order="sideways"), ValueError, "advantage_order must be one of"),
+        (dict(advantage_center="prompt"), ValueError, "advantage_center must be one of"),
+        (dict(advantage_conflict="soft"), ValueError, "advantage_conflict must be one of"),
+        (
+            dict(advantage_conflict="snr", advantage_conflict_threshold=1.5),
+            ValueError,
+            r"advantage_conflict_threshold must be in \[0, 1\]",
+        ),
+        (dict(advantage_conflict_threshold=0.5), ValueError, "applies to a conflict filter"),
+        (
+            dict(advantage_method="grpo", advantage_conflict="hard"),
+            ValueError,
+            "advantage_conflict: .*per-reward",
+        ),
+        (
+            dict(advantage_method="gd2po", advantage_order="reduce_then_normalize"),
+            ValueError,
+            "advantage_order='reduce_then_normalize'",
+        ),
+        (dict(advantage_reweight_groups="maybe"), TypeError, "advantage_reweight_groups"),
+        (dict(advantage_constraints={"fmt": "nan"}), ValueError, r"advantage_constraints\['fmt'\]"),
+        (dict(constraint_lr=0.5), ValueError, "constraint_lr set without advantage_constraints"),
+        (
+            dict(advantage_constraints={"fmt": 0.9}, constraint_lr=-1),
+            ValueError,
+            "constraint_lr must be >= 0",
+        ),
+        (
+            dict(advantage_constraints={"fmt": 0.9}, constraint_lambda_max=-1),
+            ValueError,
+            "constraint_lambda_max",
+        ),
+        (
+            dict(advantage_method="grpo", advantage_constraints={"fmt": 0.9}),
+            ValueError,
+            "sums the rewards first",
+        ),
+    ]
+    for overrides, error, match in cases:
+        with pytest.raises(error, match=match):
+            _config(tmp_path, **overrides)
+    # the command line's spellings
+    cfg = _config(
+        tmp_path,
+        advantage_constraints='{"fmt": "0.9", "2": 0.5}',
+        constraint_lr="0.25",
+        advantage_reweight_groups=False,
+        advantage_method="gd2po",
+    )
+    _, constraints = cfg.rewardagg_options()
+    assert constraints.targets == (("fmt", 0.9), ("2", 0.5)) and constraints.lr == 0.25
+    assert constraints.resolve(NAMES) == {"fmt": 0.9, "criterion": 0.5}
+    assert cfg.rewardagg_kwargs()["reweight_groups"] is False
+    # a reward the trainer does not have fails before training, listing the rewards
+    dataset, model, tokenizer = tiny
+    with pytest.raises(ValueError, match=r"advantage_constraints: unknown reward 'format'"):
+        ra_trl.RewardAggGRPOTrainer(
+            model=model,
+            processing_class=tokenizer,
+            reward_funcs=REWARDS,
+            args=_config(tmp_path, advantage_constraints={"format": 0.9}),
+            train_dataset=dataset,
+        )

@@ -10,7 +10,9 @@ these tests do not import. Runtime: about 40 s on 2 CPU cores, most of it verl's
 from __future__ import annotations
 
 import importlib.util
+import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -29,8 +31,13 @@ import rewardagg.integrations.verl as rv  # noqa: E402
 
 KEYS = ["fmt", "acc", "safe"]
 
-# verl's own compute_advantage, captured before any install() in this module.
+# verl's own functions, captured before any install() in this module.
 VERL_COMPUTE_ADVANTAGE = ray_trainer.compute_advantage
+VERL_DATA_METRICS = ray_trainer.compute_data_metrics
+VERL_CHECKPOINTS = {
+    name: ray_trainer.RayPPOTrainer.__dict__[name]
+    for name in ("_save_checkpoint", "_load_checkpoint")
+}
 
 
 @pytest.fixture(autouse=True)
@@ -243,9 +250,15 @@ def test_install_is_idempotent_and_reversible():
     assert core_algos.get_adv_estimator_fn("rvpo") is rv.compute_rvpo_advantage
     assert core_algos.get_adv_estimator_fn("rewardagg") is rv.compute_rewardagg_advantage
     assert ray_trainer.compute_advantage.__wrapped__ is VERL_COMPUTE_ADVANTAGE
+    assert ray_trainer.compute_data_metrics.__wrapped__ is VERL_DATA_METRICS
+    for name, original in VERL_CHECKPOINTS.items():
+        assert ray_trainer.RayPPOTrainer.__dict__[name].__wrapped__ is original
     rv.uninstall()
     assert not rv.is_installed()
     assert ray_trainer.compute_advantage is VERL_COMPUTE_ADVANTAGE
+    assert ray_trainer.compute_data_metrics is VERL_DATA_METRICS
+    for name, original in VERL_CHECKPOINTS.items():
+        assert ray_trainer.RayPPOTrainer.__dict__[name] is original
     assert "rvpo" not in core_algos.ADV_ESTIMATOR_REGISTRY
     rv.uninstall()  # twice is fine
     rv.install()
@@ -473,13 +486,6 @@ def test_every_method_runs_through_compute_advantage(method, batch_norm, std):
         norm_adv_by_std_in_grpo=std,
         rewardagg={"method": method, "batch_norm": batch_norm},
     )
-    if not std and getattr(rewardagg.get_aggregator(method), "conflict", None) is not None:
-        # the centring-only path reduces outside rewardagg's pipeline: refused, not ignored
-        with pytest.raises(ValueError, match="norm_adv_by_std_in_grpo=False"):
-            ray_trainer.compute_advantage(
-                data, adv_estimator="rewardagg", config=cfg, norm_adv_by_std_in_grpo=std
-            )
-        return
     out = ray_trainer.compute_advantage(
         data, adv_estimator="rewardagg", config=cfg, norm_adv_by_std_in_grpo=std
     )
@@ -631,3 +637,307 @@ def test_known_settings_come_from_the_method_table(tempered):
     for method in rewardagg.available_methods():
         for name in rewardagg.get_aggregator(method).params:
             assert repr(name) in str(err.value)
+
+
+# --------------------------------------------------------------------------------------
+# GD2PO's conflict filter and constraints (issues 12 and 19)
+# --------------------------------------------------------------------------------------
+
+WEIGHTS = [1.0, 2.0, 0.5]
+
+
+def verl_per_reward_advantages(data, norm_adv_by_std_in_grpo=True):
+    """(B, K) per-reward advantages from verl's own GRPO estimator, one reward at a time
+    (as GD2PO's ray_trainer does): the reward on the last response token, verl's group
+    statistics (eps 1e-6, Bessel, a singleton has mean 0 and std 1), read back per row."""
+    mask = data.batch["response_mask"].float()
+    last = mask.sum(-1).long() - 1
+    cols = []
+    for key in KEYS:
+        r = torch.tensor(data.non_tensor_batch[key].astype(np.float64), dtype=torch.float32)
+        tlr = torch.zeros_like(mask)
+        tlr[torch.arange(len(r)), last] = r
+        adv, _ = core_algos.compute_grpo_outcome_advantage(
+            token_level_rewards=tlr,
+            response_mask=mask,
+            index=data.non_tensor_batch["uid"],
+            norm_adv_by_std_in_grpo=norm_adv_by_std_in_grpo,
+        )
+        cols.append(adv.sum(-1) / mask.sum(-1))
+    return torch.stack(cols, dim=1)
+
+
+def gd2po_expected(data, mode, tau, reweight=True, norm_adv_by_std_in_grpo=True, lam=0.0):
+    """DESIGN.md 2c, written out on verl's per-reward advantages (plus lam times the safe
+    reward's, DESIGN.md 2b), then verl's own masked_whiten over the kept rows' tokens
+    (dropped rows: exactly 0)."""
+    z = verl_per_reward_advantages(data, norm_adv_by_std_in_grpo)
+    w = torch.tensor(WEIGHTS)
+    t = z * w
+    drop = (t > 1e-8).any(1) & (t < -1e-8).any(1)
+    if mode == "snr":
+        drop &= t.sum(1).abs() / (t.abs().sum(1) + 1e-8) < tau
+    uid = data.non_tensor_batch["uid"]
+    rho = torch.ones(len(uid))
+    if reweight:
+        for g in np.unique(uid):
+            rows = torch.as_tensor(uid == g)
+            rho[rows] = (~drop[rows]).float().mean()
+    score = rho * (t.sum(1) + lam * z[:, KEYS.index("safe")])
+    keep = data.batch["response_mask"].float() * (~drop).float()[:, None]
+    return masked_whiten(score[:, None] * keep, keep) * keep, drop
+
+
+# a constraint whose multiplier starts at 0.7: the first call applies 0.7
+CONSTRAINED = {"constraints": {"safe": 0.9}, "constraint_init": 0.7}
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize(
+    ("settings", "mode", "tau", "reweight", "lam"),
+    [
+        ({"method": "gd2po"}, "hard", None, True, 0.0),
+        ({"method": "gd2po_snr"}, "snr", 0.8, True, 0.0),
+        ({"method": "gdpo", "conflict": "snr", "conflict_threshold": 0.3}, "snr", 0.3, True, 0.0),
+        ({"method": "gd2po", "reweight_groups": False}, "hard", None, False, 0.0),
+        ({"method": "gd2po", **CONSTRAINED}, "hard", None, True, 0.7),
+    ],
+)
+def test_gd2po_equals_the_formula_on_verls_own_advantages_and_masked_whiten(
+    seed, settings, mode, tau, reweight, lam
+):
+    rv.reset_constraint_trackers()
+    data = make_batch(seed)  # uneven shuffled groups, a singleton, ragged responses
+    cfg = algo(adv_estimator="rewardagg", rewardagg=settings)
+    expected, drop = gd2po_expected(data, mode, tau, reweight, lam=lam)
+    out = ray_trainer.compute_advantage(data, adv_estimator="rewardagg", config=cfg)
+    adv = out.batch["advantages"]
+    torch.testing.assert_close(adv, expected, atol=1e-5, rtol=0)
+    assert drop.any() and (~drop).any(), "the batch must exercise the filter"
+    assert (adv[drop] == 0).all()
+    assert rv.last_info().conflict_dropped == int(drop.sum())
+
+
+@pytest.mark.parametrize(
+    ("settings", "lam"),
+    [({"method": "gd2po"}, 0.0), ({"method": "gd2po_snr"}, 0.0), (CONSTRAINED, 0.7)],
+)
+def test_gd2po_without_std_scaling_equals_the_formula_on_centred_advantages(settings, lam):
+    """norm_adv_by_std_in_grpo=False (GD2PO's own flag): the filter runs on the centred
+    per-reward advantages, as GD2PO does with it; a multiplier weights the centred reward."""
+    rv.reset_constraint_trackers()
+    data = make_batch(6)
+    settings = {"method": "gd2po", **settings}
+    cfg = algo(adv_estimator="rewardagg", rewardagg=settings)
+    mode = "snr" if settings["method"] == "gd2po_snr" else "hard"
+    expected, drop = gd2po_expected(data, mode, 0.8, norm_adv_by_std_in_grpo=False, lam=lam)
+    out = ray_trainer.compute_advantage(
+        data, adv_estimator="rewardagg", config=cfg, norm_adv_by_std_in_grpo=False
+    )
+    torch.testing.assert_close(out.batch["advantages"], expected, atol=1e-5, rtol=0)
+    assert drop.any()
+
+
+def _rewards(data):
+    return np.stack([data.non_tensor_batch[k].astype(np.float64) for k in KEYS], axis=1)
+
+
+def _expected_with_multiplier(data, lam, **options):
+    """The core call with the multiplier, then verl's own masked_whiten."""
+    mask = data.batch["response_mask"].float()
+    s = rewardagg.advantages(
+        _rewards(data),
+        method="softmin",
+        group_ids=data.non_tensor_batch["uid"],
+        weights=WEIGHTS,
+        eps=1e-6,
+        singleton="identity",
+        batch_norm=False,
+        multipliers={"safe": lam},
+        reward_names=KEYS,
+        **options,
+    )
+    return masked_whiten(torch.tensor(s, dtype=torch.float32)[:, None] * mask, mask) * mask
+
+
+def test_constraint_multiplier_over_two_calls_follows_the_update_rule():
+    rv.reset_constraint_trackers()
+    target, lr = 0.9, 0.5
+    cfg = algo(
+        adv_estimator="rewardagg",
+        rewardagg={
+            "method": "softmin",
+            "order": "reduce_then_normalize",
+            "center": "group",
+            "constraints": {"safe": target},
+            "constraint_lr": lr,
+        },
+    )
+    options = dict(order="reduce_then_normalize", center="group")
+    lam = 0.0
+    for step, seed in enumerate([21, 22], start=1):
+        data = make_batch(seed, missing=True)
+        data.batch["token_level_scores"] = data.batch["token_level_rewards"].clone()
+        expected = _expected_with_multiplier(data, lam, **options)
+        out = ray_trainer.compute_advantage(data, adv_estimator="rewardagg", config=cfg)
+        torch.testing.assert_close(out.batch["advantages"], expected, atol=1e-5, rtol=0)
+        safe = _rewards(data)[:, KEYS.index("safe")]
+        mean = float(np.nanmean(safe))
+        assert mean < target
+        lam = max(0.0, lam + lr * (target - mean))  # the rule, written out
+        tracker = rv.constraint_tracker(cfg)
+        assert tracker is rv.constraint_tracker()  # one tracker for the run
+        assert tracker.multipliers == {"safe": pytest.approx(lam, abs=1e-12)}
+        assert tracker.step == step
+        # verl's step metrics get the multiplier and the batch mean (once)
+        metrics = ray_trainer.compute_data_metrics(batch=out, use_critic=False)
+        assert metrics["rewardagg/lambda/safe"] == pytest.approx(lam, abs=1e-12)
+        assert metrics["rewardagg/constraint_mean/safe"] == pytest.approx(mean, abs=1e-12)
+        assert metrics["rewardagg/bottleneck_share/safe"] >= 0
+        again = ray_trainer.compute_data_metrics(batch=out, use_critic=False)
+        assert not any(k.startswith("rewardagg/") for k in again)
+    rv.reset_constraint_trackers()
+    assert rv.constraint_tracker(cfg).multipliers == {"safe": 0.0}  # a new run
+
+
+class _Loader(SimpleNamespace):
+    def __len__(self):
+        return 10
+
+
+def _stub_trainer(tmp_path, cfg, global_steps, resume_mode="auto"):
+    """verl's own RayPPOTrainer with its worker groups and dataloader stubbed."""
+    trainer = ray_trainer.RayPPOTrainer.__new__(ray_trainer.RayPPOTrainer)
+    trainer.config = OmegaConf.create(
+        {
+            "algorithm": OmegaConf.to_container(cfg),
+            "trainer": {
+                "default_local_dir": str(tmp_path / "ckpt"),
+                "default_hdfs_dir": None,
+                "resume_mode": resume_mode,
+                "resume_from_path": str(tmp_path / "ckpt" / "global_step_1"),
+                "del_local_ckpt_after_load": False,
+            },
+            "actor_rollout_ref": {"actor": {"checkpoint": {"async_save": False}}},
+        }
+    )
+    trainer.global_steps = global_steps
+    trainer.use_critic = False
+    noop = lambda *args, **kwargs: None  # noqa: E731
+    trainer.actor_rollout_wg = SimpleNamespace(save_checkpoint=noop, load_checkpoint=noop)
+    trainer.train_dataloader = _Loader(state_dict=dict, load_state_dict=noop)
+    return trainer
+
+
+def test_constraint_tracker_goes_with_verls_checkpoints(tmp_path):
+    rv.reset_constraint_trackers()
+    cfg = algo(
+        adv_estimator="rewardagg",
+        rewardagg={"method": "gdpo", "constraints": {"fmt": 0.95}, "constraint_lr": 0.25},
+    )
+    ray_trainer.compute_advantage(make_batch(1), adv_estimator="rewardagg", config=cfg)
+    saved = rv.constraint_tracker(cfg).state_dict()
+    assert saved["multipliers"][0] > 0
+    trainer = _stub_trainer(tmp_path, cfg, global_steps=1)
+    trainer._save_checkpoint()  # verl's own save, wrapped
+    folder = tmp_path / "ckpt" / "global_step_1"
+    assert (tmp_path / "ckpt" / "latest_checkpointed_iteration.txt").read_text() == "1"
+    assert json.loads((folder / rv.CONSTRAINTS_FILE).read_text()) == saved
+
+    for mode in ("auto", "resume_path"):
+        rv.reset_constraint_trackers()  # a new driver process
+        resumed = _stub_trainer(tmp_path, cfg, global_steps=0, resume_mode=mode)
+        resumed._load_checkpoint()  # verl's own load, wrapped
+        assert resumed.global_steps == 1
+        assert rv.constraint_tracker(cfg).state_dict() == saved
+
+    rv.reset_constraint_trackers()
+    fresh = _stub_trainer(tmp_path, cfg, global_steps=0, resume_mode="disable")
+    fresh._load_checkpoint()
+    assert rv.constraint_tracker(cfg).multipliers == {"fmt": 0.0}
+    rv.reset_constraint_trackers()
+
+
+def test_shared_settings_through_hydra_and_their_errors(monkeypatch):
+    from verl.trainer import main_ppo
+
+    from rewardagg.integrations.verl.__main__ import check_config, main
+
+    seen = {}
+    monkeypatch.setattr(main_ppo, "run_ppo", lambda config, **kw: seen.update(config=config))
+    main(
+        [
+            "algorithm.adv_estimator=rewardagg",
+            "trainer.use_v1=False",
+            "+algorithm.gdpo_reward_keys=[fmt,acc,safe]",
+            "+algorithm.rewardagg.method=softmin",
+            "+algorithm.rewardagg.conflict=snr",
+            "+algorithm.rewardagg.conflict_threshold=0.5",
+            "+algorithm.rewardagg.reweight_groups=false",
+            "+algorithm.rewardagg.center=group",
+            "+algorithm.rewardagg.constraints.safe=0.9",
+            "+algorithm.rewardagg.constraints.0=0.5",
+            "+algorithm.rewardagg.constraint_lr=0.2",
+            "+algorithm.rewardagg.constraint_lambda_max=5",
+            *_VALID,
+        ]
+    )
+    settings = rv.RewardAggVerlSettings(seen["config"].algorithm, estimator="rewardagg")
+    p, c = settings.pipeline, settings.constraints
+    assert (p.conflict, p.conflict_threshold, p.reweight_groups, p.center) == (
+        "snr",
+        0.5,
+        False,
+        "group",
+    )
+    assert c.resolve(KEYS) == {"safe": 0.9, "fmt": 0.5}
+    assert (c.lr, c.lambda_max) == (0.2, 5.0)
+    bad = [
+        ({"order": "sideways"}, r"algorithm\.rewardagg\.order must be one of"),
+        ({"center": "prompt"}, r"algorithm\.rewardagg\.center must be one of"),
+        ({"conflict": "soft"}, r"algorithm\.rewardagg\.conflict must be one of"),
+        ({"conflict": "snr", "conflict_threshold": 2}, r"conflict_threshold must be in \[0, 1\]"),
+        ({"method": "grpo", "conflict": "hard"}, r"algorithm\.rewardagg\.conflict: .*per-reward"),
+        ({"method": "gd2po", "order": "reduce_then_normalize"}, r"algorithm\.rewardagg\.order="),
+        ({"reweight_groups": "maybe"}, r"algorithm\.rewardagg\.reweight_groups must be true"),
+        ({"constraints": {"format": 0.9}}, r"constraints: unknown reward 'format'"),
+        ({"constraints": {"7": 0.9}}, "out of range"),
+        ({"constraints": {"safe": 0.9}, "constraint_lr": -1}, "constraint_lr must be >= 0"),
+        ({"constraint_kp": 1.0}, "constraint_kp set without"),
+        ({"method": "grpo", "constraints": {"safe": 0.9}}, "sums the rewards first"),
+    ]
+    for settings_, match in bad:
+        with pytest.raises(SystemExit, match=match):
+            check_config(_launcher_config(**settings_))
+
+
+@pytest.mark.parametrize("std", [True, False])
+@pytest.mark.parametrize("batch_norm", ["verl", "rows", "none"])
+@pytest.mark.parametrize("center", ["batch", "group"])
+def test_shared_options_run_on_every_path(std, batch_norm, center):
+    rv.reset_constraint_trackers()
+    data = make_batch(9, missing=True)
+    cfg = algo(
+        adv_estimator="rewardagg",
+        norm_adv_by_std_in_grpo=std,
+        rewardagg={
+            "method": "softmin",
+            "batch_norm": batch_norm,
+            "center": center,
+            "conflict": "snr",
+            "conflict_threshold": 0.5,
+            **CONSTRAINED,
+        },
+    )
+    out = ray_trainer.compute_advantage(
+        data, adv_estimator="rewardagg", config=cfg, norm_adv_by_std_in_grpo=std
+    )
+    adv = out.batch["advantages"]
+    mask = data.batch["response_mask"].bool()
+    assert torch.isfinite(adv).all() and (adv[~mask] == 0).all()
+    per_row = (adv.sum(-1) / mask.sum(-1)).double().numpy()
+    if center == "group" and batch_norm != "verl":  # every group's advantages sum to zero
+        uid = data.non_tensor_batch["uid"]
+        for g in np.unique(uid):
+            assert abs(per_row[uid == g].sum()) < 1e-5, g
+    assert rv.constraint_tracker(cfg).step == 1

@@ -11,6 +11,12 @@ splits them into
   the first batch);
 * the host's own options (``reward_keys``, ``batch_norm``, ``eps``, ...), left to the host.
 
+:func:`parse_options` then reads the options every host shares (DESIGN.md sections 2b and
+2c): the stage order, the stage-3 centring, GD²PO's conflict filter and the Lagrangian
+constraints with their tracker's settings (:data:`PIPELINE_OPTIONS`,
+:data:`CONSTRAINT_OPTIONS`), converted, checked against the method, and named in messages as
+the host spells them.
+
 Nothing here names a method parameter: what is a parameter, of which method, with which
 default, type and check, is read from the method table at call time, so a method
 registered at run time (``rewardagg.register_aggregator("tempered", fn, params={"tau":
@@ -24,22 +30,33 @@ launching process only. Each message names the setting as the host spells it
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import json
+import math
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import rewardagg
-from rewardagg._src.methods import Aggregator, Param, parse_value
+from rewardagg._src.conflict import check_conflict
+from rewardagg._src.methods import CONFLICTS, ORDERS, Aggregator, Param, parse_value
+from rewardagg._src.pipeline import CENTERS
 
 __all__ = [
+    "CONSTRAINT_OPTIONS",
     "DEFAULT_METHOD",
+    "PIPELINE_OPTIONS",
     "RVPO_METHOD",
+    "SHARED_OPTIONS",
+    "ConstraintOptions",
+    "PipelineOptions",
     "Settings",
     "Spelling",
     "check_shortcut",
     "known_settings",
     "param_specs",
     "parse_method_params",
+    "parse_options",
+    "parse_targets",
     "resolve_method",
     "split_settings",
 ]
@@ -64,10 +81,17 @@ class Spelling:
     method: str
     param: str
     group: str
+    renamed: tuple[tuple[str, str], ...] = ()
+    """``(option, setting)`` pairs for a host whose shared options are spelt otherwise
+    than its method parameters (TRL: ``("order", "advantage_order")``)."""
 
     def of(self, name: str) -> str:
         """The setting of parameter ``name`` (``"algorithm.rewardagg.kappa"``)."""
         return self.param.format(name=name)
+
+    def option(self, name: str) -> str:
+        """The setting of shared option ``name`` (:data:`SHARED_OPTIONS`)."""
+        return dict(self.renamed).get(name) or self.of(name)
 
 
 @dataclass(frozen=True)
@@ -192,3 +216,275 @@ def check_shortcut(name: str, value: Any, method: str) -> Any:
         return parse_value(aggregator.spec(name), value)
     takers = param_specs().get(name)
     return parse_value(takers[0][1], value) if takers else value
+
+
+# --------------------------------------------------------------------------------------
+# options every host shares: stage order and centring, conflict filter, constraints
+# --------------------------------------------------------------------------------------
+
+#: Options of :func:`rewardagg.advantages` every host passes through (DESIGN.md 2b, 2c).
+PIPELINE_OPTIONS = ("order", "center", "conflict", "conflict_threshold", "reweight_groups")
+#: Lagrangian constraints (``{reward: target}``) and their tracker's settings (DESIGN.md 2b).
+CONSTRAINT_OPTIONS = (
+    "constraints",
+    "constraint_lr",
+    "constraint_lambda_max",
+    "constraint_init",
+    "constraint_kp",
+    "constraint_kd",
+)
+SHARED_OPTIONS = PIPELINE_OPTIONS + CONSTRAINT_OPTIONS
+_TRUE = ("true", "1", "yes", "on")
+_FALSE = ("false", "0", "no", "off")
+
+
+@dataclass(frozen=True)
+class PipelineOptions:
+    """The stage order, stage-3 centring and conflict filter (``None``: the method's)."""
+
+    order: str | None = None
+    center: str = "batch"
+    conflict: str | None = None
+    conflict_threshold: float | None = None
+    reweight_groups: bool = True
+
+    def kwargs(self) -> dict[str, Any]:
+        """Keyword arguments of :func:`rewardagg.advantages`."""
+        return {
+            "order": self.order,
+            "center": self.center,
+            "conflict": self.conflict,
+            "conflict_threshold": self.conflict_threshold,
+            "reweight_groups": self.reweight_groups,
+        }
+
+
+@dataclass(frozen=True)
+class ConstraintOptions:
+    """Constraints ``mean(R[:, reward]) >= target`` and their tracker's settings.
+
+    Attributes:
+        targets: ``(reward, target)`` pairs; a reward is a name, or a column index (an
+            ``int``, or a string of digits that is not a reward name).
+        lr, lambda_max, init, kp, kd: as :class:`rewardagg.ConstraintTracker` takes them.
+    """
+
+    targets: tuple[tuple[str | int, float], ...]
+    lr: float = 0.1
+    lambda_max: float = math.inf
+    init: float = 0.0
+    kp: float = 0.0
+    kd: float = 0.0
+
+    def resolve(self, reward_names: Sequence[str], setting: str = "constraints") -> dict:
+        """``{reward name: target}`` for the host's reward names (one per column).
+
+        Raises:
+            ValueError: an unknown name or an index out of range (listing the rewards), or
+                two constraints on one reward; ``setting`` names the setting.
+        """
+        names = [str(n) for n in reward_names]
+        out: dict[str, float] = {}
+        for key, target in self.targets:
+            name = _column_name(key, names, setting)
+            if name in out:
+                raise ValueError(f"{setting}: reward {name!r} is constrained twice")
+            out[name] = target
+        return out
+
+    def tracker(self, reward_names: Sequence[str], setting: str = "constraints"):
+        """A fresh :class:`rewardagg.ConstraintTracker` over the host's rewards, keyed by
+        reward name (so its metrics read ``lambda/<name>``)."""
+        return rewardagg.ConstraintTracker(
+            self.resolve(reward_names, setting),
+            lr=self.lr,
+            lambda_max=self.lambda_max,
+            init=self.init,
+            kp=self.kp,
+            kd=self.kd,
+            reward_names=[str(n) for n in reward_names],
+        )
+
+
+def _column_name(key: str | int, names: list[str], setting: str) -> str:
+    if isinstance(key, str) and key in names:
+        return key
+    index = _as_index(key)
+    if index is None:
+        raise ValueError(f"{setting}: unknown reward {key!r}; the rewards are {names}")
+    if not -len(names) <= index < len(names):
+        raise ValueError(
+            f"{setting}: reward index {index} is out of range for {len(names)} reward(s) {names}"
+        )
+    return names[index]
+
+
+def _as_index(key: Any) -> int | None:
+    if isinstance(key, int) and not isinstance(key, bool):
+        return key
+    if isinstance(key, str) and key.strip().lstrip("-").isdigit():
+        return int(key)
+    return None
+
+
+def _real(value: Any, setting: str, *, low: float | None = None, allow_inf: bool = False):
+    """``value`` as a float (a string from a command line is converted): not NaN, finite
+    unless ``allow_inf``, ``>= low`` when given; errors name ``setting``."""
+    if isinstance(value, bool):
+        raise TypeError(f"{setting} must be a number; got {value!r}")
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        error = ValueError if isinstance(value, str) else TypeError
+        raise error(f"{setting} must be a number; got {value!r}") from None
+    if math.isnan(v) or (math.isinf(v) and not allow_inf):
+        rule = "a number (inf allowed)" if allow_inf else "a finite number"
+        raise ValueError(f"{setting} must be {rule}; got {value!r}")
+    if low is not None and v < low:
+        raise ValueError(f"{setting} must be >= {low:g}; got {value!r}")
+    return v
+
+
+def _flag(value: Any, setting: str) -> bool:
+    """A bool, or a command line's ``true``/``false`` (``1``/``0``, ``yes``/``no``)."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in _TRUE + _FALSE:
+        return value.strip().lower() in _TRUE
+    raise TypeError(f"{setting} must be true or false; got {value!r}")
+
+
+def _choice(value: Any, setting: str, choices: tuple[str, ...]) -> str:
+    if value not in choices:
+        raise ValueError(f"{setting} must be one of {', '.join(map(repr, choices))}; got {value!r}")
+    return value
+
+
+def parse_targets(value: Any, setting: str) -> tuple[tuple[str | int, float], ...]:
+    """Constraint targets from a host: a mapping ``{reward: target}``, a JSON object string,
+    ``"KEY=TARGET[,KEY=TARGET]"``, or a list of such strings (a repeated command-line
+    flag). Targets are finite numbers; keys are reward names or column indices."""
+    if isinstance(value, str) and value.strip().startswith("{"):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{setting} must be a JSON object; got {value!r} ({err})") from None
+    if isinstance(value, str):
+        value = [value]
+    pairs: list[tuple[Any, Any]] = []
+    if isinstance(value, Mapping):
+        pairs = list(value.items())
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            for part in str(item).split(","):
+                key, eq, target = part.partition("=")
+                if not eq or not key.strip():
+                    raise ValueError(f"{setting} takes KEY=TARGET pairs; got {part!r}")
+                pairs.append((key.strip(), target.strip()))
+    else:
+        raise TypeError(
+            f"{setting} must be a mapping {{reward: target}} or KEY=TARGET pairs; got {value!r}"
+        )
+    out: list[tuple[str | int, float]] = []
+    for key, target in pairs:
+        if not isinstance(key, (str, int)) or isinstance(key, bool):
+            raise TypeError(f"{setting}: a reward is a name or a column index; got {key!r}")
+        out.append((key, _real(target, f"{setting}[{key!r}]")))
+    if len({str(k) for k, _ in out}) != len(out):
+        raise ValueError(f"{setting}: a reward is named twice ({[k for k, _ in out]})")
+    return tuple(out)
+
+
+def _pipeline(given: Mapping[str, Any], aggregator: Aggregator, spelling: Spelling):
+    name = spelling.option
+    order = given.get("order")
+    if order is not None:
+        order = _choice(order, name("order"), ORDERS)
+        try:
+            aggregator.check_order(order)
+        except ValueError as err:
+            raise ValueError(f"{name('order')}={order!r}: {err}") from None
+    center = _choice(given.get("center", "batch"), name("center"), CENTERS)
+    conflict = given.get("conflict")
+    if conflict is not None:
+        conflict = _choice(conflict, name("conflict"), CONFLICTS)
+    tau = given.get("conflict_threshold")
+    if tau is not None:
+        tau = _real(tau, name("conflict_threshold"))
+        if not 0.0 <= tau <= 1.0:
+            raise ValueError(f"{name('conflict_threshold')} must be in [0, 1]; got {tau!r}")
+    reweight = _flag(given.get("reweight_groups", True), name("reweight_groups"))
+    if aggregator.kind == "sum_first" and center != "batch":
+        raise ValueError(
+            f"{name('center')}={center!r}: method {aggregator.name!r} sums the rewards first "
+            "and has no stage 3; use method 'gdpo' with order 'reduce_then_normalize' (GRPO's "
+            "score) instead"
+        )
+    try:
+        filt = check_conflict(aggregator, conflict, tau, reweight, aggregator.check_order(order))
+    except ValueError as err:  # a filter on a method or order without per-reward z-scores
+        which = name("conflict") if conflict is not None else name("order")
+        raise ValueError(f"{which}: {err}") from None
+    if filt is None and tau is not None:
+        raise ValueError(
+            f"{name('conflict_threshold')} applies to a conflict filter: set "
+            f"{name('conflict')} ('snr'), or a method with one (gd2po_snr)"
+        )
+    return PipelineOptions(order, center, conflict, tau, reweight)
+
+
+def _constraints(given: Mapping[str, Any], aggregator: Aggregator, spelling: Spelling):
+    name = spelling.option
+    raw = given.get("constraints")
+    targets = () if raw is None else parse_targets(raw, name("constraints"))
+    tuning = [k for k in CONSTRAINT_OPTIONS[1:] if given.get(k) is not None]
+    if not targets:
+        if tuning:
+            raise ValueError(
+                f"{', '.join(name(k) for k in tuning)} set without {name('constraints')}"
+            )
+        return None
+    if aggregator.kind == "sum_first":
+        raise ValueError(
+            f"{name('constraints')}: method {aggregator.name!r} sums the rewards first and "
+            "has no per-reward z-scores to weight; use a z-score method (gdpo with order "
+            "'reduce_then_normalize' is GRPO's score)"
+        )
+    lr = _real(given.get("constraint_lr", 0.1), name("constraint_lr"), low=0.0)
+    lam_max = _real(
+        given.get("constraint_lambda_max", math.inf),
+        name("constraint_lambda_max"),
+        low=0.0,
+        allow_inf=True,
+    )
+    init = _real(given.get("constraint_init", 0.0), name("constraint_init"), low=0.0)
+    kp = _real(given.get("constraint_kp", 0.0), name("constraint_kp"), low=0.0)
+    kd = _real(given.get("constraint_kd", 0.0), name("constraint_kd"), low=0.0)
+    options = ConstraintOptions(targets, lr, lam_max, init, kp, kd)
+    names = [str(k) for k, _ in targets]
+    try:  # the tracker's own checks, with the keys as stand-in reward names
+        options.tracker(names, name("constraints"))
+    except (TypeError, ValueError) as err:
+        raise type(err)(f"{spelling.group}: {err}") from None
+    return options
+
+
+def parse_options(
+    given: Mapping[str, Any], *, method: str, spelling: Spelling
+) -> tuple[PipelineOptions, ConstraintOptions | None]:
+    """The shared options of a host's settings (:data:`SHARED_OPTIONS` names; ``None`` or
+    absent = not given), converted and checked against ``method``: the order the method
+    can run in, a centring or constraints only for a method with stage 3, a conflict filter
+    only on per-reward z-scores, a threshold in [0, 1] only with a filter, non-negative
+    tracker settings, finite targets. Reward names in the constraints are resolved later,
+    against the host's rewards (:meth:`ConstraintOptions.resolve`).
+
+    Returns:
+        ``(pipeline, constraints)``; ``constraints`` is ``None`` without constraints.
+
+    Raises:
+        ValueError, TypeError: naming the setting as the host spells it.
+    """
+    given = {k: v for k, v in given.items() if v is not None}
+    aggregator = rewardagg.get_aggregator(method)
+    return _pipeline(given, aggregator, spelling), _constraints(given, aggregator, spelling)

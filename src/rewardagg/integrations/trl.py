@@ -24,6 +24,27 @@ The values are converted and validated when the config is built. The ``kappa`` a
 fields are shortcuts, passed only to a method that takes them and only where
 ``advantage_params`` does not set them.
 
+Stage order, centring, conflict filter, constraints (DESIGN.md sections 2b, 2c)::
+
+    args = RewardAggGRPOConfig(..., advantage_method="softmin",
+                               advantage_order="reduce_then_normalize",  # or the method's
+                               advantage_center="group",                 # or "batch"
+                               advantage_conflict="snr",                 # GD2PO's filter
+                               advantage_conflict_threshold=0.8,
+                               advantage_constraints={"fmt": 0.95},      # mean(fmt) >= 0.95
+                               constraint_lr=0.5)
+
+``advantage_constraints`` keys are reward function names as TRL names them
+(``trainer.reward_func_names``; a repeated name gets ``_1``, ``_2``, ...) or column indices.
+The trainer keeps one :class:`rewardagg.ConstraintTracker` (``trainer.constraint_tracker``):
+every training generation batch gets the current multipliers, then one dual-ascent step on
+the batch means. TRL gathers the rewards of every process before the advantages, so every
+process sees the same batch means and holds the same multipliers; no extra reduction is
+needed. The tracker's state is written to ``rewardagg_constraints.json`` in every checkpoint
+folder and read back by ``trainer.train(resume_from_checkpoint=...)`` (the hooks TRL uses
+for its own adaptive-entropy state). Evaluation batches get the multipliers without updating
+them.
+
 How it hooks into TRL. TRL 1.16 computes advantages inline, inside the long
 ``GRPOTrainer._generate_and_score_completions``; there is no smaller hook that receives the
 per-reward-function rewards and returns advantages. Copying that method would pin us to one
@@ -57,6 +78,7 @@ TRL computes zero-spread cells inexactly in float32, we give exactly 0 there).
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import warnings
@@ -67,19 +89,24 @@ from typing import Any
 import torch
 import trl
 from packaging.version import Version
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from trl import GRPOConfig, GRPOTrainer
 
 import rewardagg
 from rewardagg.integrations._settings import (
     DEFAULT_METHOD,
+    ConstraintOptions,
+    PipelineOptions,
     Spelling,
     check_shortcut,
     param_specs,
+    parse_options,
     resolve_method,
     split_settings,
 )
 
 __all__ = [
+    "CONSTRAINTS_FILE",
     "SUPPORTED_TRL",
     "RewardAggBatch",
     "RewardAggGRPOConfig",
@@ -118,10 +145,29 @@ def _check_trl() -> None:
 _check_trl()
 
 
+#: The config field of each shared option (``rewardagg.integrations._settings``).
+OPTION_FIELDS = {
+    "order": "advantage_order",
+    "center": "advantage_center",
+    "conflict": "advantage_conflict",
+    "conflict_threshold": "advantage_conflict_threshold",
+    "reweight_groups": "advantage_reweight_groups",
+    "constraints": "advantage_constraints",
+    "constraint_lr": "constraint_lr",
+    "constraint_lambda_max": "constraint_lambda_max",
+    "constraint_init": "constraint_init",
+    "constraint_kp": "constraint_kp",
+    "constraint_kd": "constraint_kd",
+}
 #: How this adapter names its settings in messages (the config's field names).
 SPELLING = Spelling(
-    method="advantage_method", param="advantage_params[{name!r}]", group="advantage_params"
+    method="advantage_method",
+    param="advantage_params[{name!r}]",
+    group="advantage_params",
+    renamed=tuple(OPTION_FIELDS.items()),
 )
+#: The file, in each checkpoint folder, that holds the constraint tracker's state.
+CONSTRAINTS_FILE = "rewardagg_constraints.json"
 #: Config fields that set the method parameter of the same name when the method takes it
 #: and ``advantage_params`` does not (RVPO's risk coefficient and the variance penalty).
 SHORTCUTS = ("kappa", "lam")
@@ -183,6 +229,24 @@ class RewardAggGRPOConfig(GRPOConfig):
         advantage_backend: rewardagg backend (``"auto"``, ``"torch"``, ``"triton"``, ...).
         advantage_kwargs: older spelling of ``advantage_params`` (same role, merged with
             it; a name set in both is an error; an unknown name raises ``TypeError``).
+        advantage_order: ``"normalize_then_reduce"`` or ``"reduce_then_normalize"``
+            (reduce the raw rewards, then z-score the score in its group); ``None``: the
+            method's.
+        advantage_center: stage-3 centring, ``"batch"`` or ``"group"`` (every group's
+            advantages sum to zero).
+        advantage_conflict: GD²PO's conflict filter, ``"hard"`` or ``"snr"`` (``None``: the
+            method's; ``gd2po`` and ``gd2po_snr`` have one).
+        advantage_conflict_threshold: ``tau`` in [0, 1] of ``"snr"`` (``None``: 0.8).
+        advantage_reweight_groups: scale each group's kept rows by its kept share.
+        advantage_constraints: ``{reward: target}`` (dict, JSON object or
+            ``"KEY=TARGET,..."``): keep the batch mean of that reward ``>= target`` with a
+            Lagrange multiplier the trainer adapts. A reward is a reward function's name
+            (``trainer.reward_func_names``) or a column index.
+        constraint_lr: dual step size of the multipliers (default 0.1).
+        constraint_lambda_max: upper clip of the multipliers (default ``inf``).
+        constraint_init: the multipliers' starting value (default 0).
+        constraint_kp, constraint_kd: proportional and derivative gains (PID Lagrangian;
+            default 0, plain dual ascent).
         log_rewardagg_metrics: log the rewardagg diagnostics every step.
     """
 
@@ -227,6 +291,46 @@ class RewardAggGRPOConfig(GRPOConfig):
         default=None,
         metadata={"help": "Older spelling of advantage_params (dict or JSON)."},
     )
+    advantage_order: str | None = field(
+        default=None,
+        metadata={
+            "help": "'normalize_then_reduce' or 'reduce_then_normalize' (default: method's)."
+        },
+    )
+    advantage_center: str = field(
+        default="batch", metadata={"help": "Stage-3 centring: 'batch' or 'group'."}
+    )
+    advantage_conflict: str | None = field(
+        default=None, metadata={"help": "GD2PO conflict filter: 'hard' or 'snr'."}
+    )
+    advantage_conflict_threshold: float | None = field(
+        default=None, metadata={"help": "tau in [0, 1] of the 'snr' filter (default 0.8)."}
+    )
+    advantage_reweight_groups: bool = field(
+        default=True, metadata={"help": "Scale each group's kept rows by its kept share."}
+    )
+    advantage_constraints: dict | str | None = field(
+        default=None,
+        metadata={
+            "help": "Constraints {reward: target} (dict, JSON or 'KEY=TARGET,...'): keep "
+            "mean(reward) >= target with an adapted Lagrange multiplier."
+        },
+    )
+    constraint_lr: float | None = field(
+        default=None, metadata={"help": "Dual step size of the multipliers (default 0.1)."}
+    )
+    constraint_lambda_max: float | None = field(
+        default=None, metadata={"help": "Upper clip of the multipliers (default inf)."}
+    )
+    constraint_init: float | None = field(
+        default=None, metadata={"help": "Starting value of the multipliers (default 0)."}
+    )
+    constraint_kp: float | None = field(
+        default=None, metadata={"help": "Proportional gain (PID Lagrangian, default 0)."}
+    )
+    constraint_kd: float | None = field(
+        default=None, metadata={"help": "Derivative gain (PID Lagrangian, default 0)."}
+    )
     log_rewardagg_metrics: bool = field(
         default=True, metadata={"help": "Log rewardagg diagnostics under 'rewardagg/...'."}
     )
@@ -252,8 +356,10 @@ class RewardAggGRPOConfig(GRPOConfig):
                 "advantage_singleton must be 'zero' or 'identity', got "
                 f"{self.advantage_singleton!r}."
             )
-        # unknown or invalid method parameters fail here, not at the first batch
+        # unknown or invalid method parameters and shared options fail here, not at the
+        # first batch
         aggregator.bind(self._method_params())
+        self.rewardagg_options()
         if aggregator.kind == "sum_first" and self.multi_objective_aggregation != (
             "sum_then_normalize"
         ):
@@ -286,8 +392,16 @@ class RewardAggGRPOConfig(GRPOConfig):
             "singleton": self.advantage_singleton,
             "backend": self.advantage_backend,
         }
+        kwargs.update(self.rewardagg_options()[0].kwargs())
         kwargs.update(self._method_params())
         return kwargs
+
+    def rewardagg_options(self) -> tuple[PipelineOptions, ConstraintOptions | None]:
+        """The stage order, centring and conflict filter, and the constraints (``None``
+        without), converted and checked against the method by the shared settings parser;
+        reward names in the constraints are resolved by the trainer."""
+        given = {option: getattr(self, name) for option, name in OPTION_FIELDS.items()}
+        return parse_options(given, method=self.advantage_method, spelling=SPELLING)
 
     def _method_params(self) -> dict[str, Any]:
         """The method's own parameters: the config fields that stand for a parameter
@@ -320,6 +434,8 @@ class RewardAggBatch:
         host_advantages: (N_local,) what TRL itself would have used for this slice.
         info: the ``rewardagg.AggregationInfo`` of the batch.
         metrics: the metrics logged for the batch (without the ``rewardagg/`` prefix).
+        multipliers: the constraint multipliers applied to the batch (``None`` without
+            constraints); the tracker has updated them since, for a training batch.
     """
 
     mode: str
@@ -329,6 +445,7 @@ class RewardAggBatch:
     host_advantages: torch.Tensor
     info: Any
     metrics: Mapping[str, float]
+    multipliers: Mapping[str, float] | None = None
 
 
 def _unique_names(names: list[str]) -> list[str]:
@@ -358,10 +475,19 @@ class RewardAggGRPOTrainer(GRPOTrainer):
     zero-spread fraction, masked failures, rows without reward, distinct advantages per
     group, method parameters).
 
+    With constraints (``advantage_constraints``) it also logs ``rewardagg/lambda/<reward>``
+    (the multiplier after this batch's update) and ``rewardagg/constraint_mean/<reward>``
+    (this batch's mean of the constrained reward) for training batches; with a conflict
+    filter, ``rewardagg/conflict_dropped`` and the other ``conflict*`` keys.
+
     With a single reward function every built-in z-score method (every method but the
     sum-first one) reduces to the group z-score of that reward, standardised over the
     batch: the method's parameters have no effect. It works, and the trainer says so once
     with a warning (for every z-score method, registered ones included).
+
+    Attributes:
+        constraint_tracker: the run's :class:`rewardagg.ConstraintTracker` (``None``
+            without constraints), saved in and restored from TRL checkpoints.
     """
 
     args: RewardAggGRPOConfig
@@ -385,6 +511,12 @@ class RewardAggGRPOTrainer(GRPOTrainer):
                 "rewardagg needs non-negative reward_weights with at least one positive, got "
                 f"{weights.tolist()}; to penalise, flip the sign inside the reward function."
             )
+        constraints = self.args.rewardagg_options()[1]
+        self.constraint_tracker: rewardagg.ConstraintTracker | None = (
+            None
+            if constraints is None
+            else constraints.tracker(self._rewardagg_names, OPTION_FIELDS["constraints"])
+        )
         n_funcs = len(self.reward_func_names)
         method = self.args.advantage_method
         if n_funcs == 1 and rewardagg.get_aggregator(method).kind == "standardized":
@@ -429,7 +561,12 @@ class RewardAggGRPOTrainer(GRPOTrainer):
                 f"process {self.accelerator.process_index}."
             )
 
+        tracker = self.constraint_tracker
+        applied = None if tracker is None else tracker.multipliers
         advantages, info = self.compute_advantages(rewards, group_size=group_size)
+        if tracker is not None and mode == "train":
+            # every process holds the gathered batch, so the means agree without a reduction
+            tracker.update(rewards.detach())
         local = advantages[start : start + n_local].to(host_local.device, host_local.dtype)
         output["advantages"] = local
 
@@ -442,6 +579,8 @@ class RewardAggGRPOTrainer(GRPOTrainer):
         metrics: dict[str, float] = {}
         if self.args.log_rewardagg_metrics:
             metrics = self.rewardagg_metrics(info)
+            if tracker is not None and mode == "train":
+                metrics.update(tracker.metrics(prefix=""))
             for key, value in metrics.items():
                 self._metrics[mode][f"rewardagg/{key}"].append(value)
 
@@ -453,8 +592,38 @@ class RewardAggGRPOTrainer(GRPOTrainer):
             host_advantages=host_local.detach(),
             info=info,
             metrics=metrics,
+            multipliers=applied,
         )
         return output
+
+    # -- checkpoints: the constraint tracker's state -----------------------------------------
+    def _save_checkpoint(self, model, trial):
+        if self.constraint_tracker is not None and self.args.should_save:
+            folder = os.path.join(
+                self._get_output_dir(trial=trial),
+                f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}",
+            )
+            os.makedirs(folder, exist_ok=True)
+            with open(os.path.join(folder, CONSTRAINTS_FILE), "w") as f:
+                json.dump(self.constraint_tracker.state_dict(), f)
+        super()._save_checkpoint(model, trial)
+
+    def _load_optimizer_and_scheduler(self, checkpoint):
+        # called on every process when train(resume_from_checkpoint=...) resumes
+        super()._load_optimizer_and_scheduler(checkpoint)
+        if self.constraint_tracker is None or checkpoint is None:
+            return
+        path = os.path.join(checkpoint, CONSTRAINTS_FILE)
+        if not os.path.exists(path):
+            warnings.warn(
+                f"{checkpoint} has no {CONSTRAINTS_FILE}: the constraint multipliers start "
+                "from constraint_init, not from where that run left them.",
+                UserWarning,
+                stacklevel=2,
+            )
+            return
+        with open(path) as f:
+            self.constraint_tracker.load_state_dict(json.load(f))
 
     # -- overridable pieces ----------------------------------------------------------------
     def compute_advantages(
@@ -465,11 +634,18 @@ class RewardAggGRPOTrainer(GRPOTrainer):
         ``adv`` shaped (N_total,) float64 (float32 on devices without float64)."""
         dtype = torch.float32 if rewards.device.type == "mps" else torch.float64
         weights = self.reward_weights.to(rewards.device, dtype)
+        constraints: dict[str, Any] = {}
+        if self.constraint_tracker is not None:  # the current multipliers (pure here)
+            constraints = dict(
+                multipliers=self.constraint_tracker.multipliers,
+                reward_names=self._rewardagg_names,
+            )
         adv, info = rewardagg.advantages(
             rewards.detach().to(dtype),
             group_size=group_size,
             weights=weights,
             return_info=True,
+            **constraints,
             **self._rewardagg_kwargs,
         )
         return adv, info

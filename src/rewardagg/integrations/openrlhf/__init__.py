@@ -43,6 +43,18 @@ flag                          default    meaning
 ``--rewardagg.no_batch_norm`` off        skip stage 3 (batch z-score of the scores)
 ============================= ========== =================================================
 
+The launcher also adds the options every adapter shares (:func:`rewardagg.advantages`;
+DESIGN.md 2b, 2c): ``--rewardagg.order``, ``--rewardagg.center``, GD²PO's
+``--rewardagg.conflict`` filter (``hard`` / ``snr``; ``--rewardagg.method gd2po`` /
+``gd2po_snr`` have one) with ``--rewardagg.conflict_threshold`` and
+``--rewardagg.reweight_groups true|false``, and Lagrangian ``--rewardagg.constraints
+KEY=TARGET[,KEY=TARGET]`` (repeatable; ``KEY`` a reward key or a column index) with
+``--rewardagg.constraint_lr``, ``constraint_lambda_max``, ``constraint_init``,
+``constraint_kp``, ``constraint_kd``. The run's :class:`rewardagg.ConstraintTracker` lives on
+the experience maker (:func:`constraint_tracker`), which aggregates every step's
+experiences together; its state travels in OpenRLHF's checkpoint ``client_states`` (key
+:data:`CHECKPOINT_KEY`) and is restored on resume.
+
 The ``--rewardagg.<param>`` flags come from rewardagg's method table (help text included),
 so a method registered (``rewardagg.register_aggregator``) before the launcher parses has
 its parameters as flags; a ``--rewardagg.<name> VALUE`` without a flag is kept as a string
@@ -86,10 +98,12 @@ from typing import Any
 from rewardagg.integrations._hooks import lazy_attribute, run_after_import
 
 __all__ = [
+    "CHECKPOINT_KEY",
     "DEFAULTS",
     "ESTIMATORS",
     "SETUP_HOOK",
     "aggregate_experiences",
+    "constraint_tracker",
     "install",
     "is_installed",
     "settings_from_args",
@@ -101,6 +115,8 @@ __all__ = [
 ESTIMATORS = ("rvpo", "rewardagg")
 #: Dotted path to give Ray as ``runtime_env["worker_process_setup_hook"]``.
 SETUP_HOOK = "rewardagg.integrations.openrlhf.setup_hook"
+#: OpenRLHF's trainer module, whose checkpoints carry the constraint tracker's state.
+TRAINER_MODULE = "openrlhf.trainer.ppo_trainer"
 
 # Everything else lives in ``_adapter``, which imports OpenRLHF; this file stays light so
 # that Ray can run :func:`setup_hook` in every worker process cheaply.
@@ -120,11 +136,18 @@ def _install() -> None:
     importlib.import_module(f"{__name__}._adapter").install()
 
 
+def _install_checkpoint_hooks() -> None:
+    importlib.import_module(f"{__name__}._adapter").install_checkpoint_hooks()
+
+
 def setup_hook() -> None:
     """Ray ``worker_process_setup_hook``: ``install()`` in this worker process.
 
     Installs at once if ``openrlhf.trainer.ppo_utils.experience_maker`` is already imported,
     otherwise right after it is, so Ray workers that never import it (rollout engines, ...)
-    pay nothing: this module imports neither OpenRLHF nor torch.
+    pay nothing: this module imports neither OpenRLHF nor torch. The trainer's checkpoint
+    hooks (the constraint tracker's state) go in once ``openrlhf.trainer.ppo_trainer``
+    has loaded (it imports the experience maker while it loads).
     """
+    run_after_import(TRAINER_MODULE, _install_checkpoint_hooks)
     run_after_import(_TRIGGER, _install)

@@ -117,6 +117,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             default=False,
             help="skip stage 3 (the batch z-score of the aggregated scores)",
         )
+        _add_shared_arguments(group)
     dests = {a.dest for a in parser._actions}
     for name, takers in param_specs().items():
         if f"rewardagg.{name}" not in dests:
@@ -127,6 +128,64 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                 metavar=name.upper(),
                 help=_param_help(name, takers),
             )
+
+
+def _add_shared_arguments(group: Any) -> None:
+    """The options every adapter shares: order, centring, conflict filter, constraints
+    (checked by the shared settings parser, with the method, in :func:`check_args`)."""
+    from rewardagg._src.methods import CONFLICTS, ORDERS
+    from rewardagg._src.pipeline import CENTERS
+
+    group.add_argument(
+        "--rewardagg.order",
+        choices=ORDERS,
+        default=None,
+        help="z-score each reward then reduce, or reduce the raw rewards then z-score the "
+        "score in its group (default: the method's)",
+    )
+    group.add_argument(
+        "--rewardagg.center",
+        choices=CENTERS,
+        default=None,
+        help="stage-3 centring: batch (default) or group (each group's advantages sum to 0)",
+    )
+    group.add_argument(
+        "--rewardagg.conflict",
+        choices=CONFLICTS,
+        default=None,
+        help="GD2PO's conflict filter (default: the method's; gd2po: hard, gd2po_snr: snr)",
+    )
+    group.add_argument(
+        "--rewardagg.conflict_threshold",
+        type=float,
+        default=None,
+        metavar="TAU",
+        help="tau in [0, 1] of the snr filter (default 0.8)",
+    )
+    group.add_argument(
+        "--rewardagg.reweight_groups",
+        type=str,
+        default=None,
+        metavar="BOOL",
+        help="scale each group's kept rows by its kept share: true (default) or false",
+    )
+    group.add_argument(
+        "--rewardagg.constraints",
+        nargs="+",
+        action="extend",
+        default=None,
+        metavar="KEY=TARGET",
+        help="constraints mean(reward KEY) >= TARGET, KEY a reward key or a column index; "
+        "KEY=TARGET[,KEY=TARGET], repeatable",
+    )
+    for name, what in (
+        ("constraint_lr", "dual step size of the multipliers (default 0.1)"),
+        ("constraint_lambda_max", "upper clip of the multipliers (default inf)"),
+        ("constraint_init", "starting value of the multipliers (default 0)"),
+        ("constraint_kp", "proportional gain, PID Lagrangian (default 0)"),
+        ("constraint_kd", "derivative gain, PID Lagrangian (default 0)"),
+    ):
+        group.add_argument(f"{_PREFIX}{name}", type=float, default=None, help=what)
 
 
 def take_prefixed(extras: Sequence[str]) -> tuple[dict[str, str], list[str]]:

@@ -6,6 +6,7 @@ See the package docstring.
 from __future__ import annotations
 
 import itertools
+import sys
 import threading
 from types import SimpleNamespace
 from typing import Any
@@ -16,20 +17,26 @@ from openrlhf.trainer.ppo_utils import experience_maker as _em
 from openrlhf.trainer.ppo_utils.length_penalty import apply_length_penalties
 
 import rewardagg
+from rewardagg.integrations._hooks import run_after_import
 from rewardagg.integrations._settings import (
     DEFAULT_METHOD,
     RVPO_METHOD,
+    SHARED_OPTIONS,
     Spelling,
+    parse_options,
     split_settings,
 )
-from rewardagg.integrations.openrlhf import ESTIMATORS, SETUP_HOOK
+from rewardagg.integrations.openrlhf import ESTIMATORS, SETUP_HOOK, TRAINER_MODULE
 
 __all__ = [
+    "CHECKPOINT_KEY",
     "DEFAULTS",
     "ESTIMATORS",
     "SETUP_HOOK",
     "aggregate_experiences",
+    "constraint_tracker",
     "install",
+    "install_checkpoint_hooks",
     "is_installed",
     "settings_from_args",
     "uninstall",
@@ -44,8 +51,14 @@ DEFAULTS = {
     "method": DEFAULT_METHOD,
     "eps": 1e-9,
     "no_batch_norm": False,
+    # shared with the other adapters (None: the method's / the tracker's default)
+    **{name: None for name in SHARED_OPTIONS},
 }
 SPELLING = Spelling(method="--rewardagg.method", param="--rewardagg.{name}", group="--rewardagg")
+#: The reward's name for constraints when ``--rewardagg.reward_keys`` is not set (K = 1).
+REWARD_NAME = "reward"
+#: The ``client_states`` key (OpenRLHF's checkpoint states) of the tracker's state.
+CHECKPOINT_KEY = "rewardagg_constraints"
 
 _lock = threading.RLock()
 _state: dict[str, Any] = {"original": None, "warned_penalty": False}
@@ -61,8 +74,10 @@ def settings_from_args(args: Any) -> SimpleNamespace:
     means not set.
 
     Returns:
-        A namespace with the :data:`DEFAULTS` keys and ``method_params`` (the parameters
-        that were set, validated; the method's defaults fill in the rest).
+        A namespace with the :data:`DEFAULTS` keys, ``method_params`` (the parameters
+        that were set, validated; the method's defaults fill in the rest), ``pipeline``
+        (order, center, conflict filter), ``constraints`` (``None`` without) and
+        ``reward_names`` (``reward_keys``, or ``["reward"]``).
     """
     estimator = args.algo.advantage.estimator
     given = getattr(args, "rewardagg", None)
@@ -84,6 +99,10 @@ def settings_from_args(args: Any) -> SimpleNamespace:
     n_keys = len(s.reward_keys) if s.reward_keys else 1
     if s.weights is not None and len(s.weights) != n_keys:
         raise ValueError(f"--rewardagg.weights has {len(s.weights)} values for {n_keys} reward(s)")
+    s.pipeline, s.constraints = parse_options(split.options, method=s.method, spelling=SPELLING)
+    s.reward_names = list(s.reward_keys or [REWARD_NAME])
+    if s.constraints is not None:  # unknown rewards fail with the flags
+        s.constraints.resolve(s.reward_names, SPELLING.option("constraints"))
     return s
 
 
@@ -102,14 +121,20 @@ def _info_column(experiences: list, key: str) -> torch.Tensor:
 
 @torch.no_grad()
 def aggregate_experiences(
-    experiences: list, args: Any, settings: SimpleNamespace | None = None
+    experiences: list,
+    args: Any,
+    settings: SimpleNamespace | None = None,
+    tracker: rewardagg.ConstraintTracker | None = None,
 ) -> tuple[list[torch.Tensor], rewardagg.AggregationInfo | None]:
     """One advantage per sample for OpenRLHF experiences, split like ``experiences``.
 
     Builds the ``(prompts, n_samples_per_prompt, K)`` reward tensor in prompt order (from
     ``experience.info[key]`` for each of ``--rewardagg.reward_keys``, or
     ``experience.rewards`` for K = 1) and applies :func:`rewardagg.advantages` with
-    contiguous groups of ``n_samples_per_prompt``.
+    contiguous groups of ``n_samples_per_prompt`` and the order, centring and conflict
+    filter of the settings. With a ``tracker`` the batch gets its current multipliers,
+    then the tracker takes one step on the batch means (this process holds the whole
+    step's experiences, so no reduction across ranks is needed).
 
     Returns:
         ``(per_experience_advantages, info)``: a list of ``(B_j,)`` float tensors in each
@@ -132,8 +157,12 @@ def aggregate_experiences(
     ordered = torch.empty_like(raw)
     ordered[indices] = raw  # prompt order, as OpenRLHF's group_norm
     grouped = ordered.reshape(-1, n, raw.shape[1])  # (prompts, n_samples, K)
+    rows = grouped.reshape(-1, raw.shape[1])
+    constraints: dict[str, Any] = {}
+    if tracker is not None:
+        constraints = dict(multipliers=tracker.multipliers, reward_names=s.reward_names)
     adv, info = rewardagg.advantages(
-        grouped.reshape(-1, raw.shape[1]),
+        rows,
         method=s.method,
         group_size=n,
         weights=s.weights,
@@ -141,8 +170,12 @@ def aggregate_experiences(
         correction=1,
         batch_norm=not s.no_batch_norm,
         return_info=True,
+        **constraints,
+        **s.pipeline.kwargs(),
         **s.method_params,
     )
+    if tracker is not None:
+        tracker.update(rows)
     adv = adv.reshape(-1)[indices].to(torch.float32)
     return list(adv.split(exp_len)), info
 
@@ -175,8 +208,11 @@ def _compute_rewardagg(self, experiences: list) -> list:
         for exp, std in zip(experiences, stds.split(exp_len), strict=True):
             exp.info["group_reward_std"] = std
 
-    per_exp, info = aggregate_experiences(experiences, args, settings)
+    tracker = _run_tracker(self, settings)
+    per_exp, info = aggregate_experiences(experiences, args, settings, tracker)
     metrics = {} if info is None else info.to_metrics(settings.reward_keys, prefix="rewardagg/")
+    if tracker is not None:
+        metrics.update(tracker.metrics(prefix="rewardagg/"))
     if args.algo.advantage.gamma != 1.0:
         _em.logger.warning(f"gamma is set to 1.0 for {args.algo.advantage.estimator}")
         args.algo.advantage.gamma = 1.0
@@ -211,17 +247,114 @@ def _wrap(original):
     return compute_advantages_and_returns
 
 
+# -- the constraint tracker: one per run, on the experience maker; saved with checkpoints ---
+
+
+def _run_tracker(maker: Any, settings: SimpleNamespace) -> rewardagg.ConstraintTracker | None:
+    """The experience maker's tracker for these settings (created on first use, from a
+    restored checkpoint state when there is one), or None without constraints."""
+    if settings.constraints is None:
+        return None
+    key = (settings.constraints, tuple(settings.reward_names))
+    with _lock:
+        if getattr(maker, "_rewardagg_tracker_key", None) != key:
+            tracker = settings.constraints.tracker(
+                settings.reward_names, SPELLING.option("constraints")
+            )
+            restored = getattr(maker, "_rewardagg_restore", None)
+            if restored is not None:
+                tracker.load_state_dict(restored)
+                maker._rewardagg_restore = None
+            maker._rewardagg_tracker, maker._rewardagg_tracker_key = tracker, key
+        return maker._rewardagg_tracker
+
+
+def constraint_tracker(experience_maker: Any) -> rewardagg.ConstraintTracker | None:
+    """The run's :class:`rewardagg.ConstraintTracker`, kept on OpenRLHF's
+    ``RemoteExperienceMaker`` (``trainer.experience_maker``); ``None`` before the first
+    batch and without constraints."""
+    return getattr(experience_maker, "_rewardagg_tracker", None)
+
+
+def _wrap_save_logs(original):
+    def save_logs_and_checkpoints(self, global_step, logs_dict=None, client_states=None):
+        tracker = constraint_tracker(getattr(self, "experience_maker", None))
+        if tracker is not None:  # the same dict reaches save_best_checkpoint
+            client_states = {} if client_states is None else client_states
+            client_states[CHECKPOINT_KEY] = tracker.state_dict()
+        return original(self, global_step, logs_dict, client_states)
+
+    return save_logs_and_checkpoints
+
+
+def _wrap_init_states(original):
+    def init_checkpoint_states(self):
+        states = original(self)
+        saved = states.get(CHECKPOINT_KEY) if isinstance(states, dict) else None
+        maker = getattr(self, "experience_maker", None)
+        if saved is not None and maker is not None:
+            tracker = constraint_tracker(maker)
+            if tracker is not None:
+                tracker.load_state_dict(saved)
+            else:  # the tracker is made with the first batch's settings
+                maker._rewardagg_restore = saved
+        return states
+
+    return init_checkpoint_states
+
+
+_TRAINER_HOOKS = {
+    "save_logs_and_checkpoints": _wrap_save_logs,
+    "init_checkpoint_states": _wrap_init_states,
+}
+
+
+def install_checkpoint_hooks() -> None:
+    """Wrap ``BasePPOTrainer.save_logs_and_checkpoints`` (the tracker's state joins
+    OpenRLHF's ``client_states``) and ``init_checkpoint_states`` (restored from them).
+    Now if ``openrlhf.trainer.ppo_trainer`` is loaded, else right after it is."""
+    module = sys.modules.get(TRAINER_MODULE)
+    if module is None:
+        run_after_import(TRAINER_MODULE, install_checkpoint_hooks)
+        return
+    base = getattr(module, "BasePPOTrainer", None)
+    if base is None:  # the module is still importing: the setup hook's trigger patches it
+        return
+    with _lock:
+        for attr, wrap in _TRAINER_HOOKS.items():
+            current = base.__dict__.get(attr)
+            if current is None or getattr(current, "__rewardagg_wrapper__", False):
+                continue
+            wrapper = wrap(current)
+            wrapper.__wrapped__ = current
+            wrapper.__rewardagg_wrapper__ = True
+            wrapper.__doc__ = current.__doc__
+            setattr(base, attr, wrapper)
+
+
+def _uninstall_checkpoint_hooks() -> None:
+    module = sys.modules.get(TRAINER_MODULE)
+    base = getattr(module, "BasePPOTrainer", None)
+    if base is None:
+        return
+    for attr in _TRAINER_HOOKS:
+        current = base.__dict__.get(attr)
+        if getattr(current, "__rewardagg_wrapper__", False):
+            setattr(base, attr, current.__wrapped__)
+
+
 def install() -> None:
     """Wrap ``RemoteExperienceMaker.compute_advantages_and_returns`` for ``rvpo`` /
-    ``rewardagg``; other estimators run OpenRLHF's method unchanged. Idempotent;
-    :func:`uninstall` reverts it."""
+    ``rewardagg``; other estimators run OpenRLHF's method unchanged. Also installs the
+    checkpoint hooks of the constraint tracker (:func:`install_checkpoint_hooks`).
+    Idempotent; :func:`uninstall` reverts it."""
     with _lock:
         cls = _em.RemoteExperienceMaker
         current = cls.__dict__["compute_advantages_and_returns"]
-        if getattr(current, "__rewardagg_wrapper__", False):
-            return
-        _state["original"] = current
-        cls.compute_advantages_and_returns = _wrap(current)
+        if not getattr(current, "__rewardagg_wrapper__", False):
+            _state["original"] = current
+            cls.compute_advantages_and_returns = _wrap(current)
+    install_checkpoint_hooks()
 
 
 def uninstall() -> None:
@@ -232,6 +365,7 @@ def uninstall() -> None:
         if getattr(current, "__rewardagg_wrapper__", False):
             cls.compute_advantages_and_returns = current.__wrapped__
         _state["original"] = None
+        _uninstall_checkpoint_hooks()
 
 
 def is_installed() -> bool:

@@ -43,6 +43,19 @@ name            default      meaning
 ``eps``         1e-6         epsilon of stage 1 (and of stage 3 with ``rows``)
 =============== ============ ==========================================================
 
+The options every adapter shares (:func:`rewardagg.advantages`; DESIGN.md 2b, 2c):
+``order`` (``normalize_then_reduce`` / ``reduce_then_normalize``), ``center`` (``batch`` /
+``group``), GD²PO's ``conflict`` filter (``hard`` / ``snr``, with ``conflict_threshold`` and
+``reweight_groups``; ``method=gd2po`` / ``gd2po_snr`` have one), and Lagrangian
+``constraints.<key>=<target>`` (``<key>`` a ``gdpo_reward_keys`` name or a column index) with
+``constraint_lr``, ``constraint_lambda_max``, ``constraint_init``, ``constraint_kp``,
+``constraint_kd``. A conflict filter drops rows from verl's token-weighted whitening (their
+advantage is exactly 0). The run's :class:`rewardagg.ConstraintTracker` lives in the driver
+process (:func:`constraint_tracker`), whose ``compute_advantage`` sees the whole batch; its
+state is saved as ``rewardagg_constraints.json`` in verl's ``global_step_<N>`` checkpoint
+folders and restored on resume, and its multipliers and batch means join verl's step
+metrics with the diagnostics (``rewardagg/lambda/<key>``, ``rewardagg/constraint_mean/<key>``).
+
 Method parameters are read from rewardagg's method table when the settings are read, not
 from a list in this adapter, so a method registered with
 ``rewardagg.register_aggregator(name, fn, params={"tau": 0.3})`` is configured with
@@ -53,7 +66,8 @@ is an error, raised before Ray starts with the launcher. The parsing is the adap
 ``rewardagg.integrations._settings``.
 
 ``algorithm.norm_adv_by_std_in_grpo=False`` only centres each reward in its group (as
-verl's GDPO does with that flag).
+verl's GDPO does with that flag); multipliers and a conflict filter then act on the
+centred rewards (as GD²PO's code does with that flag).
 
 Conventions reproduced from verl (``compute_gdpo_outcome_advantage``): eps ``1e-6``,
 unbiased (Bessel) std, a group of one row has mean 0 and std 1, groups are verl's ``uid``
@@ -71,7 +85,8 @@ Why :func:`install` is needed. verl 0.9.1's ``ray_trainer.compute_advantage`` pa
 :func:`install` registers the two estimators with verl's own ``register_adv_est`` and wraps
 ``compute_advantage`` so that, for these estimators only, it also passes
 ``non_tensor_batch``, ``batch`` and ``norm_adv_by_std_in_grpo``; every other estimator goes
-to verl's function unchanged. It is idempotent, and :func:`uninstall` undoes it.
+to verl's function unchanged. It also wraps ``compute_data_metrics`` (our metrics join the
+step's) and ``RayPPOTrainer._save_checkpoint`` / ``_load_checkpoint`` (the tracker's state). It is idempotent, and :func:`uninstall` undoes it.
 
 Running inside verl's Ray driver. ``compute_advantage`` runs inside verl's ``TaskRunner``, a
 Ray actor, i.e. another process than the one you launch, so :func:`install` must run there:
@@ -109,14 +124,17 @@ from typing import Any
 from rewardagg.integrations._hooks import lazy_attribute, run_after_import
 
 __all__ = [
+    "CONSTRAINTS_FILE",
     "ESTIMATORS",
     "SETUP_HOOK",
     "RewardAggVerlSettings",
     "compute_rewardagg_advantage",
     "compute_rvpo_advantage",
+    "constraint_tracker",
     "install",
     "is_installed",
     "last_info",
+    "reset_constraint_trackers",
     "setup_hook",
     "uninstall",
 ]

@@ -5,7 +5,9 @@ See the package docstring.
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import sys
 import threading
 from collections.abc import Mapping
@@ -17,18 +19,28 @@ import torch
 from verl.trainer.ppo import core_algos
 
 import rewardagg
-from rewardagg.integrations._settings import RVPO_METHOD, Spelling, split_settings
+from rewardagg._src.conflict import TINY
+from rewardagg.integrations._settings import (
+    RVPO_METHOD,
+    SHARED_OPTIONS,
+    Spelling,
+    parse_options,
+    split_settings,
+)
 from rewardagg.integrations.verl import ESTIMATORS, SETUP_HOOK
 
 __all__ = [
+    "CONSTRAINTS_FILE",
     "ESTIMATORS",
     "SETUP_HOOK",
     "RewardAggVerlSettings",
     "compute_rewardagg_advantage",
     "compute_rvpo_advantage",
+    "constraint_tracker",
     "install",
     "is_installed",
     "last_info",
+    "reset_constraint_trackers",
     "uninstall",
 ]
 
@@ -36,9 +48,14 @@ logger = logging.getLogger(__name__)
 
 
 BATCH_NORMS = ("verl", "rows", "none")
-#: ``algorithm.rewardagg`` options of the adapter itself; every other name is ``method`` or
-#: a parameter of a registered method (read from the method table when the config is read).
-HOST_OPTIONS = ("batch_norm", "singleton", "baseline", "eps")
+#: ``algorithm.rewardagg`` options of the adapter itself and those every adapter shares
+#: (order, center, conflict filter, constraints); every other name is ``method`` or a
+#: parameter of a registered method (read from the method table when the config is read).
+HOST_OPTIONS = ("batch_norm", "singleton", "baseline", "eps", *SHARED_OPTIONS)
+#: The reward's name for constraints when ``gdpo_reward_keys`` is not set (K = 1).
+SCORE_NAME = "score"
+#: The file, in each ``global_step_<N>`` checkpoint folder, with the tracker's state.
+CONSTRAINTS_FILE = "rewardagg_constraints.json"
 SPELLING = Spelling(
     method="algorithm.rewardagg.method",
     param="algorithm.rewardagg.{name}",
@@ -58,7 +75,15 @@ _INSTALL_HINT = (
 )
 
 _lock = threading.RLock()
-_state: dict[str, Any] = {"installed": False, "originals": {}, "last_info": None}
+_state: dict[str, Any] = {
+    "installed": False,
+    "originals": {},
+    "last_info": None,
+    "trackers": {},  # one ConstraintTracker per run: (constraints, reward names) -> tracker
+    "last_tracker": None,
+    "pending_metrics": {},
+    "patched": {},  # (module or class, attribute) -> verl's original  # the last estimator call's, for verl's next compute_data_metrics
+}
 
 
 # --------------------------------------------------------------------------------------
@@ -118,6 +143,12 @@ class RewardAggVerlSettings:
             defaults fill in the rest).
         batch_norm: ``"verl"``, ``"rows"`` or ``"none"``.
         singleton, baseline, eps: stage-1 options.
+        pipeline: order, center and conflict filter
+            (:class:`~rewardagg.integrations._settings.PipelineOptions`).
+        constraints: ``None``, or the constraints and their tracker's settings
+            (:class:`~rewardagg.integrations._settings.ConstraintOptions`), their rewards
+            checked against ``reward_names``.
+        reward_names: the reward columns' names: ``reward_keys``, or ``["score"]``.
     """
 
     def __init__(self, config: Any, *, estimator: str) -> None:
@@ -158,6 +189,12 @@ class RewardAggVerlSettings:
         self.singleton = str(options.get("singleton", "identity"))
         self.baseline = str(options.get("baseline", "mean"))
         self.eps = None if options.get("eps") is None else _number(options["eps"], "eps")
+        self.pipeline, self.constraints = parse_options(
+            options, method=self.method, spelling=SPELLING
+        )
+        self.reward_names = list(self.reward_keys or [SCORE_NAME])
+        if self.constraints is not None:  # unknown rewards fail with the config
+            self.constraints.resolve(self.reward_names, SPELLING.option("constraints"))
 
     def __repr__(self) -> str:
         fields = ", ".join(f"{k}={v!r}" for k, v in vars(self).items())
@@ -254,49 +291,163 @@ def _centre(
     )
 
 
+# -- GD2PO's conflict filter (DESIGN.md 2c), for what the core does not hand back -------------
+
+
+def _conflict_mode(settings: RewardAggVerlSettings) -> tuple[str, float] | None:
+    """``(mode, tau)`` of the filter the batch runs (the method's when not set), or None."""
+    aggregator = rewardagg.get_aggregator(settings.method)
+    mode = settings.pipeline.conflict or aggregator.conflict
+    if mode is None:
+        return None
+    tau = settings.pipeline.conflict_threshold
+    return mode, aggregator.conflict_threshold if tau is None else tau
+
+
+def _conflict_drops(
+    adv: np.ndarray, weights: list[float] | None, mode: str, tau: float
+) -> np.ndarray:
+    """Rows whose per-reward terms ``w_k adv_ik`` disagree in sign ("hard"), and mostly
+    cancel ("snr": ``|sum| / (sum |.| + 1e-8) < tau``); NaN and zero weights take no part."""
+    w = np.ones(adv.shape[1]) if weights is None else np.asarray(weights, dtype=np.float64)
+    t = np.where(np.isnan(adv) | (w[None, :] <= 0), 0.0, adv * w[None, :])
+    drop = (t > TINY).any(axis=1) & (t < -TINY).any(axis=1)
+    if mode == "snr":
+        drop &= np.abs(t.sum(axis=1)) / (np.abs(t).sum(axis=1) + TINY) < tau
+    return np.asarray(drop, dtype=bool)
+
+
+def _kept_share(drop: np.ndarray, scored: np.ndarray, group_ids: Any) -> np.ndarray:
+    """Per row, its group's kept share rho: kept rows / rows with a score (1 if none)."""
+    _, group = np.unique(np.asarray(group_ids), return_inverse=True)
+    with_score = np.bincount(group, weights=scored.astype(np.float64))
+    kept = np.bincount(group, weights=(scored & ~drop).astype(np.float64))
+    rho = np.where(with_score > 0, kept / np.maximum(with_score, 1.0), 1.0)
+    return rho[group]
+
+
+def _core_drops(
+    r: np.ndarray, group_ids: Any, settings: RewardAggVerlSettings, eps: float, s, info
+) -> np.ndarray:
+    """The rows the core's filter dropped, for the token mask of verl's whitening.
+
+    ``AggregationInfo`` reports only their number, so the same test runs here on the same
+    stage-1 z-scores; a row the core kept (its score is not 0) is never taken as dropped,
+    and a count that still differs (a ratio within rounding of ``tau``) is logged.
+    """
+    mode, tau = _conflict_mode(settings)  # type: ignore[misc]
+    z = rewardagg.group_standardize(
+        r,
+        group_ids=group_ids,
+        eps=eps,
+        correction=1,
+        singleton=settings.singleton,
+        baseline=settings.baseline,
+    )
+    drop = _conflict_drops(np.asarray(z), settings.weights, mode, tau)
+    drop &= _has_reward(r, settings.weights) & (s == 0)
+    if int(drop.sum()) != info.conflict_dropped:
+        logger.warning(
+            "rewardagg: the conflict filter dropped %d rows, the token mask of the "
+            "whitening %d (a ratio within rounding of conflict_threshold); the others "
+            "enter its statistics with advantage 0",
+            info.conflict_dropped,
+            int(drop.sum()),
+        )
+    return drop
+
+
+# -- the row scores -----------------------------------------------------------------------
+
+
 def _row_scores(
-    r: np.ndarray, index: Any, settings: RewardAggVerlSettings, *, eps: float, scale_by_std: bool
-) -> tuple[np.ndarray, Any]:
-    """Stages 1-2 (and 3 for ``batch_norm="rows"``) in float64; 0 for rows without reward."""
+    r: np.ndarray,
+    index: Any,
+    settings: RewardAggVerlSettings,
+    *,
+    eps: float,
+    scale_by_std: bool,
+    multipliers: Mapping[str, float] | None = None,
+) -> tuple[np.ndarray, Any, np.ndarray]:
+    """Stages 1-2 (and 3 for ``batch_norm="rows"``) in float64; 0 for rows without reward.
+
+    Returns ``(scores, info, dropped)``: ``info`` is ``None`` for the centring-only path,
+    ``dropped`` the rows the conflict filter dropped (all False without one).
+    """
     group_ids = np.arange(r.shape[0]) if index is None else index
+    if settings.kind == "sum_first" or scale_by_std:
+        s, info = _core_scores(r, group_ids, settings, eps, scale_by_std, multipliers)
+        if _conflict_mode(settings) is None:
+            return s, info, np.zeros(r.shape[0], bool)
+        return s, info, _core_drops(r, group_ids, settings, eps, s, info)
+    return _centred_scores(r, group_ids, settings, eps, multipliers)
+
+
+def _core_scores(r, group_ids, settings, eps, scale_by_std, multipliers):
     params = dict(settings.method_params)
-    sums_first = settings.kind == "sum_first"
-    if sums_first and not scale_by_std:
+    if settings.kind == "sum_first" and not scale_by_std:
         # verl's norm_adv_by_std_in_grpo=False is the sum-first method's centring-only scale
         params.setdefault("scale", "none")
-    if sums_first or scale_by_std:
-        s, info = rewardagg.advantages(
-            r,
-            method=settings.method,
-            group_ids=group_ids,
-            weights=settings.weights,
-            eps=eps,
-            correction=1,
-            batch_norm=settings.batch_norm == "rows",
-            singleton=settings.singleton,
-            baseline=settings.baseline,
-            return_info=True,
-            **params,
-        )
-        return np.asarray(s, dtype=np.float64), info
-    # norm_adv_by_std_in_grpo=False: centre in the group, no scaling, in the method's order.
+    s, info = rewardagg.advantages(
+        r,
+        method=settings.method,
+        group_ids=group_ids,
+        weights=settings.weights,
+        eps=eps,
+        correction=1,
+        batch_norm=settings.batch_norm == "rows",
+        singleton=settings.singleton,
+        baseline=settings.baseline,
+        multipliers=multipliers or None,
+        reward_names=settings.reward_names if multipliers else None,
+        return_info=True,
+        **settings.pipeline.kwargs(),
+        **params,
+    )
+    return np.asarray(s, dtype=np.float64), info
+
+
+def _centred_scores(r, group_ids, settings, eps, multipliers):
+    """``norm_adv_by_std_in_grpo=False``: stage 1 only centres each reward in its group (as
+    verl's GDPO and GD2PO do with that flag); stage 2, the multipliers, the conflict filter
+    (on the centred rewards, as GD2PO) and stage 3 follow as configured."""
     aggregator = rewardagg.get_aggregator(settings.method)
-    if getattr(aggregator, "conflict", None) is not None:  # runs inside rewardagg's pipeline
-        raise ValueError(
-            f"algorithm.rewardagg.method={settings.method!r} (a conflict filter) does not "
-            "support algorithm.norm_adv_by_std_in_grpo=False"
-        )
-    params = aggregator.bind(params)  # the method's defaults filled in
-    if aggregator.order == "normalize_then_reduce":  # centre each reward, then reduce
-        z = _centre(r, group_ids, settings, eps)
-        s = np.asarray(aggregator.reduce(z, weights=settings.weights, **params))
+    params = aggregator.bind(settings.method_params)  # the method's defaults filled in
+    centred = _centre(r, group_ids, settings, eps)
+    if aggregator.check_order(settings.pipeline.order) == "normalize_then_reduce":
+        s = np.asarray(aggregator.reduce(centred, weights=settings.weights, **params))
     else:  # reduce the raw rewards, then centre the score
         s = np.asarray(aggregator.reduce(r, weights=settings.weights, **params))
         s = _centre(s.astype(np.float64)[:, None], group_ids, settings, eps)[:, 0]
     s = s.astype(np.float64)
+    for name, lam in (multipliers or {}).items():  # lambda_c times the centred reward c
+        col = np.nan_to_num(centred[:, settings.reward_names.index(name)])
+        s = s + lam * col
+    drop = np.zeros(r.shape[0], bool)
+    conflict = _conflict_mode(settings)
+    if conflict is not None:
+        scored = ~np.isnan(s)
+        drop = _conflict_drops(centred, settings.weights, *conflict) & scored
+        rho = _kept_share(drop, scored, group_ids) if settings.pipeline.reweight_groups else 1.0
+        s = np.where(drop, np.nan, s * rho)
+    if settings.pipeline.center == "group":  # each group's mean over its scored rows
+        s = np.asarray(
+            rewardagg.group_standardize(s[:, None], group_ids=group_ids, correction=0, scale=False)
+        )[:, 0]
     if settings.batch_norm == "rows":
-        s = np.asarray(rewardagg.batch_standardize(s, eps=eps, correction=1), dtype=np.float64)
-    return np.where(np.isnan(s), 0.0, s), None
+        s = _rows_stage3(s, eps, centre=settings.pipeline.center == "batch")
+    return np.where(np.isnan(s), 0.0, s), None, drop
+
+
+def _rows_stage3(s: np.ndarray, eps: float, *, centre: bool) -> np.ndarray:
+    """Stage 3 over the rows with a score; ``centre=False`` (group-centred scores) only
+    divides by their standard deviation (0 for all when fewer than two or all equal)."""
+    if centre:
+        return np.asarray(rewardagg.batch_standardize(s, eps=eps, correction=1), np.float64)
+    scored = s[~np.isnan(s)]
+    if scored.size < 2 or np.all(scored == scored[0]):
+        return np.where(np.isnan(s), np.nan, 0.0)
+    return s / (np.std(scored, ddof=1) + eps)
 
 
 def _whiten_verl(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -306,6 +457,50 @@ def _whiten_verl(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     if float(mask.sum()) < 2:  # verl raises here; there is nothing to whiten
         return torch.zeros_like(values)
     return masked_whiten(values, mask)
+
+
+# -- constraint trackers: one per run in the driver process ---------------------------------
+
+
+def _tracker(settings: RewardAggVerlSettings) -> rewardagg.ConstraintTracker | None:
+    """The run's tracker for these settings (created on first use), or None."""
+    if settings.constraints is None:
+        return None
+    key = (settings.constraints, tuple(settings.reward_names))
+    with _lock:
+        tracker = _state["trackers"].get(key)
+        if tracker is None:
+            tracker = settings.constraints.tracker(
+                settings.reward_names, SPELLING.option("constraints")
+            )
+            _state["trackers"][key] = tracker
+        _state["last_tracker"] = tracker
+    return tracker
+
+
+def constraint_tracker(config: Any = None) -> rewardagg.ConstraintTracker | None:
+    """The :class:`rewardagg.ConstraintTracker` of a run in this process.
+
+    Args:
+        config: verl's ``algorithm`` config (``+algorithm.rewardagg.constraints...``); the
+            tracker for its constraints, created if needed. ``None``: the tracker the last
+            estimator call used.
+
+    Returns:
+        ``None`` without constraints (or, without ``config``, before any call).
+    """
+    if config is None:
+        return _state["last_tracker"]
+    estimator = _name(_cfg_get(config, "adv_estimator", "rewardagg"))
+    estimator = estimator if estimator in ESTIMATORS else "rewardagg"
+    return _tracker(RewardAggVerlSettings(config, estimator=estimator))
+
+
+def reset_constraint_trackers() -> None:
+    """Forget every tracker of this process (a new run starts from ``constraint_init``)."""
+    with _lock:
+        _state["trackers"].clear()
+        _state["last_tracker"] = None
 
 
 def _estimate(
@@ -324,16 +519,37 @@ def _estimate(
     eps = settings.eps if settings.eps is not None else float(epsilon)
     with torch.no_grad():
         r = _rewards_matrix(settings, token_level_rewards, non_tensor_batch)
-        s, info = _row_scores(r, index, settings, eps=eps, scale_by_std=norm_adv_by_std_in_grpo)
+        tracker = _tracker(settings)
+        s, info, dropped = _row_scores(
+            r,
+            index,
+            settings,
+            eps=eps,
+            scale_by_std=norm_adv_by_std_in_grpo,
+            multipliers=None if tracker is None else tracker.multipliers,
+        )
+        if tracker is not None:  # the driver holds the whole batch: no reduction needed
+            tracker.update(r)
         _state["last_info"] = info
+        _state["pending_metrics"] = _metrics(settings, info, tracker, dropped)
         mask = response_mask.to(token_level_rewards.dtype)
-        has = torch.as_tensor(_has_reward(r, settings.weights), device=mask.device)
-        mask = mask * has.to(mask.dtype)[:, None]
+        keep = _has_reward(r, settings.weights) & ~dropped
+        mask = mask * torch.as_tensor(keep, device=mask.device).to(mask.dtype)[:, None]
         scores = torch.as_tensor(s, device=mask.device).to(token_level_rewards.dtype)
         adv = scores[:, None] * mask
         if settings.batch_norm == "verl" and settings.kind != "sum_first":
             adv = _whiten_verl(adv, mask) * mask
     return adv, adv
+
+
+def _metrics(settings, info, tracker, dropped) -> dict[str, float]:
+    """What the wrapped ``compute_data_metrics`` adds to verl's step metrics."""
+    out = {} if info is None else info.to_metrics(settings.reward_names, prefix="rewardagg/")
+    if info is None and _conflict_mode(settings) is not None:
+        out["rewardagg/conflict_dropped"] = float(dropped.sum())
+    if tracker is not None:
+        out.update(tracker.metrics(prefix="rewardagg/"))
+    return out
 
 
 def compute_rewardagg_advantage(
@@ -519,12 +735,98 @@ def _patch(module: Any) -> None:
     module.compute_advantage = _wrap_compute_advantage(current)
 
 
+# -- verl's step metrics and checkpoints -----------------------------------------------------
+
+
+def _wrap_data_metrics(original):
+    def compute_data_metrics(*args, **kwargs):
+        metrics = original(*args, **kwargs)
+        with _lock:
+            pending, _state["pending_metrics"] = _state["pending_metrics"], {}
+        metrics.update(pending)
+        return metrics
+
+    return compute_data_metrics
+
+
+def _run_tracker(trainer: Any) -> rewardagg.ConstraintTracker | None:
+    """The tracker of a ``RayPPOTrainer``'s run (None: not our estimator, no constraints)."""
+    algorithm = trainer.config.algorithm
+    estimator = _name(_cfg_get(algorithm, "adv_estimator"))
+    if estimator not in ESTIMATORS:
+        return None
+    return _tracker(RewardAggVerlSettings(algorithm, estimator=estimator))
+
+
+def _step_folder(trainer: Any, *, resuming: bool) -> str | None:
+    """``global_step_<N>`` of the trainer's checkpoint, as verl's own save / load find it
+    (``None`` when a load did not resume)."""
+    cfg = trainer.config.trainer
+    mode = _cfg_get(cfg, "resume_mode", "auto")
+    if resuming and (mode == "disable" or not trainer.global_steps):
+        return None
+    folder = os.path.join(cfg.default_local_dir, f"global_step_{trainer.global_steps}")
+    if resuming and mode == "resume_path":
+        folder = str(cfg.resume_from_path)
+    return folder if os.path.isabs(folder) else os.path.join(os.getcwd(), folder)
+
+
+def _wrap_save_checkpoint(original):
+    def _save_checkpoint(self):
+        tracker = _run_tracker(self)
+        if tracker is not None:  # before verl marks the step as the latest checkpoint
+            folder = _step_folder(self, resuming=False)
+            os.makedirs(folder, exist_ok=True)
+            with open(os.path.join(folder, CONSTRAINTS_FILE), "w") as f:
+                json.dump(tracker.state_dict(), f)
+        return original(self)
+
+    return _save_checkpoint
+
+
+def _wrap_load_checkpoint(original):
+    def _load_checkpoint(self):
+        out = original(self)
+        tracker = _run_tracker(self)
+        folder = None if tracker is None else _step_folder(self, resuming=True)
+        if tracker is None or folder is None:
+            return out
+        path = os.path.join(folder, CONSTRAINTS_FILE)
+        if not os.path.exists(path):
+            logger.warning(
+                "rewardagg: %s has no %s; the constraint multipliers start from constraint_init",
+                folder,
+                CONSTRAINTS_FILE,
+            )
+            return out
+        with open(path) as f:
+            tracker.load_state_dict(json.load(f))
+        return out
+
+    return _load_checkpoint
+
+
+def _patch_attr(owner: Any, attr: str, wrap: Any) -> None:
+    current = owner.__dict__.get(attr) if isinstance(owner, type) else getattr(owner, attr, None)
+    if current is None or getattr(current, "__rewardagg_wrapper__", False):
+        return
+    wrapper = wrap(current)
+    wrapper.__wrapped__ = current
+    wrapper.__rewardagg_wrapper__ = True
+    wrapper.__doc__ = current.__doc__
+    setattr(owner, attr, wrapper)
+    _state["patched"][(owner, attr)] = current
+
+
 def install() -> None:
     """Register ``"rvpo"`` and ``"rewardagg"`` with verl and wrap ``compute_advantage``.
 
     Wraps ``verl.trainer.ppo.ray_trainer.compute_advantage`` (what the legacy trainer
     calls), and ``verl.trainer.ppo.v1.utils.compute_advantage`` when that module is already
     imported (its estimators still get no components there, see the module docstring).
+    Also wraps ``ray_trainer.compute_data_metrics`` (the estimator's diagnostics and
+    multipliers join verl's step metrics) and ``RayPPOTrainer._save_checkpoint`` /
+    ``_load_checkpoint`` (the constraint tracker's state goes with verl's checkpoint).
     Idempotent and thread-safe; :func:`uninstall` reverts it.
     """
     with _lock:
@@ -535,11 +837,15 @@ def install() -> None:
         v1_utils = sys.modules.get("verl.trainer.ppo.v1.utils")
         if v1_utils is not None:
             _patch(v1_utils)
+        _patch_attr(ray_trainer, "compute_data_metrics", _wrap_data_metrics)
+        trainer = ray_trainer.RayPPOTrainer
+        _patch_attr(trainer, "_save_checkpoint", _wrap_save_checkpoint)
+        _patch_attr(trainer, "_load_checkpoint", _wrap_load_checkpoint)
         _state["installed"] = True
 
 
 def uninstall() -> None:
-    """Undo :func:`install`: restore verl's ``compute_advantage`` and unregister ours."""
+    """Undo :func:`install`: restore verl's functions and unregister ours."""
     with _lock:
         for modname, original in list(_state["originals"].items()):
             module = sys.modules.get(modname)
@@ -547,6 +853,10 @@ def uninstall() -> None:
             if module is not None and getattr(current, "__wrapped__", None) is original:
                 setattr(module, "compute_advantage", original)  # noqa: B010
             del _state["originals"][modname]
+        for (owner, attr), original in list(_state["patched"].items()):
+            if getattr(getattr(owner, attr, None), "__wrapped__", None) is original:
+                setattr(owner, attr, original)
+            del _state["patched"][(owner, attr)]
         registry = core_algos.ADV_ESTIMATOR_REGISTRY
         for name, fn in _FUNCTIONS.items():
             if registry.get(name) is fn:
