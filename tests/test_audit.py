@@ -295,3 +295,74 @@ def test_parquet_round_trip_or_clear_error(tmp_path):
     a, b = _audit(load_rollouts(FIXTURE)), _audit(load_rollouts(path))
     for ma, mb in zip(a.methods, b.methods, strict=True):
         np.testing.assert_array_equal(ma.advantages, mb.advantages)
+
+
+# ----------------------------------------------------------------------------- memory-lean
+def _random_rollouts(n=300, k=3, seed=5):
+    rng = np.random.default_rng(seed)
+    r = rng.normal(size=(n, k)).round(1)
+    r[rng.random((n, k)) < 0.1] = np.nan
+    r[:, 0] = np.where(np.isnan(r[:, 0]), np.nan, rng.integers(0, 2, n))
+    labels = rng.integers(0, n // 6, n)
+    return r, labels
+
+
+@pytest.mark.parametrize("weights", [None, [1.0, 0.0, 2.0]])
+def test_every_method_counts_masked_failures_as_the_library_does(weights):
+    r, labels = _random_rollouts()
+    specs = [
+        s for s in default_audit_methods() if not rewardagg.get_aggregator(s.method).nonnegative
+    ]
+    rep = run_audit(r, labels, weights=weights, methods=specs)
+    for m, spec in zip(rep.methods, specs, strict=True):
+        _, info = rewardagg.advantages(
+            r, method=spec.method, group_ids=labels, weights=weights, return_info=True,
+            **spec.params,
+        )  # fmt: skip
+        assert m.masked_failures == info.masked_failures, spec.label
+        assert m.masked_failures_per_reward.tolist() == info.masked_failures_per_reward.tolist()
+        assert m.distinct_per_group_mean == pytest.approx(
+            np.mean(info.distinct_advantages_per_group)
+        )
+    np.testing.assert_allclose(rep.bottleneck_share, info.bottleneck_share, atol=1e-12)
+    np.testing.assert_allclose(rep.zero_spread_fraction, info.zero_spread_fraction, atol=1e-12)
+
+
+def test_method_independent_diagnostics_in_chunks_of_groups(monkeypatch):
+    import rewardagg.audit.compute as compute
+
+    r, labels = _random_rollouts(n=500)
+    methods = default_audit_methods(["gdpo", "gd2po"])
+    whole = run_audit(r, labels, methods=methods)
+    monkeypatch.setattr(compute, "DIAGNOSTIC_CHUNK_ROWS", 7)  # many chunks of whole groups
+    chunked = run_audit(r, labels, methods=methods)
+    np.testing.assert_allclose(chunked.bottleneck_share, whole.bottleneck_share, atol=1e-12)
+    np.testing.assert_allclose(chunked.zero_spread_fraction, whole.zero_spread_fraction, atol=1e-12)
+
+
+def test_keep_advantages_false_gives_the_same_report():
+    r, labels = _random_rollouts()
+    methods = default_audit_methods(["gdpo", "softmin", "min"])
+    kept = run_audit(r, labels, methods=methods)
+    lean = run_audit(r, labels, methods=methods, keep_advantages=False)
+    assert all(m.advantages is None for m in lean.methods)
+    assert format_report(kept) == format_report(lean)
+    np.testing.assert_array_equal(kept.spearman, lean.spearman)
+
+
+def test_spearman_takes_columns_or_a_list_of_arrays():
+    rng = np.random.default_rng(2)
+    cols = rng.integers(0, 4, size=(50, 3)).astype(float)
+    np.testing.assert_array_equal(spearman(cols), spearman([cols[:, j] for j in range(3)]))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"z_level": float("nan")}, "z_level must be a finite number"),
+        ({"thresholds": {"r0": float("nan")}}, "thresholds must be finite numbers"),
+    ],
+)
+def test_run_audit_refuses_non_finite_levels(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        run_audit(np.ones((4, 1)), [0, 0, 1, 1], methods=[], **kwargs)

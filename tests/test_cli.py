@@ -1,8 +1,7 @@
 """The ``rewardagg`` command line, run as a user runs it: ``python -m rewardagg ...``.
 
 Runtime: about 12 s (each subprocess pays the interpreter start; ``demo --quick`` trains
-4 scenarios x the default methods (7 built-in settings, plus the table's newer methods)
-x 3 seeds x 60 steps in about 1-2 s).
+2 rubric scenarios x every setting (18) x 3 seeds x 40 steps in about half a second).
 """
 
 from __future__ import annotations
@@ -20,6 +19,7 @@ import pytest
 import rewardagg
 from rewardagg.cli import COMMANDS, Command, build_parser, main
 from rewardagg.demo import default_methods
+from rewardagg.demo.scenarios import QUICK_SCENARIOS
 
 FIXTURE = pathlib.Path(__file__).parent / "fixtures" / "audit_rollouts.csv"
 PACKAGE_PARENT = str(pathlib.Path(rewardagg.__path__[0]).resolve().parent)
@@ -63,8 +63,8 @@ def test_version():
 def test_in_process_main_returns_exit_codes(capsys):
     assert main(["--help"]) == 0
     assert main([]) == 2
-    assert main(["demo", "--rewards", "18"]) == 2
-    assert "each K must be in [2, 17]" in capsys.readouterr().err
+    assert main(["demo", "--scenario", "k18"]) == 2
+    assert "unknown scenario ['k18']" in capsys.readouterr().err
 
 
 def test_new_commands_plug_in_lazily():
@@ -80,44 +80,62 @@ def test_new_commands_plug_in_lazily():
 
 
 # ----------------------------------------------------------------------------- demo
-def test_demo_quick_writes_its_files(tmp_path):
-    out = tmp_path / "results"
+def test_the_parser_names_the_demo_variants():
+    from rewardagg.cli.parser import DEMO_VARIANTS
+    from rewardagg.demo import VARIANTS
+
+    assert tuple(v.name for v in VARIANTS) == DEMO_VARIANTS
+
+
+def test_demo_quick_writes_its_files_in_its_own_folder(tmp_path):
     t0 = time.perf_counter()
-    res = run_cli("demo", "--quick", "--quiet", "--out", out)
+    res = run_cli("demo", "--quick", "--quiet", cwd=tmp_path)
     elapsed = time.perf_counter() - t0
     assert res.returncode == 0, res.stderr
-    assert elapsed < 20, f"demo --quick took {elapsed:.1f} s"
+    assert elapsed < 20, f"demo --quick took {elapsed:.1f} s"  # about 2 s unloaded
     assert res.stderr == ""  # --quiet: no progress bar
-    for label in ("grpo", "gdpo", "softmin k=0.5", "softmin k=1", "softmin k=2", "min"):
-        assert label in res.stdout
-    assert "K=4, start 5%" in res.stdout and "K=17, start 50%" in res.stdout
+    out = tmp_path / "demo-results-quick"
     assert {p.name for p in out.iterdir()} == {"demo.png", "demo.json", "demo.csv"}
-    data = json.loads((out / "demo.json").read_text())
-    assert data["config"]["seeds"] == 3 and data["config"]["steps"] == 60
-    assert len(data["scenarios"]) == 4
+    for name in QUICK_SCENARIOS:
+        assert f"== {name}:" in res.stdout
+    verdicts = res.stdout.split("verdicts (")[1].splitlines()[1:]
+    assert [v.split(":")[0] for v in verdicts[: len(QUICK_SCENARIOS)]] == list(QUICK_SCENARIOS)
+    for label in ("grpo", "gdpo", "softmin k=1", "gdpo_point_weights", "gdpo+lagrange"):
+        assert f"\n{label} " in res.stdout
+    assert "summary: rubric_score" in res.stdout
     with open(out / "demo.csv", newline="") as f:
         rows = list(csv.DictReader(f))
-    assert len(rows) == 4 * len(default_methods())
+    assert list(rows[0]) == ["scenario", "method", "metric", "mean", "ci_low", "ci_high", "n_seeds"]
+    assert {r["method"] for r in rows} == {m.label for m in default_methods()}
+    data = json.loads((out / "demo.json").read_text())
+    assert data["config"]["seeds"] == 3 and data["config"]["steps"] == 40
     assert (out / "demo.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # Run again: the files are there, so it stops before training, exit 2.
+    again = run_cli("demo", "--quick", "--quiet", cwd=tmp_path)
+    assert again.returncode == 2 and "already exist" in again.stderr
+    assert "--overwrite" in again.stderr and again.stdout == ""
 
 
-def test_demo_scenario_options_and_progress_bar(tmp_path):
+def test_demo_neglect_scenario_methods_and_progress_bar(tmp_path):
     res = run_cli(
-        "demo", "--seeds", "2", "--steps", "5", "--rewards", "3", "--difficulty", "0.3",
-        "--kappa", "4", "--methods", "gdpo,softmin,mean", "--out", tmp_path,
+        "demo", "--scenario", "neglect-k17-control", "--seeds", "2", "--steps", "5",
+        "--kappa", "4", "--methods", "gdpo,softmin,mean,gdpo_lagrange,gdpo_point_weights",
+        "--workers", "1", "--out", tmp_path,
     )  # fmt: skip
     assert res.returncode == 0, res.stderr
     assert "training" in res.stderr  # tqdm writes to stderr
     rows = list(csv.DictReader(open(tmp_path / "demo.csv", newline="")))
-    assert [r["method"] for r in rows] == ["gdpo", "mean", "softmin k=4"]
-    assert "verbose_2" in res.stdout
+    assert list(dict.fromkeys(r["method"] for r in rows)) == [
+        "gdpo", "mean", "softmin k=4", "gdpo+lagrange"
+    ]  # fmt: skip
+    assert "skipped gdpo_point_weights: the rewards have no point values" in res.stdout
+    assert "per prompt" in res.stdout and "format_p4" in {r["metric"] for r in rows}
 
 
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--rewards", "1"], "each K must be in [2, 17]"),
-        (["--difficulty", "1.5"], "each value must be in (0, 1)"),
+        (["--scenario", "k9"], "--scenario: unknown scenario ['k9']"),
         (["--methods", "gdpo,nope"], "unknown ['nope']"),
         (["--seeds", "0"], "positive integer"),
         (["--kappa", "a,b"], "expected numbers"),
@@ -136,14 +154,13 @@ def test_demo_bad_options_exit_two(tmp_path, args, message):
 def _demo_labels(tmp_path, *args):
     """The method labels of a tiny in-process demo run with ``args``."""
     out = tmp_path / "-".join(args).replace("=", "_").replace(",", "_")
-    small = ["--seeds", "1", "--steps", "2", "--rewards", "3", "--difficulty", "0.3"]
-    assert main(["demo", "--quiet", "--out", str(out), *small, *args]) == 0
-    return [r["method"] for r in csv.DictReader(open(out / "demo.csv", newline=""))]
+    small = ["--seeds", "1", "--steps", "2", "--scenario", "k5-common-clean", "--no-plot"]
+    assert main(["demo", "--quiet", "--workers", "1", "--out", str(out), *small, *args]) == 0
+    rows = csv.DictReader(open(out / "demo.csv", newline=""))
+    return list(dict.fromkeys(r["method"] for r in rows))
 
 
 def test_param_flag_and_its_aliases_agree(tmp_path, capsys):
-    pytest.importorskip("matplotlib")
-    pytest.importorskip("tqdm")
     wanted = ["--methods", "mean_variance,softmin"]
     by_param = _demo_labels(tmp_path, *wanted, "--param", "kappa=4,0.5", "--param", "lam=1")
     by_alias = _demo_labels(tmp_path, *wanted, "--kappa", "4,0.5", "--lam", "1")
@@ -155,9 +172,6 @@ def test_param_flag_and_its_aliases_agree(tmp_path, capsys):
 
 
 def test_a_method_registered_at_run_time_is_in_the_demo_and_the_audit(tmp_path, capsys):
-    pytest.importorskip("matplotlib")
-    pytest.importorskip("tqdm")
-
     def tail(z, *, weights=None, sharpness=1.0):
         """A SoftMin at 3 x sharpness (a registered method for this test)."""
         return rewardagg.softmin(z, kappa=3 * sharpness, weights=weights)
@@ -168,7 +182,10 @@ def test_a_method_registered_at_run_time_is_in_the_demo_and_the_audit(tmp_path, 
     )
     try:
         labels = _demo_labels(tmp_path)
-        assert labels[-2:] == [f"{name} sharpness=0.5", f"{name} sharpness=2"]
+        n_variants = 4
+        assert labels[-n_variants - 2 : -n_variants] == [
+            f"{name} sharpness=0.5", f"{name} sharpness=2"
+        ]  # fmt: skip
         assert _demo_labels(tmp_path, "--methods", name, "--param", "sharpness=3") == [
             f"{name} sharpness=3"
         ]
@@ -185,15 +202,22 @@ def test_a_method_registered_at_run_time_is_in_the_demo_and_the_audit(tmp_path, 
     assert main(["audit", str(FIXTURE), "--methods", name]) == 2  # gone again
 
 
-def test_demo_without_the_plot_extra_says_what_to_install(tmp_path):
+def test_demo_without_the_plot_extra(tmp_path):
     # A fake matplotlib that fails to import, first on the path.
     fake = tmp_path / "fake"
     (fake / "matplotlib").mkdir(parents=True)
     (fake / "matplotlib" / "__init__.py").write_text("raise ImportError('no matplotlib here')\n")
     res = run_cli("demo", "--quick", "--out", tmp_path / "out", extra_path=str(fake))
     assert res.returncode == 2
-    assert 'pip install "rewardagg[plot]"' in res.stderr
+    assert 'pip install "rewardagg[plot]"' in res.stderr and "--no-plot" in res.stderr
     assert not (tmp_path / "out").exists()
+    # --no-plot: the table and the CSV/JSON need numpy only.
+    res = run_cli(
+        "demo", "--quick", "--no-plot", "--quiet", "--out", tmp_path / "out",
+        extra_path=str(fake),
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    assert {p.name for p in (tmp_path / "out").iterdir()} == {"demo.json", "demo.csv"}
 
 
 # ----------------------------------------------------------------------------- audit

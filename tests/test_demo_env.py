@@ -1,13 +1,24 @@
-"""The demo's environment, training loop and report (rewardagg.demo).
+"""The demo (rewardagg.demo): the rubric testbed, the neglect toy, the methods compared,
+the seed-stacked advantages, the runner and the report.
 
-Runtime: about 2 s (the training tests run a few steps with 2-3 seeds). The method
+Runtime: about 3 s (every training run is a few updates on a few prompts). The method
 settings (rewardagg.method_settings, shared with the audit) are tested here too.
+
+Provenance of the expected values: the HealthBench fixture and the window layouts are
+worked out by hand in the comments; ``tests/fixtures/demo_small.json`` is the output of
+``_small_run()`` below when it was committed (regenerate with
+``REWARDAGG_REGENERATE=1 python -m pytest tests/test_demo_env.py -k small_run``), and
+``rewardagg/demo/data/default_run.csv`` is ``demo.csv`` of ``rewardagg demo`` with its
+defaults (``REWARDAGG_FULL_DEMO=1`` reruns it, about a minute).
 """
 
 from __future__ import annotations
 
 import itertools
 import json
+import os
+import pathlib
+import re
 
 import numpy as np
 import pytest
@@ -17,179 +28,248 @@ from rewardagg.demo import (
     ConstraintEnv,
     DemoConfig,
     MethodSpec,
-    Scenario,
+    RubricScenario,
     default_methods,
-    default_scenarios,
+    format_legend,
+    format_summary,
     format_table,
+    format_verdicts,
+    healthbench_score,
     probe_advantages,
-    run_scenario,
-    summary_rows,
+    reference_rows,
+    response_scores,
+    run_demo,
+    select_scenarios,
+    tidy_rows,
     write_outputs,
 )
+from rewardagg.demo.engine import per_seed_advantages, stackable
 from rewardagg.demo.environment import END, WORD, end_probability
-from rewardagg.demo.experiment import (
-    DEFAULT_EXCLUDED,
-    _neglect_rate,
-    mean_ci,
-    t_quantile_975,
+from rewardagg.demo.judge import judge_verdicts, reward_columns
+from rewardagg.demo.neglect_train import train_neglect
+from rewardagg.demo.report import check_output_dir
+from rewardagg.demo.rubric import (
+    CRITICAL,
+    make_criteria,
+    make_prompts,
+    met_logits,
+    met_probability,
+    normal_cdf,
+    role_counts,
 )
+from rewardagg.demo.rubric_train import draw_world, evaluate, neglect_counts, train_rubric
+from rewardagg.demo.scenarios import neglect_scenarios
+from rewardagg.demo.settings import VARIANTS, advantage_options, make_tracker
+from rewardagg.demo.stats import mean_ci, t_quantile_975
+from rewardagg.demo.tidy import read_rows, verdict, verdict_lines, write_rows
 from rewardagg.method_settings import expand_sweep, method_settings
 
 E, W = END, WORD
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+SMALL_FIXTURE = pathlib.Path(__file__).parent / "fixtures" / "demo_small.json"
 
-#: The methods of README's demo tables (the built-ins but mean), in table order.
-README_METHODS = ["grpo", "gdpo", "softmin", "mean_variance", "min"]
+#: A rubric scenario small enough to train in a blink.
+TINY = RubricScenario(
+    "tiny", n_criteria=7, n_train=6, n_heldout=5, prompts_per_step=2, group_size=4,
+    steps=6, eval_every=2,
+)  # fmt: skip
 
 
-# ----------------------------------------------------------------------------- rewards
-def test_format_reward_needs_the_last_c_tokens_to_be_end():
-    env = ConstraintEnv(length=6, constraint_length=2)
-    tokens = np.array(
-        [
-            [W, W, W, W, E, E],  # met
-            [E, E, E, E, E, E],  # met (ends are allowed anywhere)
-            [W, W, W, W, W, E],  # only the last one
-            [W, W, W, W, E, W],  # wrong order
-            [E, E, E, E, W, W],
-        ]
+# ----------------------------------------------------------------------------- HealthBench
+def test_healthbench_score_on_a_hand_made_fixture():
+    points = np.array([10.0, 5.0, 3.0, -5.0])
+    present = np.array(
+        [[True, True, True, True], [True, True, True, True], [True, True, False, True]]
     )
-    np.testing.assert_array_equal(env.format_reward(tokens), [1.0, 1.0, 0.0, 0.0, 0.0])
-    env3 = ConstraintEnv(length=6, constraint_length=3)
-    np.testing.assert_array_equal(env3.format_reward(tokens), [0.0, 1.0, 0.0, 0.0, 0.0])
+    met = np.array([[1, 1, 0, 0], [0, 0, 1, 1], [1, 0, 1, 1]])
+    # 15/18; (3 - 5)/18; the third prompt lacks criterion 2 (its "met" is ignored):
+    # (10 - 5)/15.
+    expected = [15 / 18, -2 / 18, 5 / 15]
+    np.testing.assert_allclose(response_scores(met, points, present), expected)
+    assert healthbench_score(met, points, present, axis=0) == pytest.approx(np.mean(expected))
+    # The clip applies to the mean (simple-evals), not to each response: -1/9 counts.
+    two = healthbench_score(met[:2], points, present[:2], axis=0)
+    assert two == pytest.approx((15 / 18 - 2 / 18) / 2)
+    assert healthbench_score(met[1:2], points, present[1:2], axis=0) == 0.0  # clipped
+    # Probabilities give the expected score (the score is linear in the verdicts).
+    p = np.array([[0.5, 0.2, 1.0, 0.4]])
+    assert response_scores(p, points, present[:1])[0] == pytest.approx((5 + 1 + 3 - 2) / 18)
+    # No positive criterion: no score.
+    assert np.isnan(response_scores(np.ones((1, 1)), np.array([-3.0]), np.ones((1, 1), bool)))[0]
 
 
-def test_windows_default_and_wrap_around():
-    env = ConstraintEnv(n_rewards=4, length=6, window=3)
-    expected = np.array(
-        [
-            [1, 1, 1, 0, 0, 0],
-            [0, 1, 1, 1, 0, 0],
-            [0, 0, 1, 1, 1, 0],
-        ],
-        dtype=bool,
+# ----------------------------------------------------------------------------- judge
+def test_judge_flips_each_verdict_with_probability_eps():
+    rng = np.random.default_rng(0)
+    met = rng.random(200_000) < 0.3
+    u = rng.random(met.shape)
+    judged = judge_verdicts(met, 0.1, u)
+    np.testing.assert_array_equal(judged != met, u < 0.1)  # exactly the draws below eps
+    rate = (judged != met).mean()
+    assert abs(rate - 0.1) < 4 * np.sqrt(0.1 * 0.9 / met.size)
+    np.testing.assert_array_equal(judge_verdicts(met, 0.0, u), met)
+    with pytest.raises(ValueError, match="eps"):
+        judge_verdicts(met, 1.5, u)
+
+
+def test_reward_columns_are_good_outcomes_and_nan_when_absent():
+    verdicts = np.array([[True, True, False, False]])
+    points = np.array([10.0, -5.0, 3.0, -2.0])
+    present = np.array([[True, True, True, False]])
+    # met +10 -> 1; met -5 (bad behaviour shown) -> 0; not met +3 -> 0; absent -> NaN
+    np.testing.assert_array_equal(
+        reward_columns(verdicts, points, present), [[1.0, 0.0, 0.0, np.nan]]
     )
-    np.testing.assert_array_equal(env.windows(), expected)
-    big = ConstraintEnv(n_rewards=17, length=6, window=3).windows()
-    assert big.shape == (16, 6)
-    np.testing.assert_array_equal(big[5], [1, 1, 0, 0, 0, 1])  # verbose_6 starts at 5, wraps
-    np.testing.assert_array_equal(big[6], big[0])  # period L
-    assert (big.sum(axis=1) == 3).all()
 
 
-def test_verbosity_counts_words_in_each_window():
-    env = ConstraintEnv(n_rewards=4)
-    tokens = np.array([[W, E, W, W, E, E], [W] * 6, [E] * 6])
-    # windows {0,1,2}, {1,2,3}, {2,3,4}
-    np.testing.assert_array_equal(env.verbosity_counts(tokens), [[2, 2, 2], [3, 3, 3], [0, 0, 0]])
+# ----------------------------------------------------------------------------- rubric
+def test_roles_points_and_start_rates():
+    assert role_counts(5) == (1, 3, 1) and role_counts(17) == (1, 13, 3)
+    rng = np.random.default_rng(1)
+    c = make_criteria(rng, 17, 0.1)
+    assert c.roles[CRITICAL] == "critical" and c.points[CRITICAL] == 10
+    assert (c.points[c.mask("easy")] >= 1).all() and (c.points[c.mask("easy")] <= 5).all()
+    assert (c.points[c.mask("negative")] <= -2).all()
+    assert c.loadings[CRITICAL].tolist() == [-1.0, 1.0, 0.0]  # verbosity against, care for
+    # Start rate of the critical criterion, averaged over prompts: exactly 0.1 in
+    # expectation (the centre folds the prompt spread in); 4000 prompts pin it to 0.01.
+    prompts = make_prompts(rng, c, 4000)
+    p0 = met_probability(prompts.offsets, c.loadings, np.zeros(3), 1.0)
+    assert p0[:, CRITICAL].mean() == pytest.approx(0.1, abs=0.01)
+    assert prompts.present[:, CRITICAL].all()
+    assert 0.7 < prompts.present[:, 1:].mean() < 0.8  # presence 0.75
 
 
-def test_rewards_stack_format_and_scaled_noise():
-    env = ConstraintEnv(n_rewards=3, noise=0.5)
-    tokens = np.array([[W, W, W, W, E, E]])
-    clean = env.rewards(tokens)
-    np.testing.assert_array_equal(clean, [[1.0, 3.0, 3.0]])
-    noisy = env.rewards(tokens, np.array([[2.0, -4.0]]))
-    np.testing.assert_array_equal(noisy, [[1.0, 4.0, 1.0]])  # format is never noisy
-    assert env.reward_names == ("format", "verbose_1", "verbose_2")
+def test_met_probability_is_exact_under_the_policy():
+    rng = np.random.default_rng(2)
+    c = make_criteria(rng, 5, 0.5)
+    prompts = make_prompts(rng, c, 3)
+    mu = np.array([0.5, -0.3, 0.2])
+    exact = met_probability(prompts.offsets, c.loadings, mu[None], 1.0)  # (P, K)
+    n = 100_000
+    x = mu + rng.standard_normal((n, 1, 3))
+    met = met_logits(prompts.offsets, c.loadings, x) + rng.standard_normal((n, 3, 5)) > 0
+    np.testing.assert_allclose(met.mean(axis=0), exact, atol=0.006)
+    assert normal_cdf(np.array([0.0]))[0] == 0.5
 
 
-def test_expected_rewards_match_exact_enumeration():
-    env = ConstraintEnv(n_rewards=5, n_prompts=2, length=4, constraint_length=2, window=2)
-    theta = np.random.default_rng(1).normal(size=(2, 4, 2))
-    p_end = end_probability(theta)
-    seqs = np.array(list(itertools.product([E, W], repeat=4)))  # (16, 4)
-    for p in range(2):
-        prob = np.prod(np.where(seqs == E, p_end[p], 1 - p_end[p]), axis=1)
-        exact = (prob[:, None] * env.rewards(seqs)).sum(axis=0)
-        np.testing.assert_allclose(env.expected_rewards(theta)[p], exact, rtol=1e-12)
+def test_evaluation_uses_true_verdicts_on_heldout_prompts():
+    world = draw_world(TINY, seed=3)
+    mu = np.array([0.8, 0.4, 0.3])
+    ev = evaluate(world, mu, 1.0)
+    # Monte Carlo with the true verdicts agrees; the judge's verdicts would not.
+    rng = np.random.default_rng(4)
+    n = 40_000
+    h, c = world.heldout, world.criteria
+    x = mu + rng.standard_normal((n, 1, 3))
+    met = met_logits(h.offsets, c.loadings, x) + rng.standard_normal((n, *h.offsets.shape)) > 0
+    truth = healthbench_score(met, c.points, h.present, axis=(0, 1))
+    assert ev["rubric_score"] == pytest.approx(truth, abs=0.01)
+    assert ev["critical_met"] == pytest.approx(met[..., CRITICAL].mean(), abs=0.01)
+    judged = judge_verdicts(met, 0.3, rng.random(met.shape))
+    assert abs(healthbench_score(judged, c.points, h.present, axis=(0, 1)) - truth) > 0.05
+    # The final metrics of training are this evaluation of the final policy, whatever the
+    # judge's noise.
+    noisy = RubricScenario(**{**_fields(TINY), "name": "noisy", "judge_noise": 0.2})
+    res = train_rubric(noisy, [MethodSpec("gdpo", "gdpo")], [3])
+    final = evaluate(world, res.final["mu"][0, 0], 1.0)
+    for name, value in final.items():
+        assert res.metrics[name][0, 0] == value
 
 
-def test_initial_logits_give_the_requested_start_satisfaction():
-    env = ConstraintEnv(n_prompts=4, initial_satisfaction=0.05, constraint_length=2)
-    s = env.initial_satisfaction_per_prompt()
-    np.testing.assert_allclose(s, 0.05 * 2.0 ** np.linspace(-1, 1, 4))
-    assert np.exp(np.mean(np.log(s))) == pytest.approx(0.05)  # geometric mean
-    np.testing.assert_allclose(env.expected_rewards(env.initial_logits())[:, 0], s, rtol=1e-12)
-    capped = ConstraintEnv(n_prompts=3, initial_satisfaction=0.6).initial_satisfaction_per_prompt()
-    assert capped.max() == 0.95
+def _fields(sc: RubricScenario) -> dict:
+    return {f: getattr(sc, f) for f in sc.__dataclass_fields__ if f != "family"}
 
 
-def test_normalised_rewards_lie_in_unit_interval():
-    env = ConstraintEnv(n_rewards=6)
-    r = env.normalised(env.rewards(np.array([[W] * 6, [E] * 6])))
-    assert r.min() >= 0 and r.max() <= 1
-    np.testing.assert_array_equal(r[0], [0, 1, 1, 1, 1, 1])
-    np.testing.assert_array_equal(r[1], [1, 0, 0, 0, 0, 0])
+def test_heldout_prompts_are_disjoint_from_training_prompts():
+    world = draw_world(TINY, seed=5)
+    assert world.train.n_prompts == TINY.n_train and world.heldout.n_prompts == TINY.n_heldout
+    train = {tuple(r) for r in world.train.offsets}
+    assert not train & {tuple(r) for r in world.heldout.offsets}
+    # Training samples training prompts only: a training batch's offsets are rows of the
+    # training set (the training stream draws indices into it).
+    rng = np.random.default_rng(np.random.SeedSequence([5, 1, *TINY.seed_key]))
+    idx = rng.choice(TINY.n_train, TINY.prompts_per_step, replace=False)
+    assert all(tuple(r) in train for r in world.train.offsets[idx])
 
 
-@pytest.mark.parametrize(
-    "kwargs",
-    [
-        {"n_rewards": 1},
-        {"n_rewards": 18},
-        {"constraint_length": 0},
-        {"constraint_length": 7},
-        {"initial_satisfaction": 0.0},
-        {"initial_satisfaction": 1.0},
-        {"window": 7},
-        {"noise": -1.0},
-        {"n_prompts": 0},
-    ],
-)
-def test_environment_rejects_bad_parameters(kwargs):
-    with pytest.raises(ValueError, match=next(iter(kwargs))):
-        ConstraintEnv(**kwargs)
+# ----------------------------------------------------------------------------- training
+def test_seeds_reproduce_bit_for_bit_whatever_else_runs():
+    methods = default_methods(["gdpo", "softmin", "gd2po", "gdpo_lagrange"], params={"kappa": [1]})
+    a = train_rubric(TINY, methods, [0, 1])
+    b = train_rubric(TINY, methods, [0, 1])
+    c = train_rubric(TINY, methods[1:], [1])
+    for name in a.metrics:
+        np.testing.assert_array_equal(a.metrics[name], b.metrics[name])
+        np.testing.assert_array_equal(a.metrics[name][1:, 1], c.metrics[name][:, 0])
+    np.testing.assert_array_equal(a.final["mu"][1:, 1], c.final["mu"][:, 0])
+    # Processes: the same numbers, merged in seed order.
+    config = DemoConfig(seeds=3, steps=4, methods=tuple(methods[:2]))
+    one = run_demo([TINY], DemoConfig(**{**config.__dict__, "workers": 1}))[0]
+    two = run_demo([TINY], DemoConfig(**{**config.__dict__, "workers": 2}))[0]
+    assert one.seeds == two.seeds == [0, 1, 2]
+    for name in one.metrics:
+        np.testing.assert_array_equal(one.metrics[name], two.metrics[name])
+
+
+def test_every_method_sees_the_same_draws():
+    res = train_rubric(TINY, default_methods(["gdpo", "min"]), [0], steps=3)
+    # Before any update every method has the same policy, hence the same evaluation.
+    for curve in res.curves.values():
+        assert np.ptp(curve[0]) == 0
+    assert res.checkpoints.tolist() == [0, 2, 3]
+
+
+def test_neglect_counts_rewarded_failures_in_informative_groups():
+    # (M=1, S=1, B=3, G=4)
+    crit = np.array([[[[1, 0, 0, 0], [0, 0, 0, 0], [1, 1, 0, 1]]]], dtype=float)
+    adv = np.array([[[[1.0, 0.5, -1.0, -0.2], [3.0, 3.0, 3.0, 3.0], [0.1, 0.1, 0.2, 0.1]]]])
+    # group 0: failures 0.5, -1.0, -0.2 -> 1 positive; group 1: no signal, ignored;
+    # group 2: failure 0.2 -> positive. 2 of 4.
+    failed, rewarded = neglect_counts(crit, adv)
+    assert failed.tolist() == [[4]] and rewarded.tolist() == [[2]]
 
 
 # ----------------------------------------------------------------------------- methods
-def _signed_only(z, *, weights=None, tail=1.0):
-    """A registered reducer (a SoftMin at 2 x tail) for the tests below."""
-    return rewardagg.softmin(z, kappa=2 * tail, weights=weights)
-
-
-def _nonnegative(name):
-    return rewardagg.get_aggregator(name).nonnegative
-
-
-@pytest.fixture
-def registered():
-    """A method registered at run time, with a sweep of two settings; unregistered after."""
-    name = "test_demo_tail"
-    rewardagg.register_aggregator(
-        name, _signed_only, params={"tail": 1.0}, sweep=({"tail": 0.5}, {"tail": 2.0})
-    )
-    try:
-        yield name
-    finally:
-        rewardagg.unregister_aggregator(name)
-
-
-def test_default_methods_are_the_table_sweeps_but_mean():
-    # README's demo tables: the built-ins but mean, each at the settings its entry sweeps.
-    labels = [m.label for m in default_methods() if m.method in README_METHODS]
-    assert labels == [
-        "grpo", "gdpo", "softmin k=0.5", "softmin k=1", "softmin k=2", "mean_var l=0.5", "min"
+def test_default_methods_are_every_table_setting_then_the_variants():
+    labels = [m.label for m in default_methods()]
+    table = [s.label for name in rewardagg.available_methods() for s in method_settings([name])]
+    assert labels == table + [v.spec.label for v in VARIANTS]
+    assert labels[:8] == [
+        "grpo", "gdpo", "mean", "softmin k=0.5", "softmin k=1", "softmin k=2",
+        "mean_var l=0.5", "min",
     ]  # fmt: skip
-    # Every other method of the table is there too, unless it needs non-negative rewards.
-    expected = [
-        s.label
-        for name in rewardagg.available_methods()
-        if name not in DEFAULT_EXCLUDED and not _nonnegative(name)
-        for s in method_settings([name])
-    ]
-    assert [m.label for m in default_methods()] == expected
-    assert all(m.method != "mean" for m in default_methods())
+    assert [v.name for v in VARIANTS] == [
+        "gdpo_point_weights", "tchebycheff", "gdpo_lagrange", "softmin_snr"
+    ]  # fmt: skip
 
 
-def test_default_methods_follow_the_table_order_and_overrides():
-    methods = default_methods(["min", "softmin", "gdpo", "softmin"], params={"kappa": ["4"]})
-    assert methods == [
-        MethodSpec("gdpo", "gdpo"),
-        MethodSpec("softmin k=4", "softmin", {"kappa": 4.0}),
-        MethodSpec("min", "min"),
-    ]
-    with pytest.raises(ValueError, match=r"unknown \['nope'\]"):
+def test_default_methods_by_name_and_overrides():
+    methods = default_methods(
+        ["min", "softmin", "gdpo", "softmin", "tchebycheff"], params={"kappa": ["4"]}
+    )
+    assert [m.label for m in methods] == ["gdpo", "softmin k=4", "min", "tchebycheff k=2"]
+    assert methods[1] == MethodSpec("softmin k=4", "softmin", {"kappa": 4.0})
+    assert methods[3].options == {"order": "reduce_then_normalize"}  # variants keep theirs
+    with pytest.raises(ValueError, match=r"unknown \['nope'\].*variants: gdpo_point_weights"):
         default_methods(["gdpo", "nope"])
+    assert default_methods(variants=False)[-1].options == {}
+
+
+def test_variant_options_resolve_per_scenario():
+    pts = np.array([10.0, -5.0, 2.0])
+    spec = default_methods(["gdpo_point_weights"])[0]
+    np.testing.assert_array_equal(advantage_options(spec, pts)["weights"], [10.0, 5.0, 2.0])
+    lag = default_methods(["gdpo_lagrange"])[0]
+    assert "constraint" not in advantage_options(lag)
+    tracker = make_tracker(lag)
+    assert tracker.targets == {0: 0.9} and tracker.lr == 0.1 and tracker.lambda_max == 20.0
+    assert make_tracker(spec) is None
+    # The toy has no points and signed rewards: the runner skips what cannot run there.
+    toy = select_scenarios(["neglect-k4-rare"])[0]
+    res = run_demo([toy], DemoConfig(seeds=1, steps=1, workers=1))[0]
+    assert any(s.startswith("gdpo_point_weights") for s in res.skipped)
+    assert any(s.startswith("power_mean") for s in res.skipped)
 
 
 def test_overrides_must_be_taken_by_a_selected_method():
@@ -206,122 +286,126 @@ def test_expand_sweep_replaces_and_combines():
     assert expand_sweep([{"a": 1, "b": 0}], {"b": [1, 2]}) == [
         {"a": 1, "b": 1}, {"a": 1, "b": 2}
     ]  # fmt: skip
-    assert expand_sweep([{"a": 1}], {}) == [{"a": 1}]
 
 
 def test_settings_a_label_cannot_tell_apart_get_their_values():
-    # grpo's scale has no display symbol: the label alone would repeat.
     both = method_settings(["grpo"], {"scale": ["group", "batch"]})
     assert [m.label for m in both] == ["grpo scale=group", "grpo scale=batch"]
-    assert [m.label for m in method_settings(["grpo"], {"scale": ["batch"]})] == ["grpo"]
 
 
-def test_a_registered_method_joins_the_default_list_with_its_sweep(registered):
+@pytest.fixture
+def registered():
+    """A method registered at run time, with a sweep of two settings; unregistered after."""
+    name = "test_demo_tail"
+
+    def tail(z, *, weights=None, tail=1.0):
+        return rewardagg.softmin(z, kappa=2 * tail, weights=weights)
+
+    rewardagg.register_aggregator(
+        name, tail, params={"tail": 1.0}, sweep=({"tail": 0.5}, {"tail": 2.0})
+    )
+    try:
+        yield name
+    finally:
+        rewardagg.unregister_aggregator(name)
+
+
+def test_a_registered_method_is_trained_with_its_sweep(registered):
     methods = default_methods()
     mine = [m for m in methods if m.method == registered]
     assert [m.label for m in mine] == [f"{registered} tail=0.5", f"{registered} tail=2"]
-    assert [m.params for m in mine] == [{"tail": 0.5}, {"tail": 2.0}]
-    assert methods[-2:] == mine  # registered methods come after the built-ins
-    one = default_methods([registered], params={"tail": ["3"]})
-    assert one == [MethodSpec(f"{registered} tail=3", registered, {"tail": 3.0})]
+    assert methods[-len(VARIANTS) - 2 : -len(VARIANTS)] == mine  # after the built-ins
+    res = run_demo([TINY], DemoConfig(seeds=2, steps=2, methods=tuple(mine), workers=2))[0]
+    assert res.metrics["rubric_score"].shape == (2, 2)
 
 
-def test_methods_for_nonnegative_rewards_only_are_left_out_by_default():
-    # The demo's rewards carry Gaussian noise; named, such a method runs (e.g. noise=0).
-    nonnegative = [n for n in rewardagg.available_methods() if _nonnegative(n)]
-    assert not any(_nonnegative(m.method) for m in default_methods())
-    for name in nonnegative:
-        assert {m.method for m in default_methods([name])} == {name}
+# ----------------------------------------------------------------------------- engine
+def test_stacked_seeds_give_each_seed_its_own_advantages_exactly():
+    rng = np.random.default_rng(3)
+    S, N, K, G = 3, 32, 6, 4
+    R = (rng.random((S, N, K)) < 0.6).astype(float)
+    R[:, :4, 3] = np.nan
+    R[:, 4:8, 1:3] = np.nan
+    points = np.tile([10.0, 3.0, 2.0, 1.0, -4.0, -2.0], (S, 1))
+    for spec in default_methods():
+        trackers = [make_tracker(spec) for _ in range(S)]
+        got = per_seed_advantages(R, spec, group_size=G, points=points, trackers=trackers)
+        ref_trackers = [make_tracker(spec) for _ in range(S)]
+        for s in range(S):
+            kw = advantage_options(spec, points[s])
+            call = ref_trackers[s].advantages if ref_trackers[s] else rewardagg.advantages
+            ref = call(R[s], method=spec.method, group_size=G, backend="numpy", **kw)
+            np.testing.assert_array_equal(got[s], ref, err_msg=spec.label)
+    assert stackable(default_methods(["softmin"])[0])
+    assert not any(stackable(m) for m in default_methods(["gd2po", "gdpo_lagrange", "softmin_snr"]))
 
 
-# ----------------------------------------------------------------------------- training
-def _loop_reference(scenario, config, adv_fn):
-    """One method, one seed, plain loops: the vectorised run must agree with this."""
-    env = scenario.env
-    (spec,) = config.method_list()
-    rng = np.random.default_rng(
-        np.random.SeedSequence([config.base_seed, env.n_rewards, env.length])
+# ----------------------------------------------------------------------------- the toy
+def test_toy_windows_are_distinct():
+    env = ConstraintEnv(n_rewards=4, length=6, window=3)
+    np.testing.assert_array_equal(
+        env.windows().astype(int), [[1, 1, 1, 0, 0, 0], [0, 1, 1, 1, 0, 0], [0, 0, 1, 1, 1, 0]]
     )
+    big = ConstraintEnv(n_rewards=17).windows()
+    assert len({tuple(r) for r in big}) == 16  # all distinct (was 6 distinct before)
+    np.testing.assert_array_equal(big[5].astype(int), [1, 1, 0, 0, 0, 1])  # wraps around
+    assert big[:6].sum(axis=1).tolist() == [3] * 6 and big[6:12].sum(axis=1).tolist() == [2] * 6
+    assert (big[:, 4] | big[:, 5]).sum() == 10  # the windows the format costs words in
+    with pytest.raises(ValueError, match="distinct windows"):
+        ConstraintEnv(n_rewards=17, length=4)
+
+
+def test_toy_rewards_and_exact_expectations():
+    env = ConstraintEnv(n_rewards=5, n_prompts=2, length=4, constraint_length=2, window=2)
+    tokens = np.array([[W, W, E, E], [E, E, E, W]])
+    np.testing.assert_array_equal(env.format_reward(tokens), [1.0, 0.0])
+    theta = np.random.default_rng(1).normal(size=(2, 4, 2))
+    p_end = end_probability(theta)
+    seqs = np.array(list(itertools.product([E, W], repeat=4)))
+    for p in range(2):
+        prob = np.prod(np.where(seqs == E, p_end[p], 1 - p_end[p]), axis=1)
+        exact = (prob[:, None] * env.rewards(seqs)).sum(axis=0)
+        np.testing.assert_allclose(env.expected_rewards(theta)[p], exact, rtol=1e-12)
+    r = env.normalised(env.rewards(np.array([[W] * 4])))
+    np.testing.assert_array_equal(r, [[0, 1, 1, 1, 1]])  # each window divided by its width
+
+
+def test_toy_training_matches_a_plain_loop():
+    sc = neglect_scenarios(n_rewards=[3], difficulty=[("x", 0.2)], n_prompts=2)[0]
+    spec = MethodSpec("softmin k=1", "softmin", {"kappa": 1.0})
+    res = train_neglect(sc, [spec], [0], steps=5)
+    env, (P, G, L, K) = sc.env, (2, sc.group_size, sc.env.length, 3)
+    rng = np.random.default_rng(np.random.SeedSequence([0, *sc.seed_key]))
     theta = env.initial_logits().copy()
-    P, G, L, K = env.n_prompts, config.group_size, env.length, env.n_rewards
-    for _ in range(config.steps):
-        u = rng.random((P, G, L))
-        z = rng.standard_normal((P, G, K - 1))
+    for _ in range(5):
+        u, z = rng.random((P, G, L)), rng.standard_normal((P, G, K - 1))
         p_end = end_probability(theta)
         tokens = np.where(u < p_end[:, None, :], E, W)
         rewards = env.rewards(tokens, z).reshape(P * G, K)
-        a = np.asarray(adv_fn(rewards, method=spec.method, group_size=G, **spec.params))
-        a = a.reshape(P, G)
+        a = rewardagg.advantages(rewards, method="softmin", group_size=G, kappa=1.0)
+        a = np.asarray(a).reshape(P, G)
         for p in range(P):
-            grad = np.zeros((L, 2))
-            for g in range(G):
-                onehot = np.eye(2)[tokens[p, g]]  # (L, 2)
-                pi = np.stack([p_end[p], 1 - p_end[p]], axis=-1)
-                grad += a[p, g] * (onehot - pi)
-            theta[p] += config.lr * grad / G
-    return env.expected_rewards(theta)
+            pi = np.stack([p_end[p], 1 - p_end[p]], axis=-1)
+            grad = sum(a[p, g] * (np.eye(2)[tokens[p, g]] - pi) for g in range(G))
+            theta[p] += sc.lr * grad / G
+    np.testing.assert_allclose(res.final["theta"][0, 0], theta, rtol=1e-10)
+    per_prompt = [res.metrics[f"format_p{p + 1}"][0, 0] for p in range(P)]
+    assert res.metrics["format"][0, 0] == pytest.approx(np.mean(per_prompt))
 
 
-@pytest.mark.parametrize("method", ["gdpo", "softmin"])
-def test_vectorised_training_matches_a_plain_loop(method):
-    scenario = default_scenarios(n_rewards=[3], difficulty=[0.2], n_prompts=2)[0]
-    spec = MethodSpec(method, method, {"kappa": 1.0} if method == "softmin" else {})
-    config = DemoConfig(seeds=1, steps=5, group_size=4, methods=(spec,))
-    res = run_scenario(scenario, config)
-    ref = _loop_reference(scenario, config, rewardagg.advantages)
-    np.testing.assert_allclose(res.expected[-1, 0, 0], ref.mean(axis=0), rtol=1e-10)
+def test_probe_noise_free_lone_success():
+    # One response of 8 meets the format and loses one word in verbose_3. Noise-free,
+    # Z = [+2.47, 0, 0, -2.47] for it and [-0.35, 0, 0, +0.35] for the others: gdpo's
+    # sum is 0 for every row; softmin, mean_variance and min score the success below.
+    res = probe_advantages(ConstraintEnv(n_rewards=4, noise=0.0), n_meeting=1, draws=1)
+    assert res.meeting["gdpo"] == 0.0 and res.failing["gdpo"] == 0.0
+    for label in ("softmin k=1", "mean_var l=0.5", "min"):
+        assert res.meeting[label] < 0 < res.failing[label]
+    with pytest.raises(ValueError, match="n_meeting"):
+        probe_advantages(ConstraintEnv(n_rewards=3), n_meeting=8)
 
 
-def test_seeds_are_common_and_independent_of_the_number_of_seeds():
-    scenario = default_scenarios(n_rewards=[4], difficulty=[0.3])[0]
-    methods = tuple(default_methods(params={"kappa": [1.0]}))
-    r2 = run_scenario(scenario, DemoConfig(seeds=2, steps=6, methods=methods))
-    r3 = run_scenario(scenario, DemoConfig(seeds=3, steps=6, methods=methods))
-    np.testing.assert_array_equal(r2.expected, r3.expected[:, :, :2])
-    # Before any update every method has the same policy.
-    assert np.ptp(r3.expected[0], axis=0).max() == 0
-
-
-def test_progress_callback_and_shapes():
-    calls = []
-    scenario = default_scenarios(n_rewards=[4], difficulty=[0.5])[0]
-    methods = default_methods(README_METHODS, params={"kappa": [0.5, 2.0]})
-    res = run_scenario(
-        scenario, DemoConfig(seeds=2, steps=4, methods=tuple(methods)), progress=calls.append
-    )
-    assert calls == [1, 1, 1, 1]
-    M = len(methods)
-    assert res.expected.shape == (5, M, 2, 4)
-    assert res.worst.shape == (5, M, 2) and res.neglect.shape == (4, M, 2)
-    assert res.steps_to_threshold().shape == (M, 2)
-    assert [m.label for m in methods] == [
-        "grpo", "gdpo", "softmin k=0.5", "softmin k=2", "mean_var l=0.5", "min"
-    ]  # fmt: skip
-
-
-def test_steps_to_threshold_first_crossing_or_nan():
-    scenario = Scenario("s", ConstraintEnv())
-    sat = np.array([[0.1, 0.1], [0.95, 0.2], [0.5, 0.3]])  # (steps+1, S) for one method
-    expected = np.zeros((3, 1, 2, 4))
-    expected[:, 0, :, 0] = sat
-    from rewardagg.demo import ScenarioResult
-
-    res = ScenarioResult(scenario, [MethodSpec("m", "gdpo")], expected,
-                         np.zeros((3, 1, 2)), np.zeros((2, 1, 2)), [0, 1], 0.9)  # fmt: skip
-    st = res.steps_to_threshold()
-    assert st[0, 0] == 1 and np.isnan(st[0, 1])
-
-
-def test_neglect_rate_counts_rewarded_failures_in_informative_groups():
-    # (M=1, S=1, P=3, G=4)
-    fmt = np.array([[[[1, 0, 0, 0], [0, 0, 0, 0], [1, 1, 0, 1]]]], dtype=float)
-    adv = np.array([[[[1.0, 0.5, -1.0, -0.2], [3.0, 3.0, 3.0, 3.0], [0.1, 0.1, 0.2, 0.1]]]])
-    # group 0: failures 0.5, -1.0, -0.2 -> 1 positive; group 1: no signal, ignored;
-    # group 2: failure 0.2 -> positive. 2 of 4.
-    np.testing.assert_allclose(_neglect_rate(fmt, adv), [[0.5]])
-    assert np.isnan(_neglect_rate(np.zeros((1, 1, 1, 4)), np.ones((1, 1, 1, 4)))[0, 0])
-
-
+# ----------------------------------------------------------------------------- statistics
 def test_mean_ci_matches_student_t():
     scipy_stats = pytest.importorskip("scipy.stats")
     x = np.array([[1.0, 2.0, 4.0, 7.0], [3.0, np.nan, 3.5, 2.0]])
@@ -333,52 +417,116 @@ def test_mean_ci_matches_student_t():
         assert h == pytest.approx(t * v.std(ddof=1) / np.sqrt(v.size), rel=1e-3)
     for df in (1, 5, 30):
         assert t_quantile_975(df) == pytest.approx(scipy_stats.t.ppf(0.975, df), abs=1e-3)
-    m1, h1 = mean_ci(np.array([2.0]))
-    assert m1 == 2.0 and np.isnan(h1)
 
 
-# ----------------------------------------------------------------------------- probe
-def test_probe_noise_free_lone_success():
-    # One response of 8 meets the format and loses one word in verbose_3. Noise-free,
-    # Z = [+2.47, 0, 0, -2.47] for it and [-0.35, 0, 0, +0.35] for the others: gdpo's
-    # sum is 0 for every row (advantage exactly 0); softmin, mean_variance and min score
-    # the success below the others.
-    env = ConstraintEnv(n_rewards=4, noise=0.0)
-    res = probe_advantages(env, n_meeting=1, draws=1)
-    assert res.meeting["gdpo"] == 0.0 and res.failing["gdpo"] == 0.0
-    for label in ("softmin k=1", "mean_var l=0.5", "min"):
-        assert res.meeting[label] < 0 < res.failing[label]
+def _rows(*specs):
+    keys = ("scenario", "method", "metric", "mean", "ci_low", "ci_high", "n_seeds")
+    return [dict(zip(keys, s, strict=True)) for s in specs]
 
 
-def test_probe_validates_and_is_deterministic():
-    env = ConstraintEnv(n_rewards=3)
-    with pytest.raises(ValueError, match="n_meeting"):
-        probe_advantages(env, n_meeting=8)
-    a = probe_advantages(env, n_meeting=7, draws=5, seed=1)
-    b = probe_advantages(env, n_meeting=7, draws=5, seed=1)
-    assert a == b
+def test_verdicts_name_the_best_or_say_no_clear_difference():
+    rows = _rows(
+        ("s", "a", "rubric_score", 0.8, 0.75, 0.85, 4),
+        ("s", "b", "rubric_score", 0.6, 0.55, 0.65, 4),
+        ("s", "a", "critical_met", 0.5, 0.3, 0.7, 4),
+        ("s", "b", "critical_met", 0.45, 0.4, 0.5, 4),
+    )
+    assert verdict(rows, "s", "rubric_score") == ("rubric_score: a best, 0.80 vs 0.60 (b), +0.20")
+    assert verdict(rows, "s", "critical_met") == (
+        "critical_met: no clear difference between a 0.50 and b 0.45"
+    )
+    assert verdict_lines(rows) == [
+        "s: rubric_score: a best, 0.80 vs 0.60 (b), +0.20; critical_met: no clear "
+        "difference between a 0.50 and b 0.45"
+    ]
+    three = [*rows, *_rows(("s", "c", "critical_met", 0.44, 0.35, 0.55, 4))]
+    assert verdict(three, "s", "critical_met") == (
+        "critical_met: no clear difference among the top 3 (a 0.50, b 0.45, ...)"
+    )
 
 
 # ----------------------------------------------------------------------------- report
-def test_table_and_files(tmp_path):
-    scenarios = default_scenarios(n_rewards=[3, 7], difficulty=[0.4])
-    methods = tuple(default_methods(params={"kappa": [1.0]}))
-    config = DemoConfig(seeds=2, steps=3, methods=methods)
-    results = [run_scenario(sc, config) for sc in scenarios]
-    table = format_table(results)
-    for label in ("grpo", "gdpo", "softmin k=1", "mean_var l=0.5", "min"):
-        assert label in table
-    assert "verbose_2" in table  # K=3: every reward has a column
-    assert "verbose_avg" in table  # K=7: the verbosity average
-    rows = summary_rows(results)
-    assert len(rows) == 2 * len(methods)
-    assert all(0.0 <= r["format"] <= 1.0 for r in rows)
+def test_tables_files_and_output_folder(tmp_path):
+    toy = neglect_scenarios(n_rewards=[3], difficulty=[("x", 0.3)], n_prompts=2)[0]
+    methods = tuple(default_methods(["gdpo", "softmin", "gdpo_lagrange"], params={"kappa": [1]}))
+    results = run_demo([TINY, toy], DemoConfig(seeds=2, steps=3, methods=methods, workers=1))
+    rows = tidy_rows(results)
+    assert set(rows[0]) == {"scenario", "method", "metric", "mean", "ci_low", "ci_high", "n_seeds"}
+    assert {r["metric"] for r in rows if r["method"] == "gdpo+lagrange"} >= {"multiplier"}
+    assert not any(r["metric"] == "multiplier" and r["method"] == "gdpo" for r in rows)
+    table = format_table(rows, descriptions={"tiny": "a tiny rubric"})
+    assert "== tiny: a tiny rubric (mean ± 95% CI, 2 seeds)" in table
+    assert "per prompt" in table
+    verdicts = format_verdicts(rows).splitlines()
+    assert len(verdicts) == 3 and verdicts[1].startswith("tiny: rubric_score: ")
+    assert verdicts[2].startswith(f"{toy.name}: format: ")
+    assert "rubric_score" in format_summary(rows, "rubric_score")
+    legend = format_legend(list(methods), [r["metric"] for r in rows])
+    assert "gdpo+lagrange" in legend and "neglect:" in legend
     pytest.importorskip("matplotlib")
-    paths = write_outputs(results, config, tmp_path / "out")
-    assert {p.name for p in paths.values()} == {"demo.json", "demo.csv", "demo.png"}
+    out = check_output_dir(tmp_path / "out")
+    paths = write_outputs(results, DemoConfig(seeds=2, steps=3, methods=methods), out)
+    assert {p.name for p in paths.values()} == {"demo.csv", "demo.json", "demo.png"}
+    assert read_rows(paths["csv"]) == rows
     data = json.loads(paths["json"].read_text())
-    assert [s["name"] for s in data["scenarios"]] == [sc.name for sc in scenarios]
-    curve = data["scenarios"][0]["curves"]["gdpo"]["format"]["mean"]
-    assert len(curve) == 4
-    assert paths["csv"].read_text().count("\n") == 1 + len(rows)
-    assert paths["png"].stat().st_size > 10_000
+    assert [s["name"] for s in data["scenarios"]] == ["tiny", toy.name]
+    assert len(data["scenarios"][0]["curves"]["gdpo"]["critical_met"]["mean"]) == 3
+    assert paths["png"].read_bytes()[:4] == b"\x89PNG"
+    with pytest.raises(FileExistsError, match=r"demo\.csv"):
+        check_output_dir(out)
+    check_output_dir(out, overwrite=True)
+    (tmp_path / "file").write_text("")
+    with pytest.raises(NotADirectoryError):
+        check_output_dir(tmp_path / "file")
+
+
+# ----------------------------------------------------------------------------- regression
+def _small_run() -> list[dict]:
+    """The small configuration whose rows are committed in tests/fixtures/demo_small.json."""
+    methods = default_methods(["gdpo", "softmin", "gdpo_point_weights", "gdpo_lagrange"])
+    scenarios = select_scenarios(["k17-common-noisy", "k5-rare-clean"])
+    config = DemoConfig(seeds=2, steps=15, methods=tuple(methods), workers=1)
+    return tidy_rows(run_demo(scenarios, config))
+
+
+def test_small_run_matches_the_committed_rows():
+    rows = _small_run()
+    if os.environ.get("REWARDAGG_REGENERATE") == "1":
+        SMALL_FIXTURE.write_text(json.dumps({"rows": rows}, indent=1) + "\n")
+    committed = json.loads(SMALL_FIXTURE.read_text())["rows"]
+    assert [(r["scenario"], r["method"], r["metric"]) for r in rows] == [
+        (r["scenario"], r["method"], r["metric"]) for r in committed
+    ]
+    for got, want in zip(rows, committed, strict=True):
+        for key in ("mean", "ci_low", "ci_high"):
+            assert got[key] == pytest.approx(want[key], abs=2e-6), (got, want)
+        assert got["n_seeds"] == want["n_seeds"]
+
+
+def _text_blocks(path: pathlib.Path) -> list[str]:
+    text = path.read_text()
+    return [b.strip("\n") for b in re.findall(r"```text\n(.*?)```", text, flags=re.S)]
+
+
+@pytest.mark.parametrize("doc", ["README.md", "docs/choosing.md", "docs/why.md"])
+def test_the_numbers_in_the_docs_are_the_reference_run(doc):
+    """Every text block that shows demo output is exactly what the reference rows print."""
+    rows, toy = reference_rows(), reference_rows("neglect")
+    printed = [format_summary(rows, m) for m in ("rubric_score", "critical_met")]
+    printed += [*format_table(rows).split("\n\n"), format_verdicts(rows)]
+    printed += [*format_table(toy).split("\n\n"), format_verdicts(toy)]
+    shown = 0
+    for block in _text_blocks(ROOT / doc):
+        if block.startswith(("rubric_score ", "critical_met ", "== ", "verdicts ")):
+            assert block in printed, block[:300]
+            shown += 1
+    assert shown, f"{doc} shows no demo output"
+
+
+@pytest.mark.skipif(
+    os.environ.get("REWARDAGG_FULL_DEMO") != "1", reason="a full default run (~1 min)"
+)
+def test_reference_run_is_the_default_demo(tmp_path):
+    rows = tidy_rows(run_demo(select_scenarios(["rubric"]), DemoConfig()))
+    write_rows(rows, tmp_path / "demo.csv")
+    assert read_rows(tmp_path / "demo.csv") == reference_rows()

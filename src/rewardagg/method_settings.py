@@ -43,12 +43,19 @@ class MethodSpec:
     """One method of a comparison: a display label, a registry name and its parameters.
 
     ``params`` holds the parameters the setting gives (validated); the method's defaults
-    fill in the rest when it runs.
+    fill in the rest when it runs. ``options`` holds further keyword arguments of
+    :func:`rewardagg.advantages` that make this setting a variant of the method
+    (``order``, ``center``, ``conflict``, ``weights``, ...); the table's settings have none.
+    ``rewardagg demo`` reads two options of its own, resolved per scenario:
+    ``weights="points"`` (the rubric's point values) and ``constraint={...}`` (a
+    :class:`rewardagg.ConstraintTracker` on the constraint column; see
+    :mod:`rewardagg.demo.settings`).
     """
 
     label: str
     method: str
     params: dict = field(default_factory=dict)
+    options: dict = field(default_factory=dict)
 
     @classmethod
     def from_table(cls, method: str, params: Mapping[str, Any] | None = None) -> MethodSpec:

@@ -5,12 +5,15 @@ See :mod:`rewardagg.audit` for what is measured and why.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from rewardagg._src.diagnostics import _distinct_counts
+from rewardagg._src.grouping import GroupLayout, _labels_to_index, make_layout
 from rewardagg._src.registry import get_aggregator
 from rewardagg.method_settings import MethodSpec, method_settings
 
@@ -48,10 +51,13 @@ def default_audit_methods(
 
 @dataclass
 class MethodAudit:
-    """The audit of one method; counts are numbers of rows (completions)."""
+    """The audit of one method; counts are numbers of rows (completions).
+
+    ``advantages`` is ``None`` when :func:`run_audit` was asked not to keep them
+    (``keep_advantages=False``, as the command line does to save memory)."""
 
     label: str
-    advantages: np.ndarray
+    advantages: np.ndarray | None
     masked_failures: int
     masked_failures_per_reward: np.ndarray
     threshold_masked: int | None
@@ -107,17 +113,40 @@ def rankdata(x: np.ndarray) -> np.ndarray:
     return ranks
 
 
-def spearman(columns: np.ndarray) -> np.ndarray:
-    """Spearman rank correlation matrix of the columns of ``(n, m)`` (NaN for a constant column)."""
-    a = np.asarray(columns, dtype=np.float64)
-    r = np.column_stack([rankdata(a[:, j]) for j in range(a.shape[1])]) if a.size else a
-    r = r - r.mean(axis=0, keepdims=True)
-    norm = np.sqrt((r**2).sum(axis=0))
+def _centred_rank(x: np.ndarray) -> np.ndarray:
+    """Ranks of ``x`` minus their mean ``(n + 1) / 2``: float32 when ``n < 2^23`` (exact:
+    multiples of 1/2 below 2^22 in size), to halve the memory of large audits."""
+    n = x.shape[0]
+    dtype = np.float32 if n < 2**23 else np.float64
+    return (rankdata(x) - (n + 1) / 2.0).astype(dtype)
+
+
+def _rank_correlation(ranks: Sequence[np.ndarray], chunk: int = 1 << 16) -> np.ndarray:
+    """Correlation matrix of centred ranks (``m`` arrays of length ``n``), their Gram
+    matrix summed in float64 a block of rows at a time; NaN for a constant column."""
+    m = len(ranks)
+    n = ranks[0].shape[0] if m else 0
+    g = np.zeros((m, m))
+    for start in range(0, n, chunk):
+        block = np.column_stack([r[start : start + chunk] for r in ranks]).astype(np.float64)
+        g += block.T @ block
+    norm = np.sqrt(np.diag(g))
     with np.errstate(invalid="ignore", divide="ignore"):
-        c = (r.T @ r) / np.outer(norm, norm)
+        c = g / np.outer(norm, norm)
     c[:, norm == 0] = np.nan
     c[norm == 0, :] = np.nan
     return np.clip(c, -1.0, 1.0)
+
+
+def spearman(columns: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
+    """Spearman rank correlation matrix of the columns of ``(n, m)``, or of a sequence of
+    ``m`` arrays of length ``n``; NaN for a constant column."""
+    if isinstance(columns, np.ndarray):
+        a = np.asarray(columns, dtype=np.float64)
+        cols = [a[:, j] for j in range(a.shape[1])]
+    else:
+        cols = [np.asarray(c, dtype=np.float64).reshape(-1) for c in columns]
+    return _rank_correlation([_centred_rank(c) for c in cols])
 
 
 def _no_signal_cells(
@@ -134,6 +163,66 @@ def _no_signal_cells(
     return (counts < 2) | (hi == lo)
 
 
+def _group_codes(group_ids: Any, n: int) -> np.ndarray:
+    """Group number of each row, grouping labels by value exactly as
+    :func:`rewardagg.advantages` does (``1``, ``1.0`` and ``True`` one group, ``1`` and
+    ``"1"`` two, every NaN one group)."""
+    n_labels = len(group_ids)
+    if n_labels != n:
+        raise ValueError(f"group_ids has {n_labels} labels for {n} rows")
+    return _labels_to_index(group_ids, n)
+
+
+def _z_failures(
+    r: np.ndarray, codes: np.ndarray, present: np.ndarray, z_level: float, eps: float
+) -> np.ndarray:
+    """``(N, K)``: present rewards whose stage-1 group z-score is ``<= z_level``."""
+    import rewardagg
+
+    z = np.asarray(rewardagg.group_standardize(r, group_ids=codes, eps=eps), dtype=np.float64)
+    return present & (np.nan_to_num(z, nan=np.inf) <= z_level)
+
+
+#: Rows per call when the method-independent diagnostics are computed chunk by chunk.
+DIAGNOSTIC_CHUNK_ROWS = 1 << 17
+
+
+def _chunks_of_groups(codes: np.ndarray, n_groups: int, rows: int) -> list[np.ndarray]:
+    """The row indices of consecutive runs of whole groups, about ``rows`` rows each."""
+    sizes = np.bincount(codes, minlength=n_groups)
+    chunk_of_group = (np.cumsum(sizes) - sizes) // max(rows, 1)
+    if n_groups == 0 or chunk_of_group[-1] == 0:
+        return [np.arange(codes.shape[0])]
+    row_chunk = chunk_of_group[codes]
+    order = np.argsort(row_chunk, kind="stable")
+    bounds = np.searchsorted(row_chunk[order], np.arange(int(chunk_of_group[-1]) + 2))
+    return [order[lo:hi] for lo, hi in itertools.pairwise(bounds) if hi > lo]
+
+
+def _method_independent(
+    r: np.ndarray, codes: np.ndarray, n_groups: int, spec: AuditMethod, kwargs: dict
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(bottleneck_share, zero_spread_fraction)`` of the library's ``AggregationInfo``
+    for ``spec`` (both independent of the method), computed on chunks of whole groups:
+    they only depend on stage 1, which is per group, and ``return_info`` on a whole large
+    batch holds several ``(N, K)`` arrays at once."""
+    import rewardagg
+
+    k = r.shape[1]
+    bottleneck, zero_spread = np.zeros(k), np.zeros(k)
+    rows_with, groups = 0, 0
+    for rows in _chunks_of_groups(codes, n_groups, DIAGNOSTIC_CHUNK_ROWS):
+        _, info = rewardagg.advantages(
+            r[rows], method=spec.method, return_info=True, backend="numpy",
+            **{**kwargs, "group_ids": codes[rows]}, **spec.params,
+        )  # fmt: skip
+        with_reward = info.n_rows - info.rows_without_reward
+        bottleneck += np.asarray(info.bottleneck_share) * with_reward
+        zero_spread += np.asarray(info.zero_spread_fraction, dtype=np.float64) * info.n_groups
+        rows_with, groups = rows_with + with_reward, groups + info.n_groups
+    return bottleneck / max(rows_with, 1), zero_spread / max(groups, 1)
+
+
 def run_audit(
     rewards: np.ndarray,
     group_ids: np.ndarray,
@@ -146,20 +235,26 @@ def run_audit(
     z_level: float = -1.0,
     eps: float = 1e-6,
     source: str = "",
+    keep_advantages: bool = True,
 ) -> AuditReport:
     """Audit rewards ``(N, K)`` grouped by ``group_ids`` ``(N,)``; see the module docstring.
 
     Args:
         rewards: raw rewards as logged; NaN marks a missing reward.
-        group_ids: one group label per row (any hashable labels).
+        group_ids: one group label per row (any hashable labels, grouped by value as
+            :func:`rewardagg.advantages` groups them: ``1`` and ``1.0`` one group, ``1``
+            and ``"1"`` two).
         reward_names: K names (default ``r0 .. r{K-1}``).
         costs: names of lower-is-better columns; negated before aggregation.
         weights: ``(K,)`` non-negative reward weights passed to every method.
         methods: what to audit (default :func:`default_audit_methods`).
-        thresholds: reward name -> threshold on the raw value; a row fails reward ``k``
-            when its value is below the threshold (above it for a cost).
-        z_level: a row fails reward ``k`` when ``Z[i, k] <= z_level``.
+        thresholds: reward name -> finite threshold on the raw value; a row fails reward
+            ``k`` when its value is below the threshold (above it for a cost).
+        z_level: a row fails reward ``k`` when ``Z[i, k] <= z_level`` (a finite number).
         eps: the library's ``eps`` (stage 1 and 3).
+        keep_advantages: keep each method's advantages in its :class:`MethodAudit`
+            (``False``: ``None``, and the audit holds 4 bytes a row per method instead of
+            12, for large files).
     """
     import rewardagg
 
@@ -173,17 +268,19 @@ def run_audit(
     unknown = [c for c in list(costs) + list(thresholds or {}) if c not in names]
     if unknown:
         raise ValueError(f"unknown reward name(s) {unknown}; rewards are {names}")
+    if not np.isfinite(z_level):
+        raise ValueError(f"z_level must be a finite number, got {z_level}")
+    bad = {c: t for c, t in (thresholds or {}).items() if not np.isfinite(t)}
+    if bad:
+        raise ValueError(f"thresholds must be finite numbers, got {bad}")
     sign = np.array([-1.0 if nm in set(costs) else 1.0 for nm in names])
-    r = raw * sign
+    r = raw * sign if np.any(sign < 0) else raw  # no copy without costs
     w = np.ones(k) if weights is None else np.asarray(weights, dtype=np.float64)
     if w.shape != (k,):
         raise ValueError(f"weights has shape {w.shape}, expected ({k},)")
     if np.any(~np.isfinite(w)) or np.any(w < 0):
         raise ValueError(f"weights must be finite and non-negative, got {w.tolist()}")
-    _, codes = np.unique(np.asarray(group_ids).astype(str), return_inverse=True)
-    codes = codes.reshape(-1)
-    if codes.shape[0] != n:
-        raise ValueError(f"group_ids has {codes.shape[0]} labels for {n} rows")
+    codes = _group_codes(group_ids, n)
     n_groups = int(codes.max()) + 1 if n else 0
     sizes = np.bincount(codes, minlength=n_groups)
     methods = list(methods) if methods is not None else default_audit_methods()
@@ -191,8 +288,7 @@ def run_audit(
     active = w > 0
     present = np.isfinite(r) & active[None, :]
     no_signal = _no_signal_cells(r, codes, n_groups, present)
-    z = np.asarray(rewardagg.group_standardize(r, group_ids=codes, eps=eps), dtype=np.float64)
-    z_failed = present & (np.nan_to_num(z, nan=np.inf) <= z_level)
+    z_failed = _z_failures(r, codes, present, z_level, eps)
 
     thr_failed = None
     if thresholds:
@@ -200,25 +296,38 @@ def run_audit(
         for name, t in thresholds.items():
             j = names.index(name)
             col = raw[:, j]
-            bad = (col > t) if sign[j] < 0 else (col < t)
-            thr_failed[:, j] = bad & np.isfinite(col)
+            bad_rows = (col > t) if sign[j] < 0 else (col < t)
+            thr_failed[:, j] = bad_rows & np.isfinite(col)
 
+    layout = make_layout(n, group_ids=codes) if n else None
+    kwargs: dict[str, Any] = dict(group_ids=codes, weights=w, eps=eps)
     audits: list[MethodAudit] = []
     skipped: list[tuple[str, str]] = []
-    info0 = None
+    ran: list[AuditMethod] = []
+    ranks: list[np.ndarray] = []
     for spec in methods:
         why = _cannot_run(spec.method, r[:, active])
         if why:
             skipped.append((spec.label, why))
             continue
-        kwargs = dict(group_ids=codes, weights=w, eps=eps, **spec.params)
-        adv, info = rewardagg.advantages(r, method=spec.method, return_info=True, **kwargs)
-        if info0 is None:
-            info0 = info
-        audits.append(_audit_one(spec.label, adv, info, z_level, z_failed, thr_failed))
+        adv = np.asarray(
+            rewardagg.advantages(r, method=spec.method, backend="numpy", **kwargs, **spec.params),
+            dtype=np.float64,
+        )
+        audits.append(_audit_one(spec.label, adv, layout, z_failed, thr_failed))
+        ranks.append(_centred_rank(adv))
+        if not keep_advantages:
+            audits[-1].advantages = None
+        ran.append(spec)
+        del adv
     if methods and not audits:
         raise ValueError(f"no method can run on these rewards: {skipped[0][0]} {skipped[0][1]}")
-    rho = spearman(np.column_stack([a.advantages for a in audits])) if audits else np.zeros((0, 0))
+    if ran and n:
+        bottleneck, zero_spread = _method_independent(r, codes, n_groups, ran[0], kwargs)
+    else:
+        bottleneck, zero_spread = np.full(k, np.nan), no_signal.mean(axis=0)
+    rho = _rank_correlation(ranks) if audits else np.zeros((0, 0))
+    del ranks
     return AuditReport(
         reward_names=names,
         costs=[c for c in names if c in set(costs)],
@@ -238,10 +347,8 @@ def run_audit(
         threshold_failures_per_reward=None
         if thr_failed is None
         else np.count_nonzero(thr_failed, axis=0),
-        bottleneck_share=np.asarray(info0.bottleneck_share if info0 else np.full(k, np.nan)),
-        zero_spread_fraction=np.asarray(
-            info0.zero_spread_fraction if info0 else no_signal.mean(axis=0), dtype=np.float64
-        ),
+        bottleneck_share=bottleneck,
+        zero_spread_fraction=np.asarray(zero_spread, dtype=np.float64),
         groups_without_signal=int(np.count_nonzero(no_signal[:, active].all(axis=1)))
         if n_groups
         else 0,
@@ -261,25 +368,30 @@ def _cannot_run(method: str, rewards: np.ndarray) -> str:
     return ""
 
 
+def _distinct_per_group_mean(adv: np.ndarray, layout: GroupLayout | None) -> float:
+    """Mean over groups of the number of distinct advantages in the group (values within
+    the library's relative tolerance count as one), as ``AggregationInfo`` counts them."""
+    if layout is None:
+        return float("nan")
+    ordered = adv if layout.perm is None else adv[layout.perm]
+    return float(np.mean(_distinct_counts(ordered, layout)))
+
+
 def _audit_one(
     label: str,
     adv: Any,
-    info: Any,
-    z_level: float,
+    layout: GroupLayout | None,
     z_failed: np.ndarray,
     thr_failed: np.ndarray | None,
 ) -> MethodAudit:
-    """The counts of one method from its advantages and ``AggregationInfo``: at
-    ``z_level == -1`` the masked failures are the library's own; otherwise counted here
-    from ``z_failed`` (rows x rewards, failing at ``z_level``)."""
+    """The counts of one method from its advantages: a masked failure is a row failing
+    some reward (``z_failed``, rows x rewards; ``thr_failed`` for the thresholds) with a
+    positive advantage; at ``z_level == -1`` these equal the library's
+    ``AggregationInfo.masked_failures`` (tested)."""
     adv = np.asarray(adv, dtype=np.float64)
     pos = adv > 0
-    if z_level == -1.0:
-        mf = int(info.masked_failures)
-        mf_k = np.asarray(info.masked_failures_per_reward, dtype=np.int64)
-    else:
-        mf = int(np.count_nonzero(z_failed.any(axis=1) & pos))
-        mf_k = np.count_nonzero(z_failed & pos[:, None], axis=0).astype(np.int64)
+    mf = int(np.count_nonzero(z_failed.any(axis=1) & pos))
+    mf_k = np.count_nonzero(z_failed & pos[:, None], axis=0).astype(np.int64)
     tm = tm_k = None
     if thr_failed is not None:
         tm = int(np.count_nonzero(thr_failed.any(axis=1) & pos))
@@ -292,5 +404,5 @@ def _audit_one(
         threshold_masked=tm,
         threshold_masked_per_reward=tm_k,
         positive=int(np.count_nonzero(pos)),
-        distinct_per_group_mean=float(np.mean(info.distinct_advantages_per_group)),
+        distinct_per_group_mean=_distinct_per_group_mean(adv, layout),
     )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import math
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -18,6 +19,7 @@ from typing import Any
 
 from rewardagg._version import __version__
 from rewardagg.cli.parser import EXIT_OK, PLOT_EXTRA_HINT, UsageError, _names
+from rewardagg.cli.paths import check_output_file, make_parent_dirs
 from rewardagg.method_settings import MethodSpec, check_methods
 
 __all__ = ["run_audit_command", "run_demo_command", "select_methods"]
@@ -57,83 +59,131 @@ def _require_plot_extra() -> None:
             missing.append(mod)
     if missing:
         raise UsageError(
-            f"the demo needs {' and '.join(missing)} (the 'plot' extra): {PLOT_EXTRA_HINT}"
+            f"the demo's figure needs {' and '.join(missing)} (the 'plot' extra): "
+            f"{PLOT_EXTRA_HINT}, or run with --no-plot"
         )
+
+
+def _demo_methods(args: argparse.Namespace) -> list[MethodSpec]:
+    from rewardagg.demo import default_methods
+
+    if args.methods is not None:
+        try:
+            default_methods(args.methods, params=None)
+        except ValueError as e:
+            raise UsageError(f"--methods: {e}") from None
+    overrides: dict[str, list[Any]] = dict(args.params or [])  # the last one wins
+    try:
+        return default_methods(args.methods, params=overrides or None)
+    except (TypeError, ValueError) as e:
+        raise UsageError(f"--param: {e}") from None
+
+
+def _progress_bar(total: int, quiet: bool) -> Any:
+    """A tqdm bar on stderr, or a stand-in with ``update`` when quiet or without tqdm."""
+    if not quiet:
+        try:
+            from tqdm import tqdm
+
+            return tqdm(
+                total=total,
+                desc="training",
+                unit="seed-step",
+                file=sys.stderr,
+                leave=False,
+                dynamic_ncols=True,
+            )
+        except ImportError:
+            pass
+    return _NoBar()
+
+
+class _NoBar:
+    def update(self, n: int = 1) -> None:
+        pass
+
+    def __enter__(self) -> _NoBar:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
 
 
 def run_demo_command(args: argparse.Namespace) -> int:
-    """``rewardagg demo``: train, print the table, write demo.png/json/csv."""
-    _require_plot_extra()
-    from tqdm import tqdm
-
+    """``rewardagg demo``: train, print the tables and verdicts, write demo.csv/json/png."""
     from rewardagg.demo import (
         DemoConfig,
-        default_methods,
-        default_scenarios,
+        check_output_dir,
+        format_legend,
+        format_summary,
         format_table,
+        format_verdicts,
         run_demo,
+        select_scenarios,
+        tidy_rows,
         write_outputs,
     )
-    from rewardagg.demo.environment import MAX_REWARDS
+    from rewardagg.demo.runner import total_work
+    from rewardagg.demo.scenarios import QUICK_SCENARIOS
+    from rewardagg.demo.tidy import VERDICT_METRICS
 
-    seeds = args.seeds or (3 if args.quick else 16)
-    steps = args.steps or (60 if args.quick else 300)
-    rewards = args.rewards or [4, 17]
-    difficulty = args.difficulty or [0.05, 0.5]
-    for k in rewards:
-        if not 2 <= k <= MAX_REWARDS:
-            raise UsageError(f"--rewards: each K must be in [2, {MAX_REWARDS}], got {k}")
-    for d in difficulty:
-        if not 0.0 < d < 1.0:
-            raise UsageError(f"--difficulty: each value must be in (0, 1), got {d}")
-    methods = select_methods(args, default_methods)
+    names = args.scenario or (list(QUICK_SCENARIOS) if args.quick else ["rubric"])
     try:
-        config = DemoConfig(
-            seeds=seeds,
-            steps=steps,
-            group_size=args.group_size,
-            lr=args.lr,
-            methods=tuple(methods),
-            threshold=args.threshold,
-            base_seed=args.seed,
-        )
-        scenarios = default_scenarios(
-            n_rewards=rewards,
-            difficulty=difficulty,
-            n_prompts=args.prompts,
-            length=args.length,
-            constraint_length=args.constraint_length,
-            window=args.window,
-            noise=args.noise,
-        )
+        scenarios = select_scenarios(names)
     except ValueError as e:
-        raise UsageError(str(e)) from None
+        raise UsageError(f"--scenario: {e}") from None
+    methods = _demo_methods(args)
+    config = DemoConfig(
+        seeds=args.seeds or (3 if args.quick else DemoConfig.seeds),
+        steps=args.steps or (40 if args.quick else None),
+        methods=tuple(methods),
+        base_seed=args.seed,
+        workers=args.workers,
+    )
+    if args.plot:
+        _require_plot_extra()
+    out = args.out or ("demo-results-quick" if args.quick else "demo-results")
+    try:
+        out_dir = check_output_dir(out, overwrite=args.overwrite)
+    except (FileExistsError, NotADirectoryError, OSError) as e:
+        raise UsageError(f"--out: {e}") from None
 
     t0 = time.perf_counter()
-    with tqdm(
-        total=steps * len(scenarios),
-        disable=args.quiet,
-        desc="training",
-        unit="step",
-        file=sys.stderr,
-        leave=False,
-        dynamic_ncols=True,
-    ) as bar:
+    with _progress_bar(total_work(scenarios, config), args.quiet) as bar:
         try:
             results = run_demo(scenarios, config, progress=bar.update)
         except ValueError as e:  # a selected method that cannot take the demo's rewards
             raise UsageError(f"a method failed on the demo's rewards: {e}") from None
     elapsed = time.perf_counter() - t0
-    print(format_table(results))
+    rows = tidy_rows(results)
+    print(format_table(rows))
+    for res in results:
+        for why in res.skipped:
+            print(f"{res.scenario.name}: skipped {why}")
+    print()
+    print(format_legend(methods, [r["metric"] for r in rows]))
+    for family in dict.fromkeys(res.scenario.family for res in results):
+        for metric in VERDICT_METRICS[family]:
+            print()
+            print(f"summary: {metric} (mean ± 95% CI) per scenario")
+            print(format_summary([r for r in rows if r["metric"] == metric], metric))
+    print()
+    print(format_verdicts(rows))
     paths = write_outputs(
-        results, config, args.out, rewardagg_version=__version__, train_seconds=round(elapsed, 2)
+        results,
+        config,
+        out_dir,
+        plot=args.plot,
+        rewardagg_version=__version__,
+        train_seconds=round(elapsed, 2),
     )
+    steps = "/".join(str(n) for n in sorted({config.steps or sc.steps for sc in scenarios}))
     print()
     print(
-        f"{len(methods)} methods x {seeds} seeds x {steps} steps x {len(scenarios)} scenarios "
-        f"trained in {elapsed:.1f} s."
+        f"{len(methods)} settings x {config.seeds} seeds x {steps} steps x {len(scenarios)} "
+        f"scenarios trained in {elapsed:.1f} s."
     )
-    print("wrote " + ", ".join(str(paths[k]) for k in ("png", "json", "csv")))
+    print("wrote " + ", ".join(str(p) for p in paths.values()))
     return EXIT_OK
 
 
@@ -152,13 +202,16 @@ def _parse_weights(text: str | None, names: list[str]) -> list[float] | None:
                 w[key] = float(val)
             except ValueError:
                 raise UsageError(f"--weights: {part!r} is not NAME=NUMBER") from None
-        return [w[n] for n in names]
-    try:
-        vals = [float(p) for p in parts]
-    except ValueError:
-        raise UsageError(f"--weights: expected numbers or NAME=NUMBER, got {text!r}") from None
-    if len(vals) != len(names):
-        raise UsageError(f"--weights: {len(vals)} values for {len(names)} rewards ({names})")
+        vals = [w[n] for n in names]
+    else:
+        try:
+            vals = [float(p) for p in parts]
+        except ValueError:
+            raise UsageError(f"--weights: expected numbers or NAME=NUMBER, got {text!r}") from None
+        if len(vals) != len(names):
+            raise UsageError(f"--weights: {len(vals)} values for {len(names)} rewards ({names})")
+    if not all(math.isfinite(v) and v >= 0 for v in vals):
+        raise UsageError(f"--weights: expected finite non-negative numbers, got {text!r}")
     return vals
 
 
@@ -167,30 +220,44 @@ def _parse_thresholds(items: list[str] | None, names: list[str]) -> dict[str, fl
     for item in items or []:
         key, sep, val = item.partition("=")
         try:
-            if sep:
-                if key not in names:
-                    raise UsageError(f"--threshold: unknown reward {key!r}; rewards are {names}")
-                out[key] = float(val)
-            else:
-                out.update(dict.fromkeys(names, float(item)))
+            value = float(val if sep else item)
         except ValueError:
             raise UsageError(f"--threshold: expected COL=VALUE or VALUE, got {item!r}") from None
+        if not math.isfinite(value):
+            raise UsageError(f"--threshold: expected a finite number, got {item!r}")
+        if sep and key not in names:
+            raise UsageError(f"--threshold: unknown reward {key!r}; rewards are {names}")
+        out.update({key: value} if sep else dict.fromkeys(names, value))
     return out
 
 
-def run_audit_command(args: argparse.Namespace) -> int:
-    """``rewardagg audit FILE``: print the report, optionally write the figure."""
-    from rewardagg.audit import default_audit_methods, format_report, plot_report, run_audit
+def _plot_path(text: str) -> Path:
+    """The figure's path, checked before any work: matplotlib must be installed and know
+    the extension (none: its default format's, as ``savefig`` adds it), and the file must
+    be writable."""
+    try:
+        import matplotlib
+        from matplotlib.backend_bases import FigureCanvasBase
+    except ImportError:
+        raise UsageError(f"--plot needs matplotlib: {PLOT_EXTRA_HINT}") from None
+    path = check_output_file(text)
+    formats = FigureCanvasBase.get_supported_filetypes()
+    if not path.suffix:
+        path = check_output_file(f"{text}.{matplotlib.rcParams['savefig.format']}")
+    elif path.suffix[1:].lower() not in formats:
+        raise UsageError(
+            f"{text}: --plot cannot write {path.suffix!r} files; use one of "
+            f"{', '.join('.' + f for f in sorted(formats))}"
+        )
+    return path
+
+
+def _load(args: argparse.Namespace) -> Any:
+    """The rollouts of ``args.file``; a bad file is a :class:`UsageError` naming it."""
     from rewardagg.rollouts_io import RolloutFileError, load_rollouts
 
-    if args.plot is not None:
-        try:
-            import matplotlib  # noqa: F401
-        except ImportError:
-            raise UsageError(f"--plot needs matplotlib: {PLOT_EXTRA_HINT}") from None
-    costs = _flatten(args.cost) or []
     try:
-        data = load_rollouts(
+        return load_rollouts(
             args.file,
             group=args.group,
             rewards=_flatten(args.rewards),
@@ -199,15 +266,36 @@ def run_audit_command(args: argparse.Namespace) -> int:
         )
     except RolloutFileError as e:
         raise UsageError(str(e)) from None
-    names = data.reward_names
+
+
+def run_audit_command(args: argparse.Namespace) -> int:
+    """``rewardagg audit FILE``: print the report, optionally write the figure. The
+    options and the figure's path are checked before the file is read."""
+    from rewardagg.audit import default_audit_methods, format_report, plot_report, run_audit
+
+    if not math.isfinite(args.z_level):
+        raise UsageError(f"--z-level: expected a finite number, got {args.z_level}")
+    if not (math.isfinite(args.eps) and args.eps >= 0):
+        raise UsageError(f"--eps: expected a finite non-negative number, got {args.eps}")
+    plot = _plot_path(args.plot) if args.plot is not None else None
+    methods = select_methods(args, default_audit_methods)
+    costs = _flatten(args.cost) or []
+    data = _load(args)
+    names, source = data.reward_names, data.source
     unknown = [c for c in costs if c not in names]
     if unknown:
         raise UsageError(f"--cost: {unknown} not among the reward columns {names}")
-    methods = select_methods(args, default_audit_methods)
+    inferred = (
+        f"reward columns (inferred): {', '.join(names)}; group column: {data.group_column}"
+        if data.inferred
+        else ""
+    )
+    rewards, codes = data.rewards, data.group_codes()
+    del data  # the labels and line numbers are not needed any more
     try:
         report = run_audit(
-            data.rewards,
-            data.group_codes(),
+            rewards,
+            codes,
             reward_names=names,
             costs=costs,
             weights=_parse_weights(args.weights, names),
@@ -215,15 +303,19 @@ def run_audit_command(args: argparse.Namespace) -> int:
             thresholds=_parse_thresholds(args.threshold, names),
             z_level=args.z_level,
             eps=args.eps,
-            source=data.source,
+            source=source,
+            keep_advantages=False,  # the report and the figure do not use them
         )
-    except ValueError as e:
-        raise UsageError(str(e)) from None
-    if data.inferred:
-        print(f"reward columns (inferred): {', '.join(names)}; group column: {data.group_column}")
+    except ValueError as e:  # the options are checked: it is about the file's values
+        raise UsageError(f"{source}: {e}") from None
+    if inferred:
+        print(inferred)
     print(format_report(report))
-    if args.plot is not None:
-        Path(args.plot).parent.mkdir(parents=True, exist_ok=True)
-        plot_report(report, args.plot)
-        print(f"\nwrote {args.plot}")
+    if plot is not None:
+        make_parent_dirs(plot)
+        try:
+            plot_report(report, plot)
+        except OSError as e:
+            raise UsageError(f"{plot}: cannot write the figure ({e.strerror or e})") from None
+        print(f"\nwrote {plot}")
     return EXIT_OK

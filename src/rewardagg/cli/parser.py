@@ -69,15 +69,6 @@ def _floats(text: str) -> list[float]:
         ) from None
 
 
-def _ints(text: str) -> list[int]:
-    try:
-        return [int(t) for t in text.replace(" ", ",").split(",") if t]
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected integers separated by commas, got {text!r}"
-        ) from None
-
-
 def _names(text: str) -> list[str]:
     """``"a, b,,c"`` -> ["a", "b", "c"]."""
     return [t.strip() for t in text.split(",") if t.strip()]
@@ -131,16 +122,21 @@ def _param_help() -> str:
 
 
 def add_method_options(
-    p: argparse.ArgumentParser | argparse._ArgumentGroup, *, default: str
+    p: argparse.ArgumentParser | argparse._ArgumentGroup,
+    *,
+    default: str,
+    extra: Sequence[str] = (),
 ) -> None:
     """``--methods``, ``--param`` and the :data:`PARAM_ALIASES` flags, read off the
-    method table. ``default`` says, for the help, which methods run by default."""
+    method table. ``default`` says, for the help, which methods run by default; ``extra``
+    names further choices of ``--methods`` (the demo's variants)."""
+    choices = ", ".join(available_methods()) + (f"; variants: {', '.join(extra)}" if extra else "")
     p.add_argument(
         "--methods",
         type=_names,
         default=None,
         metavar="NAME[,NAME...]",
-        help=f"methods to compare, of {', '.join(available_methods())} (default: {default})",
+        help=f"methods to compare, of {choices} (default: {default})",
     )
     p.add_argument(
         "--param",
@@ -164,92 +160,87 @@ def add_method_options(
 
 # ---------------------------------------------------------------------------- demo
 DEMO_DESCRIPTION = """\
-Constraint neglect, reproduced: a tabular softmax policy writes 6-token responses for 4
-prompts; one binary format constraint (the last 2 tokens must be <end>) competes with
-K-1 noisy verbosity rewards (word counts). GRPO-style training (8 samples per prompt,
-one policy-gradient step per batch) with the advantages of each method of the method
-table, at each setting the table sweeps (--methods and --param choose). Same seeds for
-every method.
-Default grid: K in {4, 17} x constraint met by {5%, 50%} of responses at the start
-(the 50% scenarios are the control). Writes demo.png, demo.json, demo.csv into --out.
+Every advantage method of the library, trained on the same problems and compared.
+
+Default: a HealthBench-style rubric testbed (numpy only). Each prompt has K binary
+criteria with points (one critical at +10, easy ones at +1..+5, negative ones at -2..-8,
+some absent per prompt); responses are feature vectors (verbosity, care, accuracy) drawn
+from a Gaussian policy shared by all prompts; verbosity drives the easy criteria and
+works against the critical one; an LLM-judge model flips each verdict with probability
+eps (the training rewards) while evaluation uses the true verdicts on held-out prompts.
+Eight scenarios: K in {17, 5} x critical met by {10%, 70%} at the start x judge noise
+{0, 0.1}. --scenario neglect runs the earlier format-vs-verbosity toy instead.
+
+Methods: each method of the method table at each setting its sweep lists (a method
+registered at run time included), plus gdpo_point_weights, tchebycheff, gdpo_lagrange
+and softmin_snr (option variants; see the legend). Same seeds and random numbers for
+every method. Prints one table per scenario, a legend, one summary per headline metric
+and one verdict line per scenario, and writes demo.csv (tidy rows), demo.json and
+demo.png into --out.
 """
+
+
+DEMO_VARIANTS = ("gdpo_point_weights", "tchebycheff", "gdpo_lagrange", "softmin_snr")
+"""The demo's option variants (``rewardagg.demo.settings.VARIANTS``), named here so that
+building the parser does not import the demo."""
 
 
 def configure_demo(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--out",
-        default="demo-results",
+        default=None,
         metavar="DIR",
-        help="output folder for demo.png, demo.json, demo.csv (default: %(default)s)",
+        help="output folder for demo.csv, demo.json, demo.png (default: demo-results; "
+        "--quick: demo-results-quick); files already there are an error",
+    )
+    p.add_argument("--overwrite", action="store_true", help="replace demo.* files already in --out")
+    p.add_argument(
+        "--scenario",
+        type=_names,
+        default=None,
+        metavar="NAME[,NAME...]",
+        help="rubric (default: the 8 testbed scenarios), neglect (the toy's 4), all, or "
+        "scenario names such as k17-rare-noisy, neglect-k17-control",
     )
     p.add_argument(
         "--seeds",
         type=_positive_int,
         default=None,
         metavar="N",
-        help="independent runs per method (default: 16; --quick: 3)",
+        help="independent runs per method (default: 12; --quick: 3)",
     )
     p.add_argument(
         "--steps",
         type=_positive_int,
         default=None,
         metavar="N",
-        help="policy-gradient updates per run (default: 300; --quick: 60)",
+        help="policy updates per run (default: 200 on the rubric, 300 on the toy; --quick: 40)",
     )
     p.add_argument(
         "--quick",
         action="store_true",
-        help="a small run (3 seeds x 60 steps) for tests and a first look",
+        help="a first look in a few seconds: 2 rubric scenarios, 3 seeds x 40 steps",
+    )
+    p.add_argument(
+        "--workers",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="processes (default: every available core; 1: no subprocess)",
+    )
+    p.add_argument("--seed", type=int, default=0, help="first seed (default: 0)")
+    p.add_argument(
+        "--no-plot",
+        dest="plot",
+        action="store_false",
+        help="no demo.png (the table and the CSV/JSON need numpy only)",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    g = p.add_argument_group("scenario")
-    g.add_argument(
-        "--rewards",
-        type=_ints,
-        default=None,
-        metavar="K[,K...]",
-        help="number(s) of rewards K, 2..17, one scenario each (default: 4,17)",
+    add_method_options(
+        p,
+        default="every method of the table at its sweep, then the variants",
+        extra=DEMO_VARIANTS,
     )
-    g.add_argument(
-        "--difficulty",
-        type=_floats,
-        default=None,
-        metavar="P[,P...]",
-        help="probability of meeting the constraint at the start, one scenario each "
-        "(default: 0.05,0.5; the larger one is the control)",
-    )
-    add_method_options(g, default="all but mean and the methods that need non-negative rewards")
-    g.add_argument("--prompts", type=_positive_int, default=4, help="prompts (default: 4)")
-    g.add_argument("--group-size", type=int, default=8, help="samples per prompt (default: 8)")
-    g.add_argument(
-        "--length", type=_positive_int, default=6, help="tokens per response (default: 6)"
-    )
-    g.add_argument(
-        "--constraint-length",
-        type=_positive_int,
-        default=2,
-        help="final tokens that must be <end> (default: 2)",
-    )
-    g.add_argument(
-        "--window",
-        type=_positive_int,
-        default=3,
-        help="tokens counted by each verbosity reward (default: 3)",
-    )
-    g.add_argument(
-        "--noise",
-        type=float,
-        default=1.0,
-        help="std of the noise on verbosity rewards (default: 1.0)",
-    )
-    g.add_argument("--lr", type=float, default=0.3, help="policy step size (default: 0.3)")
-    g.add_argument(
-        "--threshold",
-        type=float,
-        default=0.9,
-        help="constraint satisfaction counted as reached (default: 0.9)",
-    )
-    g.add_argument("--seed", type=int, default=0, help="first seed (default: 0)")
 
 
 # ---------------------------------------------------------------------------- audit
@@ -341,7 +332,7 @@ def configure_audit(p: argparse.ArgumentParser) -> None:
 COMMANDS: list[Command] = [
     Command(
         "demo",
-        "reproduce constraint neglect on a toy policy-gradient problem",
+        "compare every method on a rubric testbed (and the constraint-neglect toy)",
         configure_demo,
         "rewardagg.cli.commands:run_demo_command",
         DEMO_DESCRIPTION,

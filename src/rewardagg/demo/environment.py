@@ -19,24 +19,30 @@ Policy
 
 Rewards (``K = n_rewards`` columns, 2 <= K <= 17)
     - reward 0, ``format`` (the hard constraint): 1.0 when the last ``c`` positions
-      (``c = constraint_length``, default 3) are all ``<end>``, else 0.0. Noise-free.
+      (``c = constraint_length``, default 2) are all ``<end>``, else 0.0. Noise-free.
     - rewards 1 .. K-1, ``verbose_j`` (easy, high-variance objectives in the style of
-      verbosity or rubric items): the number of ``word`` tokens in a window of ``w``
-      positions (``w = window``, default 3) starting at position ``(j - 1) mod L`` and
-      wrapping around, plus Gaussian noise of standard deviation ``noise`` (default 1.0;
-      a noisy judge). Windows that overlap the last ``c`` positions conflict with the
-      constraint; the others do not.
+      verbosity or rubric items): the number of ``word`` tokens in window ``j`` plus
+      Gaussian noise of standard deviation ``noise`` (default 1.0; a noisy judge). The
+      windows are distinct sets of consecutive positions (wrapping around), taken in
+      order of width, ``w``, ``w - 1``, ``w + 1``, ``w - 2``, ... (``w = window``, default 3),
+      and within a width by start position 0, 1, ..., L - 1 (:func:`distinct_windows`).
+      Windows that overlap the last ``c`` positions conflict with the constraint; the
+      others do not.
 
-    With the defaults (K = 4, L = 6, c = 3, w = 3) the windows are {0,1,2}, {1,2,3} and
-    {2,3,4}: the format constraint wants positions 3, 4, 5 to be ``<end>``, two verbosity
-    rewards want ``word`` at position 3 or 4, and no reward but the format cares about
-    position 5. Under a raw sum of rewards, giving up the constraint is the better deal
-    (it is worth 1, the words it costs are worth up to 3); a constraint in the sense of
-    this library should win anyway.
+    With the defaults (K = 4, L = 6, c = 2, w = 3) the windows are {0,1,2}, {1,2,3} and
+    {2,3,4}: the format wants positions 4 and 5 to be ``<end>``; only ``verbose_3`` wants
+    ``word`` at position 4, and no reward but the format cares about position 5. Under a
+    raw sum of rewards, giving up the constraint is the better deal (it is worth 1, the
+    word it costs is worth 1 plus noise); a constraint in the sense of this library
+    should win anyway. With K = 17 the 16 windows are the six of width 3, the six of width
+    2 and the first four of width 4; 10 of them cover position 4 or 5, so meeting the
+    format costs one or two words in each of those 10 (the six that do not cover them
+    are free).
 
 Expected (noise-free) rewards of a policy, used for the learning curves:
 ``E[format] = prod_{l >= L-c} pi_l(<end>)`` and ``E[verbose_j] = sum_{l in W_j} pi_l(word)``.
-Normalised rewards divide ``verbose_j`` by ``w`` so that every reward lies in [0, 1];
+Normalised rewards divide ``verbose_j`` by its window's width so that every reward lies
+in [0, 1];
 the *worst reward* of a prompt is the smallest normalised expected reward.
 """
 
@@ -46,7 +52,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["END", "MAX_REWARDS", "WORD", "ConstraintEnv"]
+__all__ = ["END", "MAX_REWARDS", "WORD", "ConstraintEnv", "distinct_windows"]
 
 END = 0
 WORD = 1
@@ -65,7 +71,7 @@ class ConstraintEnv:
         constraint_length: ``c``, how many final positions must be ``<end>``.
         initial_satisfaction: geometric mean over prompts of the probability that the
             constraint is met at the start (a small value is a hard constraint).
-        window: ``w``, positions counted by each verbosity reward.
+        window: ``w``, the width of the first windows (:func:`distinct_windows`).
         noise: standard deviation of the Gaussian noise added to each verbosity reward.
     """
 
@@ -91,6 +97,12 @@ class ConstraintEnv:
             )
         if not 1 <= self.window <= self.length:
             raise ValueError(f"window must be in [1, length={self.length}], got {self.window}")
+        most = self.length * (self.length - 1) + 1
+        if self.n_rewards - 1 > most:
+            raise ValueError(
+                f"n_rewards={self.n_rewards} needs {self.n_rewards - 1} distinct windows; "
+                f"length={self.length} has {most}"
+            )
         if not 0.0 < self.initial_satisfaction < 1.0:
             raise ValueError(
                 f"initial_satisfaction must be in (0, 1), got {self.initial_satisfaction}"
@@ -106,11 +118,11 @@ class ConstraintEnv:
 
     def windows(self) -> np.ndarray:
         """Boolean ``(K - 1, L)`` matrix: row ``j - 1`` marks the positions of ``verbose_j``."""
-        out = np.zeros((self.n_rewards - 1, self.length), dtype=bool)
-        for j in range(1, self.n_rewards):
-            idx = (j - 1 + np.arange(self.window)) % self.length
-            out[j - 1, idx] = True
-        return out
+        return distinct_windows(self.length, self.window, self.n_rewards - 1)
+
+    def widths(self) -> np.ndarray:
+        """``(K - 1,)`` number of positions in each window."""
+        return self.windows().sum(axis=1)
 
     def initial_satisfaction_per_prompt(self) -> np.ndarray:
         """``(P,)`` start probability ``s_p`` of meeting the constraint, per prompt."""
@@ -162,9 +174,9 @@ class ConstraintEnv:
         return np.concatenate([fmt[..., None], verbose], axis=-1)
 
     def normalised(self, rewards: np.ndarray) -> np.ndarray:
-        """Scale noise-free rewards ``(..., K)`` to [0, 1]: verbosity divided by ``w``."""
+        """Scale noise-free rewards ``(..., K)`` to [0, 1]: verbosity divided by its width."""
         scale = np.ones(self.n_rewards)
-        scale[1:] = self.window
+        scale[1:] = self.widths()
         return np.asarray(rewards, dtype=np.float64) / scale
 
 
@@ -172,3 +184,36 @@ def end_probability(theta: np.ndarray) -> np.ndarray:
     """``pi(<end>)`` per position for logits ``theta`` ``(..., 2)``: ``sigmoid(t0 - t1)``."""
     d = theta[..., END] - theta[..., WORD]
     return 0.5 * (1.0 + np.tanh(0.5 * d))
+
+
+def _widths(length: int, window: int) -> list[int]:
+    """``window``, ``window - 1``, ``window + 1``, ``window - 2``, ... within [1, length]."""
+    out = [window]
+    for d in range(1, length):
+        out += [w for w in (window - d, window + d) if 1 <= w <= length]
+    return out
+
+
+def distinct_windows(length: int, window: int, count: int) -> np.ndarray:
+    """``count`` distinct cyclic windows of consecutive positions, ``(count, length)``
+    boolean: widths in the order ``window, window - 1, window + 1, ...``, and for each
+    width the windows starting at 0, 1, ..., ``length - 1`` (one window of width
+    ``length``).
+
+    >>> distinct_windows(4, 2, 6).astype(int)
+    array([[1, 1, 0, 0],
+           [0, 1, 1, 0],
+           [0, 0, 1, 1],
+           [1, 0, 0, 1],
+           [1, 0, 0, 0],
+           [0, 1, 0, 0]])
+    """
+    rows = []
+    for w in _widths(length, window):
+        for start in range(1 if w == length else length):
+            row = np.zeros(length, dtype=bool)
+            row[(start + np.arange(w)) % length] = True
+            rows.append(row)
+    if count > len(rows):
+        raise ValueError(f"only {len(rows)} distinct windows in {length} positions, not {count}")
+    return np.array(rows[:count], dtype=bool).reshape(count, length)

@@ -20,8 +20,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+import rewardagg
+from rewardagg.demo.engine import per_seed_advantages
 from rewardagg.demo.environment import END, WORD, ConstraintEnv
-from rewardagg.demo.experiment import MethodSpec, default_methods
+from rewardagg.demo.settings import default_methods
+from rewardagg.method_settings import MethodSpec
 
 __all__ = ["ProbeResult", "probe_advantages"]
 
@@ -46,12 +49,21 @@ def probe_advantages(
     methods: Sequence[MethodSpec] | None = None,
     seed: int = 0,
 ) -> ProbeResult:
-    """Mean advantages in the constructed groups described in the module docstring."""
-    import rewardagg
+    """Mean advantages in the constructed groups described in the module docstring.
 
+    ``methods`` default to the settings of the method table (no variants) that take
+    signed rewards (the environment's noise makes rewards negative). A setting with a
+    ``constraint`` option runs as its method alone (a fresh tracker's multiplier is 0).
+    """
     if not 1 <= n_meeting < group_size:
         raise ValueError(f"n_meeting must be in [1, group_size - 1], got {n_meeting}")
-    methods = list(methods) if methods is not None else default_methods()
+    if methods is None:
+        methods = [
+            m
+            for m in default_methods(variants=False)
+            if not rewardagg.get_aggregator(m.method).nonnegative
+        ]
+    methods = list(methods)
     meets = np.full(env.length, WORD)
     meets[env.length - env.constraint_length :] = END
     fails = np.full(env.length, WORD)
@@ -64,11 +76,8 @@ def probe_advantages(
         noise = rng.standard_normal((n_prompts, group_size, k - 1))
         rewards = env.rewards(tokens, noise).reshape(n_prompts * group_size, k)
         for m, spec in enumerate(methods):
-            adv = np.asarray(
-                rewardagg.advantages(
-                    rewards, method=spec.method, group_size=group_size, **spec.params
-                )
-            ).reshape(n_prompts, group_size)
+            adv = per_seed_advantages(rewards[None], spec, group_size=group_size)
+            adv = adv.reshape(n_prompts, group_size)
             sums[m, 0] += adv[:, :n_meeting].mean()
             sums[m, 1] += adv[:, n_meeting:].mean()
     means = sums / draws

@@ -1,242 +1,367 @@
-"""Tables, files and figure of ``rewardagg demo``.
+"""The demo's printed table, legend, files (``demo.csv``, ``demo.json``) and figure.
 
-Every statistic is a mean over seeds with the half-width of a 95% Student t interval
-(``mean ± half``). "Final" means after the last update. The numbers:
-
-- ``format``: probability that the policy meets the constraint (mean over prompts).
-- ``verbose_j``: expected noise-free word count of verbosity reward ``j`` (0 to ``window``).
-- ``worst``: mean over prompts of the smallest normalised expected reward.
-- ``mean``: mean over the K normalised expected rewards.
-- ``steps``: first update after which ``format`` >= threshold, averaged over the seeds that
-  got there; ``reached`` says how many did.
-- ``neglect``: over all updates, the share of sampled responses that failed the
-  constraint in a group where another response met it, and still got a positive advantage.
+Everything here is drawn from the tidy rows of :mod:`rewardagg.demo.tidy` (the figure
+too), so ``demo.csv`` is the source of every number the demo shows. Cells are
+``mean±h``: the mean over seeds and the half-width of its 95% t interval.
 """
 
 from __future__ import annotations
 
-import csv
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from rewardagg.demo.experiment import DemoConfig, ScenarioResult, mean_ci
+from rewardagg import get_aggregator
+from rewardagg.demo.results import RunResult, metric_description
+from rewardagg.demo.scenarios import select_scenarios
+from rewardagg.demo.settings import VARIANTS
+from rewardagg.demo.stats import mean_ci
+from rewardagg.demo.tidy import VERDICT_METRICS, tidy_rows, verdict_lines, write_rows
+from rewardagg.method_settings import MethodSpec
 
-__all__ = ["format_table", "plot_results", "summary_rows", "to_json_dict", "write_outputs"]
+__all__ = [
+    "OUTPUT_FILES",
+    "check_output_dir",
+    "format_legend",
+    "format_summary",
+    "format_table",
+    "format_verdicts",
+    "plot_rows",
+    "scenario_descriptions",
+    "to_json_dict",
+    "write_outputs",
+]
 
-#: Above this many rewards the table shows the verbosity rewards' average, not each one.
-MAX_REWARD_COLUMNS = 5
-
-
-def summary_rows(results: Sequence[ScenarioResult]) -> list[dict]:
-    """One flat dict per (scenario, method) with the final numbers (see module docstring)."""
-    rows = []
-    for res in results:
-        env = res.scenario.env
-        names = env.reward_names
-        steps = res.steps_to_threshold()
-        final = res.expected[-1]  # (M, S, K)
-        for m, spec in enumerate(res.methods):
-            row: dict = {"scenario": res.scenario.name, "method": spec.label}
-            row["method_name"] = spec.method
-            row.update({f"param_{k}": v for k, v in spec.params.items()})
-            for k, name in enumerate(names):
-                mu, ci = mean_ci(final[m, :, k])
-                row[name], row[f"{name}_ci"] = float(mu), float(ci)
-            mu, ci = mean_ci(final[m, :, 1:].mean(axis=-1))
-            row["verbose_avg"], row["verbose_avg_ci"] = float(mu), float(ci)
-            mu, ci = mean_ci(res.worst[-1, m])
-            row["worst"], row["worst_ci"] = float(mu), float(ci)
-            mu, ci = mean_ci(res.mean_normalised[-1, m])
-            row["mean"], row["mean_ci"] = float(mu), float(ci)
-            reached = np.isfinite(steps[m])
-            row["threshold"] = res.threshold
-            row["steps_to_threshold"] = (
-                float(np.mean(steps[m][reached])) if reached.any() else math.nan
-            )
-            row["reached"] = int(reached.sum())
-            row["seeds"] = len(res.seeds)
-            mu, ci = mean_ci(_nanmean_first_axis(res.neglect[:, m]))
-            row["neglect"], row["neglect_ci"] = float(mu), float(ci)
-            rows.append(row)
-    return rows
+OUTPUT_FILES = ("demo.csv", "demo.json", "demo.png")
+#: Metrics the figure plots, per family (each on [0, 1]).
+PLOTTED = {
+    "rubric": ("rubric_score", "critical_met", "neglect"),
+    "neglect": ("format", "worst", "neglect"),
+}
+_MARKERS = ("o", "^", "x")
 
 
-def _nanmean_first_axis(x: np.ndarray) -> np.ndarray:
-    finite = np.isfinite(x)
-    n = finite.sum(axis=0)
-    total = np.where(finite, x, 0.0).sum(axis=0)
-    return np.where(n > 0, total / np.maximum(n, 1), np.nan)
+def scenario_descriptions() -> dict[str, str]:
+    """Name -> description of every built-in scenario."""
+    return {s.name: s.description for s in select_scenarios(["all"])}
 
 
-def _pm(mu: float, ci: float, digits: int = 2) -> str:
-    if not math.isfinite(mu):
+def _cell(row: Mapping[str, Any] | None) -> str:
+    if row is None or not math.isfinite(row["mean"]):
         return "–"
-    if not math.isfinite(ci):
-        return f"{mu:.{digits}f}"
-    return f"{mu:.{digits}f}±{ci:.{digits}f}"
+    half = (row["ci_high"] - row["ci_low"]) / 2
+    if row["n_seeds"] < 2:
+        return f"{row['mean']:.2f}"
+    return f"{row['mean']:.2f}±{half:.2f}"
 
 
-def format_table(results: Sequence[ScenarioResult]) -> str:
-    """Plain-text tables, one per scenario, one line per method."""
-    rows = summary_rows(results)
+def _columns(metrics: list[str]) -> list[str]:
+    """Table columns: the per-prompt format values share one column."""
+    out = [m for m in metrics if not m.startswith("format_p")]
+    if any(m.startswith("format_p") for m in metrics):
+        out.insert(out.index("format") + 1 if "format" in out else 0, "per prompt")
+    return out
+
+
+def format_table(
+    rows: Sequence[Mapping[str, Any]], *, descriptions: Mapping[str, str] | None = None
+) -> str:
+    """Plain-text tables, one per scenario, one line per setting."""
+    descriptions = scenario_descriptions() if descriptions is None else descriptions
     blocks = []
-    for res in results:
-        env = res.scenario.env
-        names = env.reward_names
-        reward_cols = list(names) if len(names) <= MAX_REWARD_COLUMNS else ["format", "verbose_avg"]
-        thr = f"steps→{res.threshold:.0%}"
-        header = ["method", *reward_cols, "worst", "mean", thr, "neglect"]
+    for scenario in dict.fromkeys(r["scenario"] for r in rows):
+        mine = [r for r in rows if r["scenario"] == scenario]
+        metrics = list(dict.fromkeys(r["metric"] for r in mine))
+        methods = list(dict.fromkeys(r["method"] for r in mine))
+        cell = {(r["method"], r["metric"]): r for r in mine}
+        cols = _columns(metrics)
         lines = []
-        for row in (r for r in rows if r["scenario"] == res.scenario.name):
-            cells = [row["method"]]
-            cells += [_pm(row[c], row[f"{c}_ci"]) for c in reward_cols]
-            cells += [_pm(row["worst"], row["worst_ci"]), _pm(row["mean"], row["mean_ci"])]
-            st = row["steps_to_threshold"]
-            cells.append(
-                f"{st:.0f} ({row['reached']}/{row['seeds']})"
-                if math.isfinite(st)
-                else f"never (0/{row['seeds']})"
-            )
-            cells.append(_pm(row["neglect"], row["neglect_ci"]))
+        for method in methods:
+            cells = [method]
+            for c in cols:
+                if c == "per prompt":
+                    per = [cell.get((method, m)) for m in metrics if m.startswith("format_p")]
+                    cells.append(" ".join("–" if r is None else f"{r['mean']:.2f}" for r in per))
+                else:
+                    cells.append(_cell(cell.get((method, c))))
             lines.append(cells)
-        widths = [max(len(str(c)) for c in col) for col in zip(header, *lines, strict=False)]
+        header = ["method", *cols]
+        widths = [max(len(str(c)) for c in col) for col in zip(header, *lines, strict=True)]
         fmt = "  ".join(f"{{:<{w}}}" if i == 0 else f"{{:>{w}}}" for i, w in enumerate(widths))
-        title = (
-            f"== {res.scenario.name}: {res.scenario.description}; "
-            f"{len(res.seeds)} seeds × {res.expected.shape[0] - 1} steps, "
-            f"final values, mean ± 95% CI"
-        )
+        n = max(r["n_seeds"] for r in mine)
+        desc = descriptions.get(scenario, "")
+        title = f"== {scenario}" + (f": {desc}" if desc else "") + f" (mean ± 95% CI, {n} seeds)"
         body = [fmt.format(*header), fmt.format(*("-" * w for w in widths))]
         body += [fmt.format(*cells) for cells in lines]
         blocks.append("\n".join([title, *body]))
     return "\n\n".join(blocks)
 
 
-def _curve(x: np.ndarray) -> dict:
-    mu, ci = mean_ci(x, axis=-1)
-    return {"mean": _clean(mu), "ci": _clean(ci)}
+def format_verdicts(rows: Sequence[Mapping[str, Any]]) -> str:
+    """The verdict lines (:func:`rewardagg.demo.tidy.verdict_lines`) under a header."""
+    head = (
+        "verdicts (per scenario: the best mean and its margin over the runner-up, or "
+        "'no clear difference' when their 95% CIs overlap):"
+    )
+    return "\n".join([head, *verdict_lines(rows)])
+
+
+def format_summary(rows: Sequence[Mapping[str, Any]], metric: str) -> str:
+    """One metric across scenarios: a line per setting, a column per scenario (the
+    scenarios that measure ``metric``), cells ``mean±h``."""
+    mine = [r for r in rows if r["metric"] == metric]
+    scenarios = list(dict.fromkeys(r["scenario"] for r in mine))
+    methods = list(dict.fromkeys(r["method"] for r in mine))
+    cell = {(r["method"], r["scenario"]): r for r in mine}
+    header = [metric, *scenarios]
+    lines = [[m, *(_cell(cell.get((m, sc))) for sc in scenarios)] for m in methods]
+    widths = [max(len(str(c)) for c in col) for col in zip(header, *lines, strict=True)]
+    fmt = "  ".join(f"{{:<{w}}}" if i == 0 else f"{{:>{w}}}" for i, w in enumerate(widths))
+    body = [fmt.format(*header), fmt.format(*("-" * w for w in widths))]
+    return "\n".join(body + [fmt.format(*cells) for cells in lines])
+
+
+def _method_line(spec: MethodSpec) -> str:
+    variant = next((v for v in VARIANTS if v.spec == spec), None)
+    if variant is not None:
+        return variant.description
+    agg = get_aggregator(spec.method)
+    params = ", ".join(
+        f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in spec.params.items()
+    )
+    return agg.summary + (f" [{params}]" if params else "")
+
+
+def format_legend(methods: Sequence[MethodSpec], metrics: Iterable[str]) -> str:
+    """What the columns and the settings of the tables are."""
+    metrics = list(dict.fromkeys(metrics))
+    lines = ["columns:"]
+    for m in _columns(metrics):
+        if m == "per prompt":
+            lines.append(
+                "  per prompt: P(format met) on each prompt (they start at different rates)"
+            )
+        else:
+            lines.append(f"  {m}: {metric_description(m)}")
+    lines.append("methods:")
+    width = max(len(s.label) for s in methods)
+    lines += [f"  {s.label:<{width}}  {_method_line(s)}" for s in methods]
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------- files
+def check_output_dir(out_dir: str | Path, *, overwrite: bool = False) -> Path:
+    """``out_dir`` as a path, created if needed, after checking that the demo may write its
+    files there: ``FileExistsError`` if one of :data:`OUTPUT_FILES` is already there
+    (unless ``overwrite``), ``NotADirectoryError`` if ``out_dir`` is a file."""
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"{out} exists and is not a folder")
+    there = [str(out / f) for f in OUTPUT_FILES if (out / f).exists()]
+    if there and not overwrite:
+        raise FileExistsError(
+            f"{', '.join(there)} already exist; choose another --out folder or pass --overwrite"
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def _curve(x: np.ndarray) -> dict[str, list]:
+    mu, half = mean_ci(x, axis=-1)
+    half = np.nan_to_num(half)
+    return {"mean": _clean(mu), "ci_low": _clean(mu - half), "ci_high": _clean(mu + half)}
 
 
 def _clean(a: np.ndarray) -> list:
     return [None if not math.isfinite(v) else round(float(v), 6) for v in np.ravel(a)]
 
 
-def to_json_dict(results: Sequence[ScenarioResult], config: DemoConfig, **meta) -> dict:
-    """Everything the demo measured: settings, summary rows and learning curves."""
-    cfg = asdict(config)
-    cfg["methods"] = [asdict(m) for m in results[0].methods] if results else []
-    out: dict = {"config": cfg, "meta": meta, "summary": _json_safe(summary_rows(results))}
-    out["scenarios"] = []
-    for res in results:
-        env = res.scenario.env
-        sc = {
+def to_json_dict(results: Sequence[RunResult], config: Any = None, **meta: Any) -> dict:
+    """Everything the demo measured: settings, tidy rows and learning curves."""
+    cfg = {} if config is None else asdict(config)
+    if results:
+        cfg["methods"] = [asdict(m) for m in results[0].methods]
+    rows = tidy_rows(results)
+    out: dict = {"config": cfg, "meta": meta, "rows": [_json_row(r) for r in rows]}
+    out["scenarios"] = [
+        {
             "name": res.scenario.name,
+            "family": res.scenario.family,
             "description": res.scenario.description,
-            "environment": asdict(env),
-            "reward_names": list(env.reward_names),
+            "parameters": {k: v for k, v in asdict(res.scenario).items() if k != "env"}
+            | ({"env": asdict(res.scenario.env)} if hasattr(res.scenario, "env") else {}),
             "seeds": res.seeds,
+            "skipped": res.skipped,
+            "checkpoints": [int(c) for c in res.checkpoints],
+            "curves": {
+                spec.label: {k: _curve(v[:, m]) for k, v in res.curves.items()}
+                for m, spec in enumerate(res.methods)
+            },
         }
-        curves: dict[str, dict] = {}
-        for m, spec in enumerate(res.methods):
-            curves[spec.label] = {
-                "format": _curve(res.satisfaction[:, m]),
-                "mean": _curve(res.mean_normalised[:, m]),
-                "worst": _curve(res.worst[:, m]),
-                "final_per_seed": {
-                    name: _clean(res.expected[-1, m, :, k])
-                    for k, name in enumerate(env.reward_names)
-                },
-            }
-        sc["curves"] = curves
-        out["scenarios"].append(sc)
+        for res in results
+    ]
     return out
 
 
-def _json_safe(rows: list[dict]) -> list[dict]:
-    return [
-        {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in r.items()}
-        for r in rows
-    ]
+def _json_row(r: Mapping[str, Any]) -> dict:
+    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in r.items()}
 
 
 def write_outputs(
-    results: Sequence[ScenarioResult],
-    config: DemoConfig,
+    results: Sequence[RunResult],
+    config: Any,
     out_dir: str | Path,
     *,
     plot: bool = True,
-    **meta,
+    **meta: Any,
 ) -> dict[str, Path]:
-    """Write ``demo.json``, ``demo.csv`` and (``plot=True``) ``demo.png`` into ``out_dir``."""
+    """Write ``demo.csv``, ``demo.json`` and (``plot=True``) ``demo.png`` into ``out_dir``."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    paths = {"json": out / "demo.json", "csv": out / "demo.csv"}
+    paths = {"csv": out / "demo.csv", "json": out / "demo.json"}
+    rows = tidy_rows(results)
+    write_rows(rows, paths["csv"])
     with open(paths["json"], "w") as f:
         json.dump(to_json_dict(results, config, **meta), f, indent=1)
-    rows = summary_rows(results)
-    fields: list[str] = []
-    for r in rows:
-        fields += [k for k in r if k not in fields]
-    with open(paths["csv"], "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=fields, restval="")
-        w.writeheader()
-        w.writerows(rows)
     if plot:
         paths["png"] = out / "demo.png"
-        plot_results(results, paths["png"])
+        plot_rows(rows, paths["png"])
     return paths
 
 
-def plot_results(results: Sequence[ScenarioResult], path: str | Path) -> None:
-    """Learning curves: one column per scenario; rows: format satisfaction, worst, mean.
+# ---------------------------------------------------------------------------- figure
+def _kappa_rank(label: str, method: str) -> float | None:
+    """Where a setting sits on the mean (kappa 0) -> min (kappa inf) ramp, or None."""
+    if method == "mean":
+        return 0.0
+    if method == "min":
+        return math.inf
+    if label.startswith("softmin k=") and "+" not in label:
+        return float(label.split("=", 1)[1].split()[0])
+    return None
 
-    Lines are means over seeds, bands the 95% t interval. Needs matplotlib.
-    """
+
+#: Colours of the settings outside the SoftMin ramp, by the first word of their label.
+_FIXED_COLOURS = {
+    "grpo": "black",
+    "gdpo": "tab:red",
+    "gdpo_point_weights": "darkred",
+    "gdpo+lagrange": "tab:pink",
+    "gd2po": "tab:brown",
+    "gd2po_snr": "peru",
+    "mean_var": "tab:purple",
+    "cvar": "tab:orange",
+    "power_mean": "tab:green",
+    "tchebycheff": "tab:cyan",
+    "softmin": "slategray",  # a SoftMin off the ramp (with a conflict filter)
+}
+
+
+def _colours(labels: Sequence[str]) -> dict[str, Any]:
+    """A sequential ramp (Blues) for the SoftMin family ordered by kappa (mean = kappa 0,
+    min = kappa inf); fixed colours for the others (:data:`_FIXED_COLOURS`, a setting's
+    second shade slightly lighter), tab10 for methods registered at run time."""
+    import matplotlib
+    from matplotlib.colors import to_rgba
+
+    ramp = sorted((k, lab) for lab in labels if (k := _kappa_rank(lab, lab.split()[0])) is not None)
+    blues = matplotlib.colormaps["Blues"]
+    out: dict[str, Any] = {}
+    for i, (_, lab) in enumerate(ramp):
+        out[lab] = blues(0.3 + 0.7 * i / max(len(ramp) - 1, 1))
+    seen: dict[str, int] = {}
+    other = matplotlib.colormaps["tab10"]
+    for n, lab in enumerate(x for x in labels if x not in out):
+        head = lab.split()[0]
+        base = to_rgba(_FIXED_COLOURS.get(head, other(n % 10)))
+        shade = seen.get(head, 0)
+        seen[head] = shade + 1
+        out[lab] = (*(c + (1 - c) * 0.45 * shade for c in base[:3]), 1.0)
+    return out
+
+
+def _takeaway(rows: Sequence[Mapping[str, Any]], scenario: str, metric: str) -> str:
+    """A short verdict for a panel title."""
+    mine = [r for r in rows if r["scenario"] == scenario and r["metric"] == metric]
+    if len(mine) < 2:
+        return ""
+    ranked = sorted(mine, key=lambda r: -r["mean"])
+    best, second = ranked[0], ranked[1]
+    if best["ci_low"] > second["ci_high"]:
+        return f"{metric}: {best['method']} best (+{best['mean'] - second['mean']:.2f})"
+    return f"{metric}: no clear winner (top {best['mean']:.2f})"
+
+
+def plot_rows(rows: Sequence[Mapping[str, Any]], path: str | Path) -> None:
+    """One panel per scenario: each setting's final values (dots) with their 95% CIs
+    (bars), settings down the y axis, metrics by marker; the panel title says who wins.
+    Needs matplotlib."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
-    n = len(results)
-    panels = (
-        ("format", "constraint satisfaction"),
-        ("worst", "worst normalised reward"),
-        ("mean", "mean normalised reward"),
-    )
+    scenarios = list(dict.fromkeys(r["scenario"] for r in rows))
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    colours = _colours(methods)
+    ncols = min(4, len(scenarios))
+    nrows = math.ceil(len(scenarios) / ncols)
+    height = 0.9 + 0.2 * len(methods)
     fig, axes = plt.subplots(
-        len(panels), n, figsize=(3.6 * n + 0.6, 7.8), sharex="col", squeeze=False
+        nrows, ncols, figsize=(3.4 * ncols + 1.6, height * nrows + 0.8), squeeze=False, sharey=True
     )
-    cmap = plt.get_cmap("tab10")
-    for j, res in enumerate(results):
-        t = np.arange(res.expected.shape[0])
-        series = {"format": res.satisfaction, "worst": res.worst, "mean": res.mean_normalised}
-        for i, (key, label) in enumerate(panels):
-            ax = axes[i, j]
-            for m, spec in enumerate(res.methods):
-                mu, ci = mean_ci(series[key][:, m], axis=-1)
-                ci = np.nan_to_num(ci)
-                ax.plot(t, mu, color=cmap(m % 10), lw=1.4, label=spec.label)
-                ax.fill_between(t, mu - ci, mu + ci, color=cmap(m % 10), alpha=0.15, lw=0)
-            ax.set_ylim(-0.02, 1.02)
-            ax.grid(alpha=0.3)
-            if j == 0:
-                ax.set_ylabel(label)
-            if i == 0:
-                ax.set_title(res.scenario.name, fontsize=10)
-            if i == len(panels) - 1:
-                ax.set_xlabel("policy-gradient update")
-    handles, labels = axes[0, 0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 7), frameon=False)
+    ypos = {m: i for i, m in enumerate(methods)}
+    for j, scenario in enumerate(scenarios):
+        ax = axes[j // ncols, j % ncols]
+        mine = [r for r in rows if r["scenario"] == scenario]
+        family = "rubric" if any(r["metric"] == "rubric_score" for r in mine) else "neglect"
+        plotted = PLOTTED[family]
+        for r in mine:
+            if r["metric"] not in plotted:
+                continue
+            k = plotted.index(r["metric"])
+            y = ypos[r["method"]] + (k - 1) * 0.22
+            ax.errorbar(
+                r["mean"],
+                y,
+                xerr=[[r["mean"] - r["ci_low"]], [r["ci_high"] - r["mean"]]],
+                fmt=_MARKERS[k],
+                color=colours[r["method"]],
+                ms=4.5,
+                lw=1.0,
+                mfc="none" if k == 2 else colours[r["method"]],
+            )
+        ax.set_xlim(-0.03, 1.03)
+        ax.set_ylim(len(methods) - 0.5, -0.5)
+        ax.set_yticks(range(len(methods)), methods, fontsize=7.5)
+        ax.grid(axis="x", alpha=0.3)
+        ax.tick_params(axis="x", labelsize=8)
+        says = [_takeaway(rows, scenario, m) for m in VERDICT_METRICS[family]]
+        ax.set_title("\n".join([scenario, *says]), fontsize=8)
+    for j in range(len(scenarios), nrows * ncols):
+        axes[j // ncols, j % ncols].set_visible(False)
+    metrics = {r["metric"] for r in rows}
+    families = [f for f in PLOTTED if any(m in metrics for m in PLOTTED[f][:2])]
+    handles = [
+        plt.Line2D(
+            [], [], ls="none", marker=_MARKERS[k], color="0.3", mfc="none" if k == 2 else "0.3"
+        )
+        for k in range(3)
+    ]
+    labels = [" | ".join(dict.fromkeys(PLOTTED[f][k] for f in families)) for k in range(3)]
+    labels[2] += " (lower is better)"
+    fig.legend(handles, labels, loc="lower center", ncol=3, frameon=False, fontsize=9)
+    n = max(r["n_seeds"] for r in rows)
     fig.suptitle(
-        "rewardagg demo: a format constraint against verbosity rewards "
-        f"(mean over {len(results[0].seeds)} seeds, 95% CI bands)",
-        fontsize=11,
+        f"rewardagg demo: final values, mean and 95% CI over {n} seeds\n"
+        "(blues: the SoftMin family by kappa, mean = 0 ... min = inf)",
+        fontsize=9.5,
     )
-    fig.tight_layout(rect=(0, 0.05, 1, 0.96))
-    fig.savefig(path, dpi=110)
+    fig.tight_layout(rect=(0, 0.03, 1, 0.95))
+    fig.savefig(path, dpi=80)
     plt.close(fig)
