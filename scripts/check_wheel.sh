@@ -37,7 +37,13 @@ import sys
 import zipfile
 
 names = zipfile.ZipFile(sys.argv[1]).namelist()
-need = ["rewardagg/__init__.py", "rewardagg/py.typed", "rewardagg/cli.py"]
+need = [
+    "rewardagg/__init__.py",
+    "rewardagg/py.typed",
+    "rewardagg/cli/__init__.py",
+    "rewardagg/demo/data/default_run.csv",
+    "rewardagg/demo/data/neglect_run.csv",
+]
 missing = [n for n in need if n not in names]
 stray = [n for n in names if n.startswith(("tests/", "docs/", "notebooks/", "benchmarks/"))]
 if missing or stray:
@@ -94,6 +100,9 @@ PYEOF
     echo "== smoke: rewardagg --help"
     "$WORK/venv/bin/rewardagg" --help
     "$WORK/venv/bin/rewardagg" --version
+    echo "== smoke: rewardagg demo --quick --no-plot (numpy only, from the wheel)"
+    "$WORK/venv/bin/rewardagg" demo --quick --no-plot --out "$WORK/demo-quick" | tail -n 3
+    test -s "$WORK/demo-quick/demo.csv"
 )
 
 if [[ -n "${KEEP_DIST:-}" ]]; then
