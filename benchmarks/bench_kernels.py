@@ -10,13 +10,20 @@ seconds per call (best of repeats within a time budget) for
   (softmin, validation, stage 3), and ``advantages(numpy)``/``(torch)``, the core's own
   array path;
 - ``torch_plain``: a plain torch implementation in the inline style of TRL's trainer;
-- verl 0.9.1's own ``compute_grpo_vectorized_outcome_advantage`` and
-  ``compute_grpo_outcome_advantage`` called once per reward (stage 1 only, response length
-  1, ``uid`` strings as verl passes them), and ``compute_gdpo_outcome_advantage`` (all
-  rewards, stage 3 included), when ``verl`` is importable.
+- ``naive_numpy``: the reshape-and-reduce float32 numpy implementation of
+  ``benchmarks/peers.py`` on the same shape (missing values zeroed: it has no notion of them);
+- verl 0.9.1's own ``compute_grpo_vectorized_outcome_advantage`` called once per reward
+  (stage 1 only, response length 1) with integer group ids (``[int]``, its fast path) and
+  with ``uid`` strings as verl's trainer passes them (``[uid]``);
+  ``compute_grpo_outcome_advantage`` the same way (uid) and ``compute_gdpo_outcome_advantage``
+  (all rewards, stage 3 included, uid), when ``verl`` is importable.
 
 Rewards are float32 torch tensors, K in {2, 4, 8, 17}, group size 16, 10% missing values.
-``--memory`` adds peak extra memory at N=2^22, K=17 (fresh subprocess per implementation).
+The output has the times (ms per call), then for each K at N = 2^20 every implementation's
+ratio to the copy, to ``naive_numpy`` and verl's (both id types) to it, and the targets.
+``--memory`` adds peak extra memory at N=2^22, K=17 (fresh subprocess per implementation,
+``tracemalloc`` and the resident high-water mark; ``advantages(auto)`` also with numba
+blocked, i.e. the numpy path that ``pip install rewardagg`` runs).
 ``--reducers`` times every method with a fused kernel (read from the method table) on the
 fused backend of the device at N=2^20, K in {4, 17}, as a ratio to softmin in the same run
 (round-robin), against the goal of 1.5x.
@@ -33,10 +40,12 @@ import os
 import platform
 import subprocess
 import sys
-import time
 
 import numpy as np
 import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import peers
 
 import rewardagg
 import rewardagg.kernels as K
@@ -49,8 +58,10 @@ SLOW = {
     "verl_gdpo": 2**16,
     "stage12[numpy]": 2**18,
     "stage12[torch]": 2**18,
-    "verl_grpo_vectorized_xK": 2**20,
+    "verl_grpo_vectorized_xK[uid]": 2**20,
 }
+VERL_INT = "verl_grpo_vectorized_xK[int]"
+VERL_UID = "verl_grpo_vectorized_xK[uid]"
 
 
 def make_inputs(n, k, device, seed=0):
@@ -62,11 +73,7 @@ def make_inputs(n, k, device, seed=0):
 
 
 def _verl():
-    try:
-        from verl.trainer.ppo import core_algos
-    except Exception:  # any import problem: the peers are optional
-        return None
-    return core_algos
+    return peers.verl_core()
 
 
 def implementations(device, n, k, r, verl):
@@ -92,13 +99,13 @@ def implementations(device, n, k, r, verl):
         r, group_size=G, backend=core_lib
     )
     impl["torch_plain"] = lambda: torch_plain_softmin(r, G)
+    if device == "cpu":
+        zeroed = r.nan_to_num(0.0).numpy()
+        impl["naive_numpy"] = lambda: peers.naive_numpy(zeroed, G)
     if verl is not None:
-        uid = np.array([f"uid-{i // G}" for i in range(n)], dtype=object)
+        uid = peers.group_ids(n, G, "uid")
         mask = torch.ones(n, 1, device=device)
         cols = [r[:, j : j + 1].nan_to_num(0.0).contiguous() for j in range(k)]
-
-        def grpo_vec():
-            return [verl.compute_grpo_vectorized_outcome_advantage(c, mask, uid)[0] for c in cols]
 
         def grpo_loop():
             return [verl.compute_grpo_outcome_advantage(c, mask, uid)[0] for c in cols]
@@ -120,7 +127,8 @@ def implementations(device, n, k, r, verl):
                 batch=batch,
             )[0]
 
-        impl["verl_grpo_vectorized_xK"] = grpo_vec
+        impl[VERL_INT] = peers.verl_grpo_xk(verl, r, G, "int")
+        impl[VERL_UID] = peers.verl_grpo_xk(verl, r, G, "uid")
         impl["verl_grpo_loop"] = grpo_loop
         impl["verl_gdpo"] = gdpo
     return impl
@@ -145,73 +153,42 @@ def torch_plain_softmin(r, group_size, kappa=1.0, eps=1e-6):
 
 
 def time_calls(fns, device, budget, slow):
-    """Best seconds per call of each function. The fast ones run round-robin (one call of
-    each per round, after a warm-up call) so that load from other processes hits them
-    alike; the ``slow`` ones run once each."""
-
-    def once(fn):
-        t = time.perf_counter()
-        fn()
-        if device == "cuda":
-            torch.cuda.synchronize()
-        return time.perf_counter() - t
-
-    best = {}
-    fast = {k: f for k, f in fns.items() if k not in slow}
-    for fn in fast.values():
-        once(fn)
-    spent, rounds = 0.0, 0
-    while fast and (rounds < 3 or (spent < budget * len(fast) and rounds < 20)):
-        for name, fn in fast.items():
-            dt = once(fn)
-            best[name] = min(best.get(name, float("inf")), dt)
-            spent += dt
-        rounds += 1
-    for name in fns:
-        if name in slow:
-            best[name] = once(fns[name])
-    return best
+    """Best seconds per call: :func:`peers.round_robin` (round-robin, a short pause before
+    each call; the ``slow`` ones once each)."""
+    sync = torch.cuda.synchronize if device == "cuda" else None
+    return peers.round_robin(fns, budget=budget, slow=slow, sync=sync)
 
 
-def peak_memory(device, name, n, k):
-    """Extra peak memory (MiB) of one call, in a fresh process."""
+def peak_memory(device, name, n, k, block_numba=False):
+    """Extra peak memory of one call in a fresh process: ``{"tracemalloc_mib", "hwm_mib"}``
+    on CPU (numpy's allocations; the resident high-water mark), ``{"cuda_mib"}`` on CUDA."""
+    if device == "cpu":
+        setup = f"""
+import bench_kernels as b
+def make(n):
+    r = b.make_inputs(n, {k}, "cpu")
+    return b.implementations("cpu", n, {k}, r, b._verl())[{name!r}]
+"""
+        return peers.peak_memory(setup, n, block_numba=block_numba)
     code = f"""
-import sys, torch, numpy as np
+import sys, torch
 sys.path.insert(0, {os.path.dirname(os.path.abspath(__file__))!r})
 import bench_kernels as b
-if {device!r} == "cpu":
-    b.K.warmup()  # numba's compiled code and thread pool are start-up costs, not per call
 verl = b._verl()
-small = b.make_inputs(1024, {k}, {device!r})
-b.implementations({device!r}, 1024, {k}, small, verl)[{name!r}]()
-r = b.make_inputs({n}, {k}, {device!r})
-fn = b.implementations({device!r}, {n}, {k}, r, verl)[{name!r}]
-if {device!r} == "cuda":
-    torch.cuda.synchronize(); torch.cuda.reset_peak_memory_stats()
-    before = torch.cuda.memory_allocated()
-    fn(); torch.cuda.synchronize(); print((torch.cuda.max_memory_allocated() - before) / 2**20)
-else:  # reset the high-water mark (Linux), call, read it: extra resident memory
-    def kib(key):
-        for line in open("/proc/self/status"):
-            if line.startswith(key):
-                return int(line.split()[1])
-    import ctypes, gc; gc.collect(); ctypes.CDLL("libc.so.6").malloc_trim(0)
-    open("/proc/self/clear_refs", "w").write("5")
-    before = kib("VmRSS:")
-    fn(); print((kib("VmHWM:") - before) / 1024)
+small = b.make_inputs(1024, {k}, "cuda")
+b.implementations("cuda", 1024, {k}, small, verl)[{name!r}]()
+r = b.make_inputs({n}, {k}, "cuda")
+fn = b.implementations("cuda", {n}, {k}, r, verl)[{name!r}]
+torch.cuda.synchronize(); torch.cuda.reset_peak_memory_stats()
+before = torch.cuda.memory_allocated()
+fn(); torch.cuda.synchronize(); print((torch.cuda.max_memory_allocated() - before) / 2**20)
 """
-    res = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        env=dict(os.environ),
-        timeout=900,
-    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=900)
     try:
-        return float(res.stdout.strip().splitlines()[-1])
+        return {"cuda_mib": float(res.stdout.strip().splitlines()[-1])}
     except (ValueError, IndexError):
         print(res.stderr[-2000:], file=sys.stderr)
-        return float("nan")
+        return {"cuda_mib": float("nan")}
 
 
 def reducer_ratios(device, n=2**20, ks=(4, 17), budget=0.5):
@@ -264,6 +241,7 @@ def main(argv=None):
     verl = None if a.no_verl else _verl()
     if a.device == "cpu":
         K.warmup()
+    load_before = peers.load_average()
     results = []
     for k in a.ks:
         for e in a.log2n:
@@ -281,6 +259,7 @@ def main(argv=None):
                 results.append({"N": n, "K": k, "impl": name, "seconds": t})
                 print(f"N=2^{e} K={k} {name}: {fmt(t)}", file=sys.stderr, flush=True)
             del r, fns
+    load_after = peers.load_average()
     mem = {}
     if a.memory:
         n, k = 2**22, 17
@@ -289,7 +268,11 @@ def main(argv=None):
             if name in SLOW and n > SLOW[name]:
                 continue
             mem[name] = peak_memory(a.device, name, n, k)
-            print(f"memory {name}: {mem[name]:.0f} MiB", file=sys.stderr, flush=True)
+            print(f"memory {name}: {mem[name]}", file=sys.stderr, flush=True)
+        if a.device == "cpu":  # what `pip install rewardagg` (no numba) runs
+            mem["advantages(auto), numba absent"] = peak_memory(
+                a.device, "advantages(auto)", n, k, block_numba=True
+            )
     meta = {
         "device": a.device,
         "cpu": platform.processor() or platform.machine(),
@@ -301,6 +284,8 @@ def main(argv=None):
         "group_size": G,
         "method": "softmin (kappa=1)",
         "dtype": "float32",
+        "load_before": load_before,
+        "load_after": load_after,
     }
     md = render(results, mem, meta)
     ratios = reducer_ratios(a.device, budget=a.budget) if a.reducers else {}
@@ -333,7 +318,8 @@ def render(results, mem, meta):
     lines = [
         f"Device: {meta['device']} ({meta['gpu'] or meta['cpu']}, {meta['cores']} cores); "
         f"torch {meta['torch']}; verl {meta['verl']}; {meta['method']}, {meta['dtype']}, "
-        f"group size {meta['group_size']}, 10% missing. Best time per call.",
+        f"group size {meta['group_size']}, 10% missing. Best time per call, round-robin; "
+        f"load average {meta['load_before']:.2f} before, {meta['load_after']:.2f} after.",
         "",
     ]
     for k in sorted({x["K"] for x in results}):
@@ -349,18 +335,51 @@ def render(results, mem, meta):
             cells = [fmt(t.get((n, k, c), float("nan"))) for c in cols]
             lines.append(f"| 2^{n.bit_length() - 1} | " + " | ".join(cells) + " |")
         lines.append("")
+    lines += ratio_tables(t, impls)
     lines += ["**Targets (ratios from this run)**", ""]
     lines += targets(t, meta["device"])
     if mem:
         lines += [
             "",
-            "**Peak extra memory at N = 2^22, K = 17** (input 272 MiB)",
+            "**Peak extra memory of one call at N = 2^22, K = 17** (input 272 MiB; fresh "
+            "process each)",
             "",
-            "| implementation | MiB |",
-            "|---|---|",
+            "| implementation | " + " | ".join(next(iter(mem.values()))) + " |",
+            "|---|" + "---|" * len(next(iter(mem.values()))),
         ]
-        lines += [f"| `{k}` | {v:.0f} |" for k, v in mem.items()]
+        lines += [
+            f"| `{k}` | " + " | ".join(f"{x:.0f}" for x in v.values()) + " |"
+            for k, v in mem.items()
+        ]
     return "\n".join(lines) + "\n"
+
+
+def ratio_tables(t, impls, n=2**20):
+    """Per K at ``n``: each implementation's time as a ratio to the copy and to
+    ``naive_numpy``, and verl's time (both id types) as a ratio to it (above 1: faster)."""
+    lines = []
+    for k in sorted({kk for (nn, kk, _) in t if nn == n}):
+        have = [i for i in impls if (n, k, i) in t and i != "copy"]
+        if not have:
+            continue
+
+        def r(a, b, k=k):
+            x, y = t.get((n, k, a)), t.get((n, k, b))
+            return "–" if x is None or y is None else f"{x / y:.2f}x"
+
+        lines += [
+            f"**Ratios at N = 2^{n.bit_length() - 1}, K = {k}** (copy {fmt(t[(n, k, 'copy')])})",
+            "",
+            "| implementation | ms | / copy | / naive_numpy | verl[int] / it | verl[uid] / it |",
+            "|---|---|---|---|---|---|",
+        ]
+        for i in have:
+            lines.append(
+                f"| `{i}` | {t[(n, k, i)] * 1e3:.3g} | {r(i, 'copy')} | {r(i, 'naive_numpy')} "
+                f"| {r(VERL_INT, i)} | {r(VERL_UID, i)} |"
+            )
+        lines.append("")
+    return lines
 
 
 def targets(t, device):
@@ -395,13 +414,19 @@ def targets(t, device):
                     f"  - default call `advantages(auto)` / copy: "
                     f"{t[(n, k, 'advantages(auto)')] / t[(n, k, 'copy')]:.2f}x"
                 )
-    if (n, 8, "verl_grpo_vectorized_xK") in t:
+    for ids, name_v, goal in (("integer ids", VERL_INT, 5), ("uid strings", VERL_UID, None)):
+        if (n, 8, name_v) not in t:
+            continue
         b, name = best(n, 8)
-        v = t[(n, 8, "verl_grpo_vectorized_xK")]
-        line(f"N=2^20, K=8: verl vectorized GRPO x8 / `{name}`", v / b, 5, True)
+        v = t[(n, 8, name_v)]
+        text = f"N=2^20, K=8: verl vectorized GRPO x8 ({ids}) / `{name}`"
+        if goal is None:
+            out.append(f"- {text}: {v / b:.2f}x (no goal)")
+        else:
+            line(text, v / b, goal, True)
         if (n, 8, "advantages(auto)") in t:
             out.append(
-                f"  - verl / default call `advantages(auto)`: "
+                f"  - verl ({ids}) / default call `advantages(auto)`: "
                 f"{v / t[(n, 8, 'advantages(auto)')]:.2f}x"
             )
     n = 2**16

@@ -66,7 +66,7 @@ def test_float32_matches_oracle_on_same_inputs(method):
     for extra in _param_grid(method):
         got = ra.advantages(R, method=method, group_ids=labels, weights=w, **extra)
         assert got.dtype == np.float32
-        check(got, oracle.advantages(R, method=method, group_ids=labels, weights=w, **extra), 1e-4)
+        check(got, oracle.advantages(R, method=method, group_ids=labels, weights=w, **extra), 1e-5)
 
 
 @pytest.mark.parametrize(

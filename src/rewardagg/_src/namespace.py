@@ -54,6 +54,9 @@ class Ops(Protocol):
     def take_last(self, x: Any, idx: Any) -> Any: ...
     def cumsum_last(self, x: Any) -> Any: ...
     def fill_where(self, x: Any, p: Any, value: Any) -> Any: ...
+    def indicator(self, p: Any, like: Any) -> Any: ...
+    def fmax_(self, x: Any, value: float) -> Any: ...
+    def nan_where_zero_(self, x: Any, keep: Any) -> Any: ...
     def zeros(self, shape: Any, like: Any) -> Any: ...
     def full(self, shape: Any, value: Any, like: Any) -> Any: ...
     def asarray(self, x: Any, like: Any) -> Any: ...
@@ -190,6 +193,25 @@ class NumpyOps:
         np.copyto(x, value, where=p)
         return x
 
+    # masks by arithmetic: a masked copy or ``np.where`` on a scattered mask costs about
+    # 1 ns per value, a multiplication a tenth of that
+    @staticmethod
+    def indicator(p, like):
+        """1.0 where ``p`` is true, 0.0 elsewhere, in ``like``'s dtype."""
+        return p.astype(like.dtype)
+
+    @staticmethod
+    def fmax_(x, value):
+        """``fmax(x, value)`` in place (NaN becomes ``value``); returns ``x``."""
+        return np.fmax(x, value, out=x)
+
+    @staticmethod
+    def nan_where_zero_(x, keep):
+        """``x /= keep`` in place for a 0/1 ``keep``: entries with ``keep == 0`` (where ``x``
+        is 0) become NaN, the others are unchanged; returns ``x``."""
+        with np.errstate(invalid="ignore"):
+            return np.divide(x, keep, out=x)
+
     # construction -----------------------------------------------------------
     @staticmethod
     def zeros(shape, like):
@@ -312,6 +334,15 @@ class TorchOps:
 
     def fill_where(self, x, p, value):
         return x.masked_fill_(p, value)
+
+    def indicator(self, p, like):
+        return p.to(like.dtype)
+
+    def fmax_(self, x, value):
+        return self.torch.fmax(x, self.torch.tensor(value, dtype=x.dtype, device=x.device), out=x)
+
+    def nan_where_zero_(self, x, keep):
+        return x.div_(keep)
 
     def zeros(self, shape, like):
         return self.torch.zeros(shape, dtype=like.dtype, device=like.device)

@@ -69,7 +69,8 @@ def standardize_cells(
         signal = (hi > lo) & (n >= 2 and n - correction > 0)
         n_div, n_safe = max(n - correction, 1.0), max(n, 1.0)
     else:
-        n = ops.count(~missing, axis, keepdims=True, dtype=x.dtype)
+        keep = ops.indicator(~missing, like=x)  # 1.0 present, 0.0 missing: masks by products
+        n = ops.sum(keep, axis, keepdims=True)
         lo = ops.nanmin(x, axis, keepdims=True)
         hi = ops.nanmax(x, axis, keepdims=True)
         signal = (hi > lo) & (n - correction > 0)
@@ -88,10 +89,10 @@ def standardize_cells(
     else:
         span = span * 0.0 + 1.0  # the shift alone keeps every square in range
     if missing is not None:
-        ops.fill_where(d, missing, 0.0)
+        ops.fmax_(d, 0.0)  # missing (NaN) -> 0; every present d = (x - min) / ... is >= 0
     d -= ops.sum(d, axis, keepdims=True) / n_safe
     if missing is not None:
-        ops.fill_where(d, missing, 0.0)
+        d *= keep
     if scale:
         sd = ops.sqrt(ops.sumsq(d, axis, keepdims=True) / n_div)
         factor = 1.0 / ops.where(signal, sd + eps / span, 1.0)
@@ -111,7 +112,7 @@ def standardize_cells(
             if ops.any(ones):
                 d = ops.where(ones, raw, d)
     if missing is not None:
-        ops.fill_where(d, missing, ops.nan)
+        ops.nan_where_zero_(d, keep)  # the missing entries are 0 here: 0 / 0
     return d, signal
 
 

@@ -15,6 +15,7 @@ import numpy as np
 
 from rewardagg import kernels
 from rewardagg._src.aggregators import row_weights, weighted_sum_kernel
+from rewardagg._src.blocks import BlockPlan, block_scores, finite_scores
 from rewardagg._src.conflict import check_conflict, conflict_rows, reweight
 from rewardagg._src.diagnostics import AggregationInfo, compute_info
 from rewardagg._src.grouping import GroupLayout, make_layout
@@ -88,15 +89,12 @@ def _not_fused(agg: Aggregator, backend: str, order: str, filt: Any = None) -> s
     return ""
 
 
-def _finite_scores(s: Any, method: str) -> Any:
-    """Stage 2 must not overflow silently: +-inf scores become a clear error."""
-    inf = (s == float("inf")) | (s == -float("inf"))
-    if bool(inf.any()):
-        raise ValueError(
-            f"method {method!r}: a row's score overflowed {s.dtype} (rewards or z-scores too "
-            "large for the dtype); rescale the rewards or pass float64"
-        )
-    return s
+def _sorted_rewards(prep, layout: GroupLayout) -> tuple[Any, Any]:
+    """``(rewards, NaN map or None)`` in sorted row order; +-inf raises, naming the
+    caller's row."""
+    missing = check_finite_or_nan(prep.values, prep.ops, "rewards")
+    x = layout.sort_rows(prep.values, prep.ops)
+    return x, None if missing is None else layout.sort_rows(missing, prep.ops)
 
 
 def _group_scores(s, layout: GroupLayout, ops: Ops, *, scale: bool, **stage1: Any) -> Any:
@@ -113,7 +111,7 @@ def _grpo_scores(
 ):
     """Sum the raw rewards, then normalise each row's sum inside its group."""
     rw = row_weights(x, w, ops, missing)
-    s = _finite_scores(weighted_sum_kernel(x, rw, ops), "grpo")
+    s = finite_scores(weighted_sum_kernel(x, rw, ops), "grpo")
     stage1 = dict(eps=eps, correction=correction, singleton=singleton, baseline=baseline)
     adv = _group_scores(s, layout, ops, scale=scale == "group", **stage1)
     s = s[:, None]
@@ -337,9 +335,11 @@ def advantages(
         rewards,
         mask,
         library={"numba": "auto", "triton": "torch"}.get(backend, backend),
-        check_finite=fused is None,  # the fused kernel checks inside its pass
+        check_finite=False,  # the kernel's pass or the blocks check it; grpo checks below
     )
     ops = prep.ops
+    # numpy computes stages 1-2 a block of groups at a time (rewardagg._src.blocks)
+    blocked = fused is None and ops.name == "numpy" and agg.kind != "sum_first"
     w = prepare_weights(weights, prep.n_rewards)
     cols, lams = resolve_multipliers(multipliers, reward_names, prep.n_rewards)
     eps, correction, singleton, baseline = check_stage_options(eps, correction, singleton, baseline)
@@ -353,27 +353,44 @@ def advantages(
     assert reducer.kernel is not None  # every table entry has one
     # overflow is detected below and raised as a ValueError, not left as a warning + NaN
     with _no_grad(ops), np.errstate(over="ignore", invalid="ignore"):
-        x = layout.sort_rows(prep.values, ops)
-        missing = None if prep.missing is None else layout.sort_rows(prep.missing, ops)
+        x: Any = None  # the rewards in sorted row order, made only where a path needs them
+        missing: Any = None
+        if fused is None and not blocked:
+            x, missing = _sorted_rewards(prep, layout)
         z: Any = None
+        opposing: Any = None
         if agg.kind == "sum_first":
             adv = _grpo_scores(x, missing, w, layout, ops, scale=params["scale"], **stage1)
         else:
             drop = None
             if fused is not None:
                 s, drop = _fused_scores(
-                    x, layout, agg, params, w, prep.n_rewards, fused, stage1, prep, filt
+                    layout.sort_rows(prep.values, ops),
+                    layout,
+                    agg,
+                    params,
+                    w,
+                    prep.n_rewards,
+                    fused,
+                    stage1,
+                    prep,
+                    filt,
                 )
+            elif blocked:
+                plan = BlockPlan(
+                    reducer, reducer_params, order, stage1, w, cols, lams, filt, prep.values.dtype
+                )
+                s, drop = block_scores(prep.values, layout, plan)
             elif order == "normalize_then_reduce":
                 z, signals = standardize_sorted(x, missing, layout, ops, **stage1)
                 rw = row_weights(z, w, ops, missing)
                 s = reducer.kernel(z, rw, ops, **reducer_params)
             else:
                 s = reducer.kernel(x, row_weights(x, w, ops, missing), ops, **reducer_params)
-                s = _group_scores(_finite_scores(s, agg.name), layout, ops, scale=True, **stage1)
-            if cols:
+                s = _group_scores(finite_scores(s, agg.name), layout, ops, scale=True, **stage1)
+            if cols and not blocked:
                 s = s + _constraint_terms(x, missing, z, layout, ops, cols, lams, stage1)
-            s = _finite_scores(s, agg.name)
+            s = finite_scores(s, agg.name, prep.values.dtype if blocked else None)
             if filt is not None:
                 if drop is None:
                     drop, opposing = conflict_rows(z, rw, ops, filt)
@@ -382,7 +399,9 @@ def advantages(
         out = prep.cast_out(layout.unsort_rows(adv, ops))
         if not return_info:
             return out
-        if z is None:  # the diagnostics are about the per-reward z-scores
+        if x is None:  # the diagnostics are about the per-reward z-scores of every row
+            x, missing = _sorted_rewards(prep, layout)
+        if z is None:
             z, signals = standardize_sorted(x, missing, layout, ops, **stage1)
         rw = row_weights(z, w, ops, missing)
         attention = _attention(agg, reducer, reducer_params, order, x, z, w, rw, missing, ops)
@@ -392,7 +411,7 @@ def advantages(
         info_params.update({f"multiplier/{c}": lam for c, lam in zip(cols, lams, strict=True)})
         if filt is not None:
             info_params.update(conflict=filt.mode, conflict_threshold=filt.tau)
-            if fused is not None:  # the array path's per-reward view (diagnostics only)
+            if opposing is None:  # the array path's per-reward view (diagnostics only)
                 _, opposing = conflict_rows(z, rw, ops, filt)
         info = compute_info(
             method=agg.name,

@@ -1,10 +1,25 @@
 """Stages 1-2 as one compiled CPU pass (numba, cached on disk, threads over groups).
 
-Large batches are split into runs of groups, one per thread (a thread pool; the compiled
-function releases the GIL); inside a group the rows are
-read three times while they sit in L1 (count/min/max, then the sums of the rescaled
-values, then Z and the row aggregate), so main memory sees each reward once. All
-arithmetic is float64. Same formulas as the core (DESIGN.md section 2; tests/kernel_spec.py).
+Layout: tiles of groups. Consecutive groups of one size G are taken ``m`` at a time (a
+*tile*, about :data:`TILE_VALUES` rewards) and copied once, transposed, into a
+``(K, G, m)`` buffer that stays in the L1/L2 cache. Every loop that computes then runs over
+the ``m`` groups of the tile, the innermost axis: a cell's statistics accumulate over the G
+rows (axis 1) and a row's aggregate over the K rewards (axis 0) as element-wise vector
+operations, with no horizontal reduction, and missing rewards (NaN) are handled with
+selects rather than branches, so LLVM compiles the loops to SIMD code. Main memory sees
+each reward once.
+
+Arithmetic: float32 input is computed in float32 (the tile, Z, the exp and log, a row's
+K-term sums) with the cell sums over a group's rows in float64; float64 input in float64.
+Against the float64 pass, float32 results are within about 1.4e-6 (relative to 1 + |S|;
+the tests require 1e-5). Z is kept relative to a shift that is a value of its cell,
+``Z = ((x * sc - x0 * sc) - m) * f``, so a large common offset cancels exactly once. exp
+and log are branch-free polynomials (libm calls would stop the vectorisation). Same
+formulas as the core (DESIGN.md section 2; tests/kernel_spec.py).
+
+Threads: the tiles are cut from the offsets alone and the threads take runs of whole
+tiles, so each group is computed by the same lane of the same tile whatever the thread
+count, and results are bit-identical for any number of threads.
 
 Importing this module imports numba (about 0.5 s). The first call for a dtype compiles
 (several seconds) or loads the on-disk cache (``__pycache__`` beside this file, or
@@ -20,37 +35,67 @@ import time
 
 import numba
 import numpy as np
-from numba import njit
+from numba import njit, types
+from numba.extending import intrinsic, overload
 
-__all__ = ["is_warm", "stage12_numba", "warmup"]
+__all__ = ["is_warm", "stage12_numba", "tiles", "warmup"]
 
 # Stage-2 codes are the method table's ``fused_code`` (rewardagg._src.methods): 0 weighted
 # sum, 1 weighted mean, 2 softmin (p0 = kappa), 3 mean minus p0 * variance, 4 minimum,
 # 5 CVaR (p0 = alpha).
 
+TILE_VALUES = 1 << 16
+"""Rewards per tile (256 KiB of float32): the tile and its per-cell and per-row arrays stay
+in the L2 cache while every pass runs over them."""
+
 _warm: set[str] = set()  # dtypes already compiled or loaded in this process
 last_first_call_seconds: dict[str, float] = {}
 
+# FMA contraction only: no reassociation, so every lane computes the same bits as the
+# scalar code would, whatever its position in a vector.
+_FM = {"contract"}
 
-_LN2_HI = 6.93147180369123816490e-01
-_LN2_LO = 1.90821492927058770002e-10
+
+# --------------------------------------------------------------- branch-free exp and log
 
 
-@njit(inline="always", cache=True, fastmath={"contract"})
-def _expm1_neg(y):
-    """``expm1(y)`` for ``y <= 0`` (``-inf`` allowed), branch-free so that loops over it
-    vectorise: relative error below 3e-16 (libm's ``expm1`` is a 5x slower call).
+@intrinsic
+def _float_bits(typingctx, x):
+    """The bits of a float32/float64 as an int32/int64 (a bit cast, not a conversion)."""
+    ity = {types.float32: types.int32, types.float64: types.int64}.get(x)
+    if ity is None:
+        return None
 
-    ``y > -ln2/2``: the Taylor series of expm1 to degree 13; otherwise ``y = n ln2 + q`` and
-    ``expm1(y) = 2^n expm1(q) + (2^n - 1)``, with ``y`` clamped at -40 (where the result
-    already rounds to -1) and ``2^n`` built from the bits of ``-n``.
-    """
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], context.get_value_type(ity))
+
+    return ity(x), codegen
+
+
+@intrinsic
+def _bits_float(typingctx, i):
+    """The float32/float64 whose bits are the int32/int64 ``i`` (a bit cast)."""
+    fty = {types.int32: types.float32, types.int64: types.float64}.get(i)
+    if fty is None:
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], context.get_value_type(fty))
+
+    return fty(i), codegen
+
+
+@njit(inline="always", cache=True, fastmath=_FM)
+def _expm1_neg64(y):
+    """``expm1(y)`` for ``y <= 0`` (``-inf`` allowed) in float64, relative error below
+    3e-16: ``y > -ln2/2``: a degree-13 Taylor series; otherwise ``y = n ln2 + q`` and
+    ``expm1(y) = 2^n expm1(q) + (2^n - 1)``, ``y`` clamped at -40 (where the result already
+    rounds to -1) and ``2^n`` written into the exponent bits."""
     small = y > -0.34657359027997264
     yc = max(y, -40.0)
-    n = math.floor(yc * 1.4426950408889634 + 0.5)
-    q = (yc - n * _LN2_HI) - n * _LN2_LO
-    if small:
-        q = y
+    n = np.floor(yc * 1.4426950408889634 + 0.5)
+    q = (yc - n * 6.93147180369123816490e-01) - n * 1.90821492927058770002e-10
+    q = y if small else q
     p = 1.0 / 6227020800.0
     p = p * q + 1.0 / 479001600.0
     p = p * q + 1.0 / 39916800.0
@@ -64,23 +109,493 @@ def _expm1_neg(y):
     p = p * q + 1.0 / 6.0
     p = p * q + 0.5
     em = q + q * q * p
-    m = np.int64(-n)
-    s = 1.0
-    s *= 0.5 if (m & 1) else 1.0
-    s *= 0.25 if (m & 2) else 1.0
-    s *= 0.0625 if (m & 4) else 1.0
-    s *= 0.00390625 if (m & 8) else 1.0
-    s *= 1.52587890625e-05 if (m & 16) else 1.0
-    s *= 2.3283064365386963e-10 if (m & 32) else 1.0
-    if small:
-        s = 1.0
+    s = _bits_float(np.int64((np.int64(n) + 1023) << 52))
+    s = 1.0 if small else s
     return s * em + (s - 1.0)
 
 
-@njit(cache=True, nogil=True, error_model="numpy", fastmath={"reassoc", "contract"})
+@njit(inline="always", cache=True, fastmath=_FM)
+def _expm1_neg32(y):
+    """float32 twin of :func:`_expm1_neg64` (relative error below 1e-7): degree 7,
+    ``y`` clamped at -17.5 where expm1 rounds to -1 in float32; ``n * ln2_hi`` is exact
+    (ln2_hi ends in 7 zero bits and ``|n| <= 26``)."""
+    one = np.float32(1.0)
+    small = y > np.float32(-0.34657359)
+    yc = max(y, np.float32(-17.5))
+    n = np.floor(yc * np.float32(1.4426950) + np.float32(0.5))
+    q = (yc - n * np.float32(0.693145752)) - n * np.float32(1.42860677e-06)
+    q = y if small else q
+    p = np.float32(1.0 / 5040.0)
+    p = p * q + np.float32(1.0 / 720.0)
+    p = p * q + np.float32(1.0 / 120.0)
+    p = p * q + np.float32(1.0 / 24.0)
+    p = p * q + np.float32(1.0 / 6.0)
+    p = p * q + np.float32(0.5)
+    em = q + q * q * p
+    s = _bits_float(np.int32((np.int32(n) + 127) << 23))
+    s = one if small else s
+    return s * em + (s - one)
+
+
+@njit(inline="always", cache=True, fastmath=_FM)
+def _log64(u):
+    """``log(u)`` for normal ``u > 0`` in float64, about 2 ulp: ``u = 2^e f`` from the bits,
+    ``f`` in ``[sqrt(1/2), sqrt(2))``, then ``log f = 2 atanh(s)``, ``s = (f - 1) / (f + 1)``,
+    ``|s| < 0.172``, to ``s^23``."""
+    b = _float_bits(u)
+    e = np.float64((b >> 52) - 1023)
+    f = _bits_float(np.int64((b & 0xFFFFFFFFFFFFF) | 0x3FF0000000000000))
+    c = f > 1.4142135623730951
+    f = f * 0.5 if c else f
+    e = e + 1.0 if c else e
+    s = (f - 1.0) / (f + 1.0)
+    s2 = s * s
+    p = 1.0 / 23.0
+    p = p * s2 + 1.0 / 21.0
+    p = p * s2 + 1.0 / 19.0
+    p = p * s2 + 1.0 / 17.0
+    p = p * s2 + 1.0 / 15.0
+    p = p * s2 + 1.0 / 13.0
+    p = p * s2 + 1.0 / 11.0
+    p = p * s2 + 1.0 / 9.0
+    p = p * s2 + 1.0 / 7.0
+    p = p * s2 + 1.0 / 5.0
+    p = p * s2 + 1.0 / 3.0
+    two_s = s + s
+    return e * 6.93147180369123816490e-01 + (
+        two_s + two_s * s2 * p + e * 1.90821492927058770002e-10
+    )
+
+
+@njit(inline="always", cache=True, fastmath=_FM)
+def _log32(u):
+    """float32 twin of :func:`_log64` (to ``s^11``)."""
+    one = np.float32(1.0)
+    b = _float_bits(u)
+    e = np.float32((b >> 23) - 127)
+    f = _bits_float(np.int32((b & 0x7FFFFF) | 0x3F800000))
+    c = f > np.float32(1.41421356)
+    f = f * np.float32(0.5) if c else f
+    e = e + one if c else e
+    s = (f - one) / (f + one)
+    s2 = s * s
+    p = np.float32(1.0 / 11.0)
+    p = p * s2 + np.float32(1.0 / 9.0)
+    p = p * s2 + np.float32(1.0 / 7.0)
+    p = p * s2 + np.float32(1.0 / 5.0)
+    p = p * s2 + np.float32(1.0 / 3.0)
+    two_s = s + s
+    return e * np.float32(0.693145752) + (two_s + two_s * s2 * p + e * np.float32(1.42860677e-06))
+
+
+def _expm1_neg(y):  # dispatched by the dtype of y (compiled code only)
+    raise NotImplementedError
+
+
+def _log(u):  # dispatched by the dtype of u (compiled code only)
+    raise NotImplementedError
+
+
+@overload(_expm1_neg, inline="always")
+def _expm1_neg_by_dtype(y):
+    if y == types.float32:
+        return lambda y: _expm1_neg32(y)
+    return lambda y: _expm1_neg64(y)
+
+
+@overload(_log, inline="always")
+def _log_by_dtype(u):
+    if u == types.float32:
+        return lambda u: _log32(u)
+    return lambda u: _log64(u)
+
+
+# ------------------------------------------------------------------------- the passes
+
+
+@njit(cache=True, nogil=True, fastmath=_FM)
+def _load(r, r0, t):
+    """``t[k, i, j] = r[r0 + j * G + i, k]``: the tile, transposed (contiguous stores,
+    strided loads). Up to K = 8, 64 groups at a time, so that the rows being read stay in
+    L1; beyond, the whole tile at once, so that each strided loop is long (measured)."""
+    n_rew, g, m = t.shape
+    if n_rew > 8:
+        for k in range(n_rew):
+            for i in range(g):
+                tk = t[k, i]
+                for j in range(m):
+                    tk[j] = r[r0 + j * g + i, k]
+        return
+    for j0 in range(0, m, 64):
+        j1 = min(j0 + 64, m)
+        for k in range(n_rew):
+            for i in range(g):
+                tk = t[k, i]
+                for j in range(j0, j1):
+                    tk[j] = r[r0 + j * g + i, k]
+
+
+@njit(cache=True, nogil=True, fastmath=_FM)
+def _load_padded(r, offsets, g0, t):
+    """The tile of groups ``g0 ..`` of uneven sizes: ``t[k, i, j] = r[offsets[g0 + j] + i, k]``,
+    NaN (missing) beyond the group's own size."""
+    n_rew, g, m = t.shape
+    nan = t.dtype.type(np.nan)
+    for k in range(n_rew):
+        for i in range(g):
+            tk = t[k, i]
+            for j in range(m):
+                start = offsets[g0 + j]
+                tk[j] = r[start + i, k] if start + i < offsets[g0 + j + 1] else nan
+
+
+@njit(cache=True, nogil=True, fastmath=_FM)
+def _first_present(t, k, j):
+    """The first present value of cell ``(k, j)`` (0 for an empty cell)."""
+    for i in range(t.shape[1]):
+        x = t[k, i, j]
+        if x == x:
+            return x
+    return t.dtype.type(0.0)
+
+
+@njit(cache=True, nogil=True, error_model="numpy", fastmath=_FM)
+def _rescaled_moments(t, k, j, x0, sc):
+    """``(s1, s2)`` of ``d = x * sc - x0 * sc`` over the present values of cell ``(k, j)``:
+    the rescue of a float64 cell whose squares overflowed (values beyond 1e154)."""
+    s1 = 0.0
+    s2 = 0.0
+    for i in range(t.shape[1]):
+        x = np.float64(t[k, i, j])
+        if x == x:
+            d = x * sc - x0 * sc
+            s1 += d
+            s2 += d * d
+    return s1, s2
+
+
+_F32_RESCALE = 2.0**100
+"""A float32 cell whose ``sum d^2`` exceeds this (a spread beyond about 1e15) is computed
+in units scaled by a power of 2: from about 1e38, ``x - x0``, the mean or ``1 / sd`` would
+leave float32's range."""
+
+
+@njit(cache=True, nogil=True, error_model="numpy", fastmath=_FM)
+def _cells(t, eps, correction, identity, loo, exact_range, sh, sc, cen, fac, acc):
+    """Stage-1 parameters of every cell of the tile: ``Z = ((x * sc - sh) - cen) * fac``
+    (``sh = x0 * sc`` with ``x0`` a present value of the cell; a cell without signal gets
+    ``fac = 0``, or ``1 / (1 + eps)`` for verl's one-row cell). Returns the number of
+    cells holding +-inf.
+
+    float32 input (``exact_range`` False): ``d = x - x0`` in float64 is 0 only for
+    ``x == x0`` and its square neither overflows nor underflows, so ``sum d^2 > 0`` is
+    exactly ``max > min``. float64 input tracks min and max for that test and rescues a
+    cell whose squares overflowed.
+    """
+    n_rew, g, m = t.shape
+    ft = t.dtype.type
+    cnt, s1, s2, lo, hi = acc[0], acc[1], acc[2], acc[3], acc[4]
+    n_bad = 0
+    for k in range(n_rew):
+        x0 = sh[k]  # the shift first, scaled below
+        t0 = t[k, 0]
+        for j in range(m):
+            x0[j] = t0[j]
+        for j in range(m):  # rare: the group's first row misses this reward
+            if x0[j] != x0[j]:
+                x0[j] = _first_present(t, k, j)
+        for j in range(m):
+            cnt[j] = 0.0
+            s1[j] = 0.0
+            s2[j] = 0.0
+            lo[j] = np.inf
+            hi[j] = -np.inf
+        for i in range(0, g, 2):  # two rows per pass: half the accumulator traffic
+            second = i + 1 < g
+            ta = t[k, i]
+            tb = t[k, i + 1 if second else i]
+            for j in range(m):
+                xs = np.float64(x0[j])
+                xa = ta[j]
+                xb = tb[j]
+                pa = xa == xa
+                pb = (xb == xb) & second
+                da = np.float64(xa) - xs
+                db = np.float64(xb) - xs
+                da = da if pa else 0.0
+                db = db if pb else 0.0
+                cnt[j] += (1.0 if pa else 0.0) + (1.0 if pb else 0.0)
+                s1[j] += da + db
+                s2[j] += da * da + db * db
+        if exact_range:
+            for i in range(g):
+                ti = t[k, i]
+                for j in range(m):
+                    x = np.float64(ti[j])
+                    lo[j] = x if x < lo[j] else lo[j]  # NaN compares False: skipped
+                    hi[j] = x if x > hi[j] else hi[j]
+        sck = sc[k]
+        cenk = cen[k]
+        fack = fac[k]
+        for j in range(m):  # per cell, with selects only
+            n = cnt[j]
+            nd = n - correction
+            has = hi[j] > lo[j] if exact_range else s2[j] > 0.0
+            signal = has & (nd > 0.0)
+            mu = s1[j] / (n if n > 0.0 else 1.0)
+            var = (s2[j] - s1[j] * mu) / (nd if nd > 0.0 else 1.0)
+            sd = math.sqrt(var if var > 0.0 else 0.0)
+            f = 1.0 / (sd + eps)
+            if loo:
+                f = f * (n / (n - 1.0 if n > 1.0 else 1.0))
+            single = identity & (n == 1.0)
+            f0 = 1.0 / (1.0 + eps) if single else 0.0
+            fack[j] = ft(f if signal else f0)
+            cenk[j] = ft(mu if signal else 0.0)
+            x0[j] = x0[j] if signal else ft(0.0)
+            sck[j] = ft(1.0)
+        for j in range(m):  # +-inf in the cell; float64 squares that overflowed
+            if exact_range:
+                bad = lo[j] == -np.inf or hi[j] == np.inf
+                if not bad and not (s2[j] < np.inf) and hi[j] > lo[j] and cnt[j] - correction > 0:
+                    s = 0.5 / (0.5 * hi[j] - 0.5 * lo[j])  # d = (x - x0) / (max - min)
+                    a, b = _rescaled_moments(t, k, j, np.float64(x0[j]), s)
+                    n = cnt[j]
+                    mu = a / n
+                    var = (b - a * mu) / (n - correction)
+                    f = 1.0 / (math.sqrt(var if var > 0.0 else 0.0) + eps * s)
+                    if loo:
+                        f *= n / (n - 1.0)
+                    fack[j] = ft(f)
+                    cenk[j] = ft(mu)
+                    sck[j] = ft(s)
+            else:
+                bad = not (s2[j] < np.inf)
+                if not bad and s2[j] > _F32_RESCALE and cnt[j] - correction > 0:
+                    # float32 Z in range: d, its mean and 1/sd scaled by a power of 2 (exact)
+                    s = 2.0 ** -math.floor(0.5 * math.log2(s2[j]))
+                    n = cnt[j]
+                    mu = s1[j] / n
+                    var = (s2[j] - s1[j] * mu) / (n - correction)
+                    f = 1.0 / ((math.sqrt(var if var > 0.0 else 0.0) + eps) * s)
+                    if loo:
+                        f *= n / (n - 1.0)
+                    fack[j] = ft(f)
+                    cenk[j] = ft(mu * s)
+                    sck[j] = ft(s)
+            n_bad += 1 if bad else 0
+        for j in range(m):
+            x0[j] = x0[j] * sck[j]
+    return n_bad
+
+
+@njit(cache=True, nogil=True, error_model="numpy", fastmath=_FM)
+def _row_z(t, i, w, sh, sc, cen, fac, z, wsum, acc, zmin, want_acc):
+    """Z of row ``i`` of every group of the tile into ``z`` (K, m) (+inf where the reward
+    is missing or has weight 0), with the row's weight total, min Z and, when
+    ``want_acc``, ``sum w Z``.
+
+    Row sums are in the input's dtype: K terms of one row (float32: relative error below
+    K * 6e-8), unlike the cell sums over a group's rows, which are float64."""
+    n_rew, _, m = t.shape
+    ft = t.dtype.type
+    inf = ft(np.inf)
+    zero = ft(0.0)
+    for j in range(m):
+        wsum[j] = zero
+        acc[j] = zero
+        zmin[j] = inf
+    for k in range(n_rew):
+        zk = z[k]
+        wk = ft(w[k])
+        if not wk > zero:
+            for j in range(m):
+                zk[j] = inf
+            continue
+        xk = t[k, i]
+        shk = sh[k]
+        sck = sc[k]
+        cenk = cen[k]
+        fack = fac[k]
+        for j in range(m):
+            x = xk[j]
+            p = x == x
+            zz = ((x * sck[j] - shk[j]) - cenk[j]) * fack[j]
+            zz = zz if p else inf
+            zk[j] = zz
+            wsum[j] += wk if p else zero
+            if want_acc:  # loop-invariant: LLVM unswitches it
+                acc[j] += wk * zz if p else zero
+            zmin[j] = zz if zz < zmin[j] else zmin[j]
+
+
+U_EXACT = 2.0**-10
+"""Rows whose softmin sum ``u = sum_k v_k exp(-kappa (Z_k - m))`` falls below this (a
+minimum of small weight under a large kappa: ``u >= v`` of the minimum) are recomputed in
+float64 from ``u`` itself, which is where ``1 + sum_k v_k expm1(...)`` loses digits."""
+
+
+@njit(cache=True, nogil=True, error_model="numpy", fastmath=_FM)
+def _softmin_exact(z, w, kappa, wsum, zmin, j):
+    """``m - log(sum_k v_k exp(-kappa (Z_k - m))) / kappa`` of lane ``j`` in float64."""
+    u = 0.0
+    m = np.float64(zmin[j])
+    for k in range(z.shape[0]):
+        zz = np.float64(z[k, j])
+        if w[k] > 0.0 and zz < np.inf:
+            u += w[k] * math.exp(-kappa * (zz - m))
+    return m - math.log(u / np.float64(wsum[j])) / kappa
+
+
+@njit(cache=True, nogil=True, error_model="numpy", fastmath=_FM)
+def _softmin(z, w, kappa, wsum, zmin, s, u):
+    """``S = m - log1p(sum_k v_k expm1(-kappa (Z_k - m))) / kappa``, m the row min (the
+    form accurate for every kappa from 1e-8 to 1e8); ``u`` is scratch."""
+    n_rew, m = z.shape
+    ft = z.dtype.type
+    inf = ft(np.inf)
+    zero = ft(0.0)
+    one = ft(1.0)
+    neg_kappa = ft(-kappa)
+    for j in range(m):
+        s[j] = zero
+    for k in range(n_rew):
+        wk = ft(w[k])
+        if not wk > zero:
+            continue
+        zk = z[k]
+        for j in range(m):
+            zz = zk[j]
+            e = _expm1_neg(neg_kappa * (zz - zmin[j]))
+            s[j] += wk * e if zz < inf else zero
+    kap = ft(kappa)
+    floor = ft(U_EXACT)
+    for j in range(m):
+        q = s[j] / wsum[j]  # in [-1, 0]
+        uj = one + q
+        u[j] = uj
+        # log1p(q) as log(u) corrected by the rounding of u = 1 + q
+        lg = _log(uj if uj >= floor else one) - ((uj - one) - q) / uj
+        s[j] = zmin[j] - lg / kap
+    for j in range(m):
+        if not u[j] >= floor and wsum[j] > zero:
+            s[j] = ft(_softmin_exact(z, w, kappa, wsum, zmin, j))
+
+
+@njit(cache=True, nogil=True, error_model="numpy", fastmath=_FM)
+def _mean_variance(z, w, lam, wsum, acc, s):
+    """``S = mean - lam * sum_k v_k (Z_k - mean)^2``."""
+    n_rew, m = z.shape
+    ft = z.dtype.type
+    inf = ft(np.inf)
+    zero = ft(0.0)
+    for j in range(m):
+        s[j] = zero
+    for k in range(n_rew):
+        wk = ft(w[k])
+        if not wk > zero:
+            continue
+        zk = z[k]
+        for j in range(m):
+            zz = zk[j]
+            dv = zz - acc[j] / wsum[j]
+            s[j] += wk * dv * dv if zz < inf else zero
+    lm = ft(lam)
+    for j in range(m):
+        s[j] = acc[j] / wsum[j] - lm * (s[j] / wsum[j])
+
+
+@njit(cache=True, nogil=True, error_model="numpy", fastmath=_FM)
+def _cvar(z, w, alpha, wsum, s, q, tmp):
+    """CVaR by its quantile form (Rockafellar-Uryasev): with ``cap = alpha * sum w`` and
+    ``q`` the smallest present ``Z_k`` whose weight at or below it reaches ``cap``,
+    ``S = q - sum_k w_k max(q - Z_k, 0) / cap``, equal to the mean of the worst alpha
+    share (at a tie of ``cap`` either neighbour gives the same S); a comparison per pair
+    of rewards, vectorised over the tile's groups, instead of a sort per row."""
+    n_rew, m = z.shape
+    ft = z.dtype.type
+    inf = ft(np.inf)
+    zero = ft(0.0)
+    al = ft(alpha)
+    for j in range(m):
+        q[j] = inf
+    for k in range(n_rew):
+        if not w[k] > 0.0:
+            continue
+        zk = z[k]
+        for j in range(m):
+            tmp[j] = zero
+        for k2 in range(n_rew):
+            w2 = ft(w[k2])
+            if not w2 > zero:
+                continue
+            z2 = z[k2]
+            for j in range(m):
+                tmp[j] += w2 if z2[j] <= zk[j] else zero
+        for j in range(m):
+            zz = zk[j]
+            take = (zz < inf) & (tmp[j] >= al * wsum[j]) & (zz < q[j])
+            q[j] = zz if take else q[j]
+    for j in range(m):
+        s[j] = zero
+    for k in range(n_rew):
+        wk = ft(w[k])
+        if not wk > zero:
+            continue
+        zk = z[k]
+        for j in range(m):
+            gap = q[j] - zk[j]  # -inf for a missing reward
+            s[j] += wk * gap if gap > zero else zero
+    for j in range(m):
+        s[j] = q[j] - s[j] / (al * wsum[j])
+
+
+@njit(cache=True, nogil=True, error_model="numpy", fastmath=_FM)
+def _conflict(z, w, cmode, tau, keep, pos, neg, tsum, tabs):
+    """GD²PO: ``keep = 0`` where the terms ``w_k Z_k`` disagree in sign (and, for "snr",
+    ``|sum| / (sum |.| + 1e-8) < tau``); ``pos`` .. ``tabs`` are scratch."""
+    n_rew, m = z.shape
+    inf = z.dtype.type(np.inf)
+    for j in range(m):
+        pos[j] = False
+        neg[j] = False
+        tsum[j] = 0.0
+        tabs[j] = 0.0
+    for k in range(n_rew):
+        wk = w[k]
+        if not wk > 0.0:
+            continue
+        zk = z[k]
+        for j in range(m):
+            zz = zk[j]
+            tk = wk * np.float64(zz) if zz < inf else 0.0  # float64: as the array path
+            pos[j] |= tk > 1e-8
+            neg[j] |= tk < -1e-8
+            tsum[j] += tk
+            tabs[j] += abs(tk)
+    for j in range(m):
+        mixed = pos[j] & neg[j]
+        drop = mixed & ((cmode == 1) | (abs(tsum[j]) / (tabs[j] + 1e-8) < tau))
+        keep[j] = 0 if drop else 1
+
+
+@njit(cache=True, nogil=True)
+def _tile_rows(offsets, g0, m):
+    """``(rows of the tile's largest group, all groups of one size)``."""
+    g = offsets[g0 + 1] - offsets[g0]
+    even = True
+    for j in range(1, m):
+        size = offsets[g0 + j + 1] - offsets[g0 + j]
+        even &= size == g
+        g = max(g, size)
+    return g, even
+
+
+@njit(cache=True, nogil=True, error_model="numpy", fastmath=_FM)
 def _stage12(
     r,
     offsets,
+    tile_starts,
     w,
     code,
     p0,
@@ -91,178 +606,133 @@ def _stage12(
     loo,
     cmode,
     tau,
+    exact_range,
     out,
     keep,
-    g_begin,
-    g_end,
+    t_begin,
+    t_end,
 ):
+    """Tiles ``t_begin`` to ``t_end`` (groups ``tile_starts[t]`` to ``tile_starts[t+1]``):
+    ``out`` (S) and ``keep``; returns the number of cells with +-inf."""
     n_rew = r.shape[1]
-    # per cell: Z = ((x - x0) * sc - m) * fac, everything relative to the shift x0 so a
-    # large common offset cancels exactly once (in x - x0), never again
-    shift = np.empty(n_rew, np.float64)
-    scale = np.empty(n_rew, np.float64)
-    centre = np.empty(n_rew, np.float64)
-    fac = np.empty(n_rew, np.float64)
-    zrow = np.empty(n_rew, np.float64)
-    wrow = np.empty(n_rew, np.float64)
-    bz = np.empty(n_rew, np.float64)  # CVaR's sorted tail buffer
-    bw = np.empty(n_rew, np.float64)
+    ft = r.dtype.type
+    big = 1
+    m_max = 1
+    for t in range(t_begin, t_end):
+        mt = tile_starts[t + 1] - tile_starts[t]
+        big = max(big, n_rew * _tile_rows(offsets, tile_starts[t], mt)[0] * mt)
+        m_max = max(m_max, mt)
+    # scratch, reused by every tile (flat, reshaped per tile so that numba sees C layout)
+    buf = np.empty(big, r.dtype)
+    params = np.empty((5, n_rew * m_max), r.dtype)  # sh, sc, cen, fac, Z
+    cells = np.empty((5, m_max))
+    rows = np.empty((4, m_max), r.dtype)
+    conflict_sums = np.empty((2, m_max))
+    zmin_buf = np.empty(m_max, r.dtype)
+    q_buf = np.empty(m_max, r.dtype)
+    kp_buf = np.empty(m_max, np.uint8)
+    flags = np.empty((2, m_max), np.bool_)
     n_bad = 0
-    for g in range(g_begin, g_end):
-        r0 = offsets[g]
-        r1 = offsets[g + 1]
-        # pass 1, one cell at a time (the group's rows sit in L1): count, min, max and
-        # the first two sums of the values shifted by the cell's first present value
-        for k in range(n_rew):
-            n = 0.0
-            lo = math.inf
-            hi = -math.inf
-            x0 = 0.0
-            for i in range(r0, r1):  # the shift: the cell's first present value
-                x = np.float64(r[i, k])
-                if x == x:
-                    x0 = x
-                    break
-            s1 = 0.0
-            s2 = 0.0
-            for i in range(r0, r1):
-                x = np.float64(r[i, k])
-                if x == x:
-                    n += 1.0
-                    lo = min(lo, x)
-                    hi = max(hi, x)
-                    d = x - x0
-                    s1 += d
-                    s2 += d * d
-            if lo == -math.inf or hi == math.inf:
-                n_bad += 1
-            if hi > lo and n - correction > 0:
-                sc = 1.0  # d = (x - x0) * sc
-                if not (s2 < math.inf):  # |x| beyond 1e154: redo with sc = 1 / (max - min)
-                    c2 = 1.0 / (0.5 * hi - 0.5 * lo)
-                    sc = 0.5 * c2
-                    s1 = 0.0
-                    s2 = 0.0
-                    for i in range(r0, r1):
-                        x = np.float64(r[i, k])
-                        if x == x:
-                            d = x * sc - x0 * sc
-                            s1 += d
-                            s2 += d * d
-                m = s1 / n
-                var = (s2 - s1 * m) / (n - correction)
-                sd = math.sqrt(var) if var > 0.0 else 0.0
-                f = 1.0 / (sd + eps * sc)
-                if loo:
-                    f *= n / (n - 1.0)
-                shift[k] = x0
-                scale[k] = sc
-                centre[k] = m
-                fac[k] = f
-            else:  # identity singleton: Z = x / (1 + eps); no signal: exactly 0
-                shift[k] = 0.0
-                scale[k] = 1.0
-                centre[k] = 0.0
-                fac[k] = 1.0 / (1.0 + eps) if identity and n == 1.0 else 0.0
-        # pass 2: Z of each row, then the row's aggregate
-        for i in range(r0, r1):
-            wsum = 0.0
-            acc = 0.0
-            zmin = math.inf
-            for k in range(n_rew):
-                x = np.float64(r[i, k])
-                wk = w[k]
-                if x == x and wk > 0.0:
-                    z = (x * scale[k] - shift[k] * scale[k] - centre[k]) * fac[k]
-                    zrow[k] = z
-                    wrow[k] = wk
-                    wsum += wk
-                    acc += wk * z
-                    zmin = min(zmin, z)
-                else:
-                    zrow[k] = math.inf
-                    wrow[k] = 0.0
-            keep[i] = 1
-            if wsum <= 0.0:
-                out[i] = math.nan
-                continue
-            if cmode > 0:  # GD2PO: do the terms w_k Z_k disagree in sign (and cancel)?
-                pos = False
-                neg = False
-                tsum = 0.0
-                tabs = 0.0
-                for k in range(n_rew):
-                    if wrow[k] > 0.0:
-                        tk = wrow[k] * zrow[k]
-                        pos |= tk > 1e-8
-                        neg |= tk < -1e-8
-                        tsum += tk
-                        tabs += abs(tk)
-                if pos and neg and (cmode == 1 or abs(tsum) / (tabs + 1e-8) < tau):
-                    keep[i] = 0
+    for t in range(t_begin, t_end):
+        g0 = tile_starts[t]
+        m = tile_starts[t + 1] - g0
+        g, even = _tile_rows(offsets, g0, m)
+        if g == 0:
+            continue
+        tile = buf[: n_rew * g * m].reshape((n_rew, g, m))
+        if even:
+            _load(r, offsets[g0], tile)
+        else:
+            _load_padded(r, offsets, g0, tile)
+        shm = params[0, : n_rew * m].reshape((n_rew, m))
+        scm = params[1, : n_rew * m].reshape((n_rew, m))
+        cenm = params[2, : n_rew * m].reshape((n_rew, m))
+        facm = params[3, : n_rew * m].reshape((n_rew, m))
+        z = params[4, : n_rew * m].reshape((n_rew, m))
+        acc5 = (cells[0, :m], cells[1, :m], cells[2, :m], cells[3, :m], cells[4, :m])
+        n_bad += _cells(
+            tile, eps, correction, identity, loo, exact_range, shm, scm, cenm, facm, acc5
+        )
+        wsum, acc, s, tmp = rows[0, :m], rows[1, :m], rows[2, :m], rows[3, :m]
+        zmin, q, kp = zmin_buf[:m], q_buf[:m], kp_buf[:m]
+        want_acc = code in (0, 1, 3) or (code == 2 and p0 == 0.0)
+        for i in range(g):
+            _row_z(tile, i, w, shm, scm, cenm, facm, z, wsum, acc, zmin, want_acc)
             if code == 0:
-                s = acc
-            elif code == 1:
-                s = acc / wsum
-            elif code == 4:
-                s = zmin
-            elif code == 2:
-                kappa = p0
-                if kappa == 0.0:
-                    s = acc / wsum
-                elif kappa == math.inf:
-                    s = zmin
-                else:
-                    t = 0.0
-                    for k in range(n_rew):  # unused rewards: z = inf, weight 0
-                        t += wrow[k] * _expm1_neg(-kappa * (zrow[k] - zmin))
-                    # log1p(q) as log(1 + q) corrected by the rounding of 1 + q (one
-                    # ulp-accurate; libm's log1p is a slower call that blocks inlining)
-                    q = t / wsum
-                    u = 1.0 + q
-                    s = zmin - (math.log(u) - ((u - 1.0) - q) / u) / kappa
-            elif code == 5:  # CVaR: the worst p0 of the weight, kept in a sorted buffer
-                # (bz, bw) holds the smallest values seen so far, trimmed to the fewest whose
-                # weight reaches cap; a value above a full buffer's largest is skipped (one
-                # compare, the usual case), so a row costs about K + (p0 K)^2, not a sort
-                cap = p0 * wsum
-                m = 0
-                held = 0.0
-                for k in range(n_rew):
-                    wk = wrow[k]
-                    if wk <= 0.0:
-                        continue
-                    zk = zrow[k]
-                    if held >= cap and zk >= bz[m - 1]:  # after a tail that is complete
-                        continue
-                    j = m
-                    while j > 0 and bz[j - 1] > zk:  # stable: after equal values
-                        bz[j] = bz[j - 1]
-                        bw[j] = bw[j - 1]
-                        j -= 1
-                    bz[j] = zk
-                    bw[j] = wk
-                    m += 1
-                    held += wk
-                    while m > 1 and held - bw[m - 1] >= cap:
-                        m -= 1
-                        held -= bw[m]
-                c = 0.0
-                t = 0.0
                 for j in range(m):
-                    t += bz[j] * max(min(bw[j], cap - c), 0.0)
-                    c += bw[j]
-                s = t / cap
+                    s[j] = acc[j]
+            elif code == 1 or (code == 2 and p0 == 0.0):
+                for j in range(m):
+                    s[j] = acc[j] / wsum[j]
+            elif code == 4 or (code == 2 and p0 == np.inf):
+                for j in range(m):
+                    s[j] = zmin[j]
+            elif code == 2:
+                _softmin(z, w, p0, wsum, zmin, s, tmp)
+            elif code == 5:
+                _cvar(z, w, p0, wsum, s, q, tmp)
             else:
-                mean = acc / wsum
-                t = 0.0
-                for k in range(n_rew):
-                    z = zrow[k]
-                    if wrow[k] > 0.0:
-                        t += wrow[k] * (z - mean) * (z - mean)
-                s = mean - p0 * (t / wsum)
-            out[i] = s
+                _mean_variance(z, w, p0, wsum, acc, s)
+            if cmode > 0:
+                _conflict(
+                    z,
+                    w,
+                    cmode,
+                    tau,
+                    kp,
+                    flags[0, :m],
+                    flags[1, :m],
+                    conflict_sums[0, :m],
+                    conflict_sums[1, :m],
+                )
+            for j in range(m):
+                row = offsets[g0 + j] + i
+                if row < offsets[g0 + j + 1]:  # not a padding row
+                    out[row] = s[j] if wsum[j] > 0.0 else ft(np.nan)
+                    keep[row] = kp[j] if cmode > 0 and wsum[j] > 0.0 else 1
     return n_bad
+
+
+@njit(cache=True)
+def _cut_tiles(offsets, n_rewards, budget):
+    n_groups = offsets.shape[0] - 1
+    out = np.empty(n_groups + 1, np.int64)
+    n_tiles = 0
+    g = 0
+    while g < n_groups:
+        size = offsets[g + 1] - offsets[g]
+        cap = max(1, budget // max(1, size * n_rewards))
+        cap = cap - cap % 16 if cap >= 16 else cap
+        hi = size
+        real = size
+        m = 1
+        while g + m < n_groups and m < cap:
+            nxt = offsets[g + m + 1] - offsets[g + m]
+            b = max(hi, nxt)
+            # at least half of the padded tile is real rows; within twice the budget
+            if (m + 1) * b > 2 * (real + nxt) or (m + 1) * b * n_rewards > 2 * budget:
+                break
+            hi = b
+            real += nxt
+            m += 1
+        out[n_tiles] = g
+        n_tiles += 1
+        g += m
+    out[n_tiles] = n_groups
+    return out[: n_tiles + 1].copy()
+
+
+def tiles(offsets: np.ndarray, n_rewards: int, budget: int = TILE_VALUES) -> np.ndarray:
+    """Start group of each tile, plus the number of groups. A tile is a run of consecutive
+    groups, the shorter ones padded with missing rows to the longest (so that uneven groups
+    in any order still fill vectors) as long as at least half of the tile's rows are real,
+    cut every ``budget // (G * K)`` groups (a multiple of 16 where that is at least 16, so
+    that vector loops have no remainder; G the first group's size). A function of the
+    offsets only."""
+    offsets = np.ascontiguousarray(offsets, dtype=np.int64)
+    if offsets.shape[0] < 2:
+        return np.zeros(1, np.int64)
+    return _cut_tiles(offsets, int(n_rewards), int(budget))
 
 
 def is_warm(dtype: str) -> bool:
@@ -289,8 +759,8 @@ def stage12_numba(
     ``conflict`` 0 (none), 1 (GD²PO "hard") or 2 ("snr" with threshold ``tau``) fills
     ``keep`` (uint8, 0 for a row the filter drops) in the same pass.
 
-    Large batches are cut into one contiguous run of groups per thread (balanced by rows)
-    and run on a small thread pool: the compiled function releases the GIL. numba's own
+    Large batches are cut into runs of whole tiles (balanced by rows, a few per thread) and
+    run on a small thread pool: the compiled function releases the GIL. numba's own
     ``parallel=True`` runtime is not used: under torch it would start a second OpenMP
     runtime whose spinning threads slow both down by several times.
     """
@@ -301,9 +771,11 @@ def stage12_numba(
     out = np.empty(r.shape[0], dtype=r.dtype)
     keep = np.empty(r.shape[0], dtype=np.uint8)
     offsets = np.ascontiguousarray(offsets, dtype=np.int64)
+    starts = tiles(offsets, r.shape[1])
     args = (
         r,
         offsets,
+        starts,
         np.ascontiguousarray(w, np.float64),
         int(code),
         float(slots[0]),
@@ -314,17 +786,21 @@ def stage12_numba(
         bool(loo),
         int(conflict),
         float(tau),
+        r.dtype == np.float64,  # exact min/max per cell (float32: sum d^2 > 0 is exact)
         out,
         keep,
     )
-    n_groups = offsets.shape[0] - 1
-    n_threads = min(threads(), n_groups, max(1, r.size // MIN_ELEMENTS_PER_THREAD))
+    n_tiles = starts.shape[0] - 1
+    n_threads = min(threads(), n_tiles, max(1, r.size // MIN_ELEMENTS_PER_THREAD))
     t0 = time.perf_counter()
     if n_threads <= 1:
-        bad = _stage12(*args, 0, n_groups)
-    else:  # split at group boundaries into runs of about the same number of rows
-        cuts = np.searchsorted(offsets, np.linspace(0, r.shape[0], n_threads + 1)[1:-1])
-        bounds = [0, *sorted(set(int(c) for c in cuts)), n_groups]
+        bad = _stage12(*args, 0, n_tiles)
+    else:  # runs of whole tiles with about the same number of rows, a few per thread so
+        # that a thread slowed by another process does not hold up the call
+        n_jobs = min(n_tiles, n_threads * JOBS_PER_THREAD)
+        row_at = offsets[starts]
+        cuts = np.searchsorted(row_at, np.linspace(0, r.shape[0], n_jobs + 1)[1:-1])
+        bounds = [0, *sorted(set(int(c) for c in cuts)), n_tiles]
         jobs = [
             _pool().submit(_stage12, *args, lo, hi)
             for lo, hi in itertools.pairwise(bounds)
@@ -338,6 +814,7 @@ def stage12_numba(
 
 
 MIN_ELEMENTS_PER_THREAD = 1 << 14
+JOBS_PER_THREAD = 4
 _POOL: list = []
 
 
