@@ -66,6 +66,7 @@ extensions = [
     "sphinx.ext.napoleon",  # the docstrings are Google style (Args:, Returns:, ...)
     "sphinx.ext.mathjax",
     "sphinx.ext.viewcode",
+    "sphinxarg.ext",  # sphinx-argparse: cli.md is rendered from rewardagg.cli's parsers
 ]
 # Deliberately no sphinx.ext.intersphinx: the build must not touch the network.
 
@@ -76,6 +77,9 @@ exclude_patterns = ["_build", "figures", "Thumbs.db", ".DS_Store", "**.ipynb_che
 templates_path = ["_templates"]
 language = "en"
 pygments_style = "sphinx"
+# Quotes only: "--option" and "V[,V...]" in the CLI reference stay as typed (no en dash,
+# no ellipsis character).
+smartquotes_action = "q"
 
 # -- MyST / myst-nb ------------------------------------------------------------------------
 

@@ -55,9 +55,68 @@ def test_no_command_and_unknown_command_exit_two():
     assert res.returncode == 2 and "invalid choice" in res.stderr
 
 
-def test_version():
+def test_version_lists_the_optional_backends_one_line_each():
     res = run_cli("--version")
-    assert res.returncode == 0 and rewardagg.__version__ in res.stdout
+    assert res.returncode == 0, res.stderr
+    lines = res.stdout.splitlines()
+    assert lines[0].startswith(f"rewardagg {rewardagg.__version__} (Python ")
+    assert [line.split(maxsplit=1)[0].rstrip(":") for line in lines[1:]] == [
+        "numba",
+        "triton",
+        "torch",
+    ]
+    for line in lines[1:]:
+        assert ": found (" in line or ": not found (" in line, line
+
+
+def test_version_line_of_a_missing_backend(monkeypatch):
+    from rewardagg.cli import version
+
+    monkeypatch.setattr(version.importlib.util, "find_spec", lambda name: None)
+    assert version.backend_line("numba", "fast", "x", "the array path on CPU") == (
+        'numba: not found (the "fast" extra installs it; without it: the array path on CPU)'
+    )
+
+
+WARN_SCRIPT = """
+import sys, warnings
+from rewardagg.cli import main, parser
+from rewardagg.kernels import CompileWarning
+
+class NumbaPerformanceWarning(UserWarning):
+    pass
+
+NumbaPerformanceWarning.__module__ = "numba.core.errors"
+
+def run(args):
+    warnings.warn("the numba kernel for float64 took 3.1 s to compile", CompileWarning)
+    warnings.warn("a parallel loop ran serially", NumbaPerformanceWarning)
+    warnings.warn("something the user should see", UserWarning)
+    return 0
+
+parser.COMMANDS.append(parser.Command("warn", "emit warnings", lambda p: None, run))
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_compile_warnings_are_logged_not_printed():
+    env = dict(os.environ, PYTHONPATH=PACKAGE_PARENT)
+    quiet = subprocess.run(
+        [sys.executable, "-c", WARN_SCRIPT, "warn"], capture_output=True, text=True, env=env
+    )
+    assert quiet.returncode == 0, quiet.stderr
+    assert "CompileWarning" not in quiet.stderr and "compile" not in quiet.stderr
+    assert "NumbaPerformanceWarning" not in quiet.stderr
+    assert "UserWarning: something the user should see" in quiet.stderr
+    loud = subprocess.run(
+        [sys.executable, "-c", WARN_SCRIPT, "-v", "warn"], capture_output=True, text=True, env=env
+    )
+    assert loud.returncode == 0, loud.stderr
+    assert (
+        "rewardagg: rewardagg.cli: CompileWarning: the numba kernel for float64 took 3.1 s "
+        "to compile" in loud.stderr
+    )
+    assert "NumbaPerformanceWarning: a parallel loop ran serially" in loud.stderr
 
 
 def test_in_process_main_returns_exit_codes(capsys):
@@ -209,7 +268,7 @@ def test_demo_without_the_plot_extra(tmp_path):
     (fake / "matplotlib" / "__init__.py").write_text("raise ImportError('no matplotlib here')\n")
     res = run_cli("demo", "--quick", "--out", tmp_path / "out", extra_path=str(fake))
     assert res.returncode == 2
-    assert 'pip install "rewardagg[plot]"' in res.stderr and "--no-plot" in res.stderr
+    assert "pip install matplotlib tqdm" in res.stderr and "--no-plot" in res.stderr
     assert not (tmp_path / "out").exists()
     # --no-plot: the table and the CSV/JSON need numpy only.
     res = run_cli(
@@ -267,6 +326,27 @@ def test_audit_bad_input_exits_two(tmp_path, content, args, message):
     assert res.returncode == 2, res.stdout
     assert message in res.stderr
     assert "Traceback" not in res.stderr
+
+
+def test_audit_help_names_only_files_in_the_repository():
+    out = run_cli("audit", "--help").stdout
+    assert "DESIGN.md" not in out
+    for page in ("docs/rollouts.md", "docs/audit.md"):
+        assert page in out and (pathlib.Path(__file__).parents[1] / page).is_file()
+    assert "{csv,tsv,jsonl,parquet}" in out and "--from" in out and "--json" in out
+
+
+def test_audit_json_is_one_object_with_the_verdict(tmp_path):
+    png = tmp_path / "a.png"
+    res = run_cli("audit", FIXTURE, "--methods", "gdpo,softmin", "--json", "--plot", png)
+    assert res.returncode == 0, res.stderr
+    out = json.loads(res.stdout)  # the figure's path went to stderr
+    assert f"wrote {png}" in res.stderr and png.is_file()
+    text = run_cli("audit", FIXTURE, "--methods", "gdpo,softmin").stdout
+    assert out["verdict"]["text"] == text.splitlines()[-1]
+    assert out["input"]["reward_columns"] == ["format", "helpfulness", "length"]
+    assert [m["label"] for m in out["methods"]] == out["spearman"]["labels"]
+    assert out["rows"] == 12 and out["groups"] == 3
 
 
 def test_audit_missing_file_exits_two(tmp_path):

@@ -261,6 +261,31 @@ def test_columns_missing_from_some_jsonl_lines_are_missing_rewards(tmp_path):
         load_rollouts(path, rewards=["a", "b"])
 
 
+def test_tsv_by_extension_and_by_format(tmp_path):
+    """The format, not the extension, decides the delimiter (issue 16)."""
+    tsv = "group\tformat\tlength\n0\t1\t100\n0\t0\t250\n1\t1\t80\n"
+    by_ext = load_rollouts(_write(tmp_path, "r.tsv", tsv))
+    by_fmt = load_rollouts(_write(tmp_path, "r.txt", tsv), fmt="tsv")
+    want = load_rollouts(_write(tmp_path, "r.csv", tsv.replace("\t", ",")))
+    for data in (by_ext, by_fmt):
+        assert data.reward_names == ["format", "length"]
+        np.testing.assert_array_equal(data.rewards, want.rewards)
+        assert data.group_codes().tolist() == want.group_codes().tolist()
+    # --format csv on a .tsv file reads commas: one column, named by the whole header.
+    with pytest.raises(RolloutFileError, match="no group column found"):
+        load_rollouts(tmp_path / "r.tsv", fmt="csv")
+    with pytest.raises(RolloutFileError, match="use csv, tsv, jsonl or parquet"):
+        load_rollouts(tmp_path / "r.tsv", fmt="xlsx")
+    with pytest.raises(RolloutFileError, match=r"pass --format csv\|tsv\|jsonl\|parquet"):
+        load_rollouts(tmp_path / "r.txt")
+
+
+def test_read_records_limit(tmp_path):
+    path = _write(tmp_path, "r.jsonl", "".join(f'{{"group": {i}, "a": {i}}}\n' for i in range(5)))
+    columns, records, lines = read_records(path, limit=2)
+    assert columns == ["group", "a"] and [r["a"] for r in records] == [0, 1] and lines == [1, 2]
+
+
 def test_read_records_keeps_every_cell(tmp_path):
     path = _write(tmp_path, "r.csv", "group,a,text\n0,1,hi\n\n1,2,there\n")
     columns, records, lines = read_records(path)

@@ -1,8 +1,13 @@
-"""Reading logged rollouts for ``rewardagg audit``: CSV, JSONL and (with pyarrow) Parquet.
+"""Reading logged rollouts for ``rewardagg audit``: CSV, TSV, JSONL and (with pyarrow) Parquet.
 
 A rollout file has one row per completion: a group column (the prompt id, verl's
 ``uid``) and one numeric column per reward. Other columns (prompt text, completion text,
 ids) may be present and are ignored unless named.
+
+**Formats** (:data:`FORMATS`), from the extension unless given: ``csv`` (``.csv``), ``tsv``
+(``.tsv``: CSV with tabs), ``jsonl`` (``.jsonl``, ``.ndjson``, ``.json``: one JSON object
+per line) and ``parquet`` (``.parquet``, ``.pq``; needs pyarrow). The format decides the
+delimiter, not the extension: ``fmt="tsv"`` reads any file as tab-separated.
 
 Cells are parsed strictly, so that a bad file fails loudly instead of silently:
 
@@ -23,7 +28,7 @@ dict (``1``, ``1.0`` and ``true`` are one group; ``1`` and ``"1"`` are two):
 
 - JSONL and Parquet: the values as stored; JSON numbers are numbers and strings are
   strings (a JSON array label is a tuple, a JSON object label a frozenset of its items);
-- CSV has only text, so: a group column whose every value is a decimal number
+- CSV (and TSV) has only text, so: a group column whose every value is a decimal number
   (``12``, ``-3``, ``1.0``, ``2.5e3``, surrounding spaces allowed) is read as numbers, so
   ``1`` and ``1.0`` are one group (as pandas reads such a column); any other group column
   is kept as the exact text of each cell (``p1`` and ``p1 `` are two groups).
@@ -63,6 +68,7 @@ import numpy as np
 from rewardagg._src.grouping import _label_key, _labels_to_index
 
 __all__ = [
+    "FORMATS",
     "GROUP_COLUMN_CANDIDATES",
     "RolloutFileError",
     "Rollouts",
@@ -71,6 +77,20 @@ __all__ = [
     "read_records",
 ]
 
+#: The formats :func:`load_rollouts` reads (``fmt=``; the command line's ``--format``).
+FORMATS = ("csv", "tsv", "jsonl", "parquet")
+#: The format of each file extension (lower case).
+EXTENSIONS = {
+    ".csv": "csv",
+    ".tsv": "tsv",
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".json": "jsonl",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+}
+#: The text formats and their delimiter (JSONL has none).
+_DELIMITERS = {"csv": ",", "tsv": "\t"}
 #: Tried in this order when no group column is given.
 GROUP_COLUMN_CANDIDATES = (
     "group",
@@ -210,24 +230,23 @@ def open_regular_file(path: str | Path) -> tuple[IO[bytes], int]:
 
 
 def _detect_format(path: Path, fmt: str | None) -> str:
+    """One of :data:`FORMATS`: ``fmt`` when given, else the one of the extension."""
     if fmt is not None:
         fmt = fmt.lower()
-        if fmt not in ("csv", "jsonl", "parquet"):
-            raise RolloutFileError(f"{path}: unknown format {fmt!r}; use csv, jsonl or parquet")
+        if fmt not in FORMATS:
+            raise RolloutFileError(
+                f"{path}: unknown format {fmt!r}; use {', '.join(FORMATS[:-1])} or {FORMATS[-1]}"
+            )
         return fmt
     suffixes = [s.lower() for s in path.suffixes]
     if suffixes and suffixes[-1] in (".gz", ".bz2", ".xz"):
         raise RolloutFileError(f"{path}: compressed files are not supported; decompress first")
     ext = suffixes[-1] if suffixes else ""
-    if ext in (".csv", ".tsv"):
-        return "csv"
-    if ext in (".jsonl", ".ndjson", ".json"):
-        return "jsonl"
-    if ext in (".parquet", ".pq"):
-        return "parquet"
+    if ext in EXTENSIONS:
+        return EXTENSIONS[ext]
     raise RolloutFileError(
         f"{path}: cannot tell the format from the extension {ext!r}; "
-        "pass --format csv|jsonl|parquet"
+        f"pass --format {'|'.join(FORMATS)}"
     )
 
 
@@ -573,10 +592,11 @@ def _jsonl_records(text: IO[str], p: Path) -> Iterator[tuple[int, dict[str, Any]
 def _records(f: IO[bytes], p: Path, kind: str) -> Iterator[tuple[int, dict[str, Any]]]:
     """``(line, record)`` of each data row of a CSV or JSONL file; a decoding error is a
     :class:`RolloutFileError` naming the line and the byte."""
-    with io.TextIOWrapper(f, encoding="utf-8-sig", newline="" if kind == "csv" else None) as t:
+    delimiter = _DELIMITERS.get(kind)
+    with io.TextIOWrapper(f, encoding="utf-8-sig", newline="" if delimiter else None) as t:
         try:
-            if kind == "csv":
-                yield from _csv_records(t, p, "\t" if p.suffix.lower() == ".tsv" else ",")
+            if delimiter:
+                yield from _csv_records(t, p, delimiter)
             else:
                 yield from _jsonl_records(t, p)
         except UnicodeDecodeError:
@@ -603,7 +623,7 @@ def _stream(
     if cols.n_rows == 0:
         raise RolloutFileError(
             f"{p}: no data rows (only a header)"
-            if kind == "csv"
+            if kind in _DELIMITERS
             else f"{p}: empty file (no JSON lines)"
         )
     return cols
@@ -886,7 +906,15 @@ def _from_columns(
     labels = (np.frombuffer(lab.codes, dtype=np.int64), list(lab.index), lab.problem)
     lines = np.frombuffer(cols.lines, dtype=np.int64)
     return _assemble(
-        p, cols.columns, numbers, labels, lines, group, names, rewards is None, csv=kind == "csv"
+        p,
+        cols.columns,
+        numbers,
+        labels,
+        lines,
+        group,
+        names,
+        rewards is None,
+        csv=kind in _DELIMITERS,
     )
 
 
@@ -917,14 +945,15 @@ def load_rollouts(
 
 
 def read_records(
-    path: str | Path, fmt: str | None = None
+    path: str | Path, fmt: str | None = None, *, limit: int | None = None
 ) -> tuple[list[str], list[dict], list[int]]:
     """Read a rollout file into ``(columns, records, line_numbers)``, every cell kept.
 
     ``records`` are dicts from column name to raw value (a string for CSV, a JSON value
     for JSONL, a Python value for Parquet). Raises :class:`RolloutFileError` as
     :func:`load_rollouts` does. It holds every cell as a Python object: for large files
-    use :func:`load_rollouts`, which keeps only the needed columns as arrays.
+    use :func:`load_rollouts`, which keeps only the needed columns as arrays, or read the
+    first ``limit`` records only (``columns`` are then those seen in them).
     """
     p = Path(path)
     f, size = open_regular_file(p)
@@ -935,7 +964,11 @@ def read_records(
         if kind == "parquet":
             _, pf, columns = _parquet_schema(p, f)
             try:
-                records = pf.read().to_pylist()
+                if limit is None:
+                    records = pf.read().to_pylist()
+                else:
+                    batches = pf.iter_batches(batch_size=max(limit, 1))
+                    records = next(batches).to_pylist()[:limit]
             except Exception as e:
                 raise RolloutFileError(f"{p}: cannot read as Parquet ({_first_line(e)})") from None
             return columns, records, list(range(2, len(records) + 2))
@@ -945,6 +978,8 @@ def read_records(
         known: dict[str, None] = {}
         records, lines = [], []
         for line, record in _records(f, p, kind):
+            if limit is not None and len(records) >= limit:
+                break
             known.update(dict.fromkeys(record))
             records.append(record)
             lines.append(line)

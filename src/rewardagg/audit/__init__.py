@@ -3,7 +3,7 @@
 Given the rewards of logged completions (``(N, K)``, grouped by prompt), the audit runs
 every method through :func:`rewardagg.advantages` (``return_info=True``) and reports:
 
-- **masked failures** (DESIGN.md section 2): completions that are clearly below their
+- **masked failures**: completions that are clearly below their
   group on some reward, ``Z[i, k] <= z_level`` (stage-1 group z-score, default level -1),
   yet receive a positive advantage; in total and per reward. For ``z_level == -1`` the
   counts equal the library's own ``AggregationInfo.masked_failures`` (tested).
@@ -18,6 +18,8 @@ every method through :func:`rewardagg.advantages` (``return_info=True``) and rep
   same advantage (GDPO's "advantage collapse").
 - **rank agreement**: the Spearman rank correlation of the advantages of every pair of
   methods (ties get average ranks).
+- **verdict**: one line, how many rows failing one reward each method still rewards
+  (:mod:`~rewardagg.audit.verdict`).
 
 Costs (lower is better) are negated before aggregation, so every column is "higher is
 better" for the methods. Group labels are grouped by value as ``group_ids`` are in
@@ -34,7 +36,9 @@ run on rewards with a negative value (costs count negated): the report lists it 
 skipped, with the reason.
 
 The package: :mod:`~rewardagg.audit.compute` (:func:`run_audit` and its records),
-:mod:`~rewardagg.audit.report` (:func:`format_report`) and :mod:`~rewardagg.audit.plots`
+:mod:`~rewardagg.audit.report` (:func:`format_report`), :mod:`~rewardagg.audit.verdict`
+(:func:`audit_verdict`, :func:`format_verdict`), :mod:`~rewardagg.audit.json_report`
+(:func:`report_to_dict`, the ``--json`` output) and :mod:`~rewardagg.audit.plots`
 (:func:`plot_report`, matplotlib imported inside it).
 """
 
@@ -47,17 +51,23 @@ from rewardagg.audit.compute import (
     run_audit,
     spearman,
 )
+from rewardagg.audit.json_report import report_to_dict
 from rewardagg.audit.plots import plot_report
 from rewardagg.audit.report import format_report
+from rewardagg.audit.verdict import Verdict, audit_verdict, format_verdict
 
 __all__ = [
     "AuditMethod",
     "AuditReport",
     "MethodAudit",
+    "Verdict",
+    "audit_verdict",
     "default_audit_methods",
     "format_report",
+    "format_verdict",
     "plot_report",
     "rankdata",
+    "report_to_dict",
     "run_audit",
     "spearman",
 ]

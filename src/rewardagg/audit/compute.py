@@ -64,6 +64,10 @@ class MethodAudit:
     threshold_masked_per_reward: np.ndarray | None
     positive: int
     distinct_per_group_mean: float
+    method: str = ""
+    """The registry name of the method (``label`` adds its parameters)."""
+    params: dict[str, Any] = field(default_factory=dict)
+    """The method's keyword parameters for this setting."""
 
 
 @dataclass
@@ -315,6 +319,7 @@ def run_audit(
             dtype=np.float64,
         )
         audits.append(_audit_one(spec.label, adv, layout, z_failed, thr_failed))
+        audits[-1].method, audits[-1].params = spec.method, dict(spec.params)
         ranks.append(_centred_rank(adv))
         if not keep_advantages:
             audits[-1].advantages = None

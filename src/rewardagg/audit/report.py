@@ -1,4 +1,6 @@
-"""The text report of ``rewardagg audit`` (:func:`format_report`)."""
+"""The text report of ``rewardagg audit`` (:func:`format_report`): a header, the per-reward
+table, the masked-failures table, the Spearman matrix and the verdict line (every column
+is defined in ``docs/audit.md``)."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from rewardagg.audit.compute import AuditReport
+from rewardagg.audit.verdict import audit_verdict, format_verdict
 
 __all__ = ["format_report"]
 
@@ -121,4 +124,6 @@ def format_report(rep: AuditReport) -> str:
         for i in range(len(labels))
     ]
     out += ["  " + line for line in _table(["", *labels], rows)]
+    out.append("")
+    out.append(format_verdict(audit_verdict(rep)))
     return "\n".join(out)

@@ -10,16 +10,22 @@ strings; strings are imported only when needed, so ``rewardagg --help`` and the 
 commands never import the new command's dependencies.
 
 The package: :mod:`~rewardagg.cli.parser` builds the argument parser (one subparser per
-command), :mod:`~rewardagg.cli.commands` runs the commands, and :func:`main` joins them.
+command), :mod:`~rewardagg.cli.commands` runs the commands, :mod:`~rewardagg.cli.logs`
+logs compilation warnings instead of printing them (``-v`` shows them),
+:mod:`~rewardagg.cli.version` writes ``--version``, and :func:`main` joins them. The
+reference of every option, generated from these parsers, is ``docs/cli.md``.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Sequence
 
+from rewardagg.cli.logs import compile_warnings_logged, configure_logging
 from rewardagg.cli.parser import (
     COMMANDS,
+    EXIT_ERROR,
     EXIT_USAGE,
     Command,
     UsageError,
@@ -40,11 +46,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     if getattr(args, "_run", None) is None:
         parser.print_help()
         return EXIT_USAGE
+    configure_logging(args.verbose)
     try:
-        return int(_resolve(args._run)(args))
+        with compile_warnings_logged():
+            return int(_resolve(args._run)(args))
     except UsageError as e:
         print(f"rewardagg {args.command}: error: {e}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # stdout's reader went away (`rewardagg audit ... | head`)
+        _silence_stdout()
+        return EXIT_ERROR
+
+
+def _silence_stdout() -> None:
+    """Point stdout at the null device, so that Python's final flush of the closed pipe
+    does not print a second traceback."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # no real file descriptor (captured)
+        pass

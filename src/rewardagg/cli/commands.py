@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import math
 import sys
 import time
@@ -252,27 +253,45 @@ def _plot_path(text: str) -> Path:
     return path
 
 
+def _check_source_options(args: argparse.Namespace) -> None:
+    """``--format`` is for rollout files, ``--step`` for trainer logs."""
+    if args.trainer is not None and args.format is not None:
+        raise UsageError(f"--format does not apply with --from {args.trainer} (it reads its own)")
+    if args.trainer is None and args.step is not None:
+        raise UsageError("--step needs --from verl or --from trl (a folder of per-step logs)")
+
+
 def _load(args: argparse.Namespace) -> Any:
-    """The rollouts of ``args.file``; a bad file is a :class:`UsageError` naming it."""
+    """The rollouts of ``args.file`` (a rollout file, or a trainer's log with ``--from``);
+    a bad file is a :class:`UsageError` naming it."""
     from rewardagg.rollouts_io import RolloutFileError, load_rollouts
 
+    columns: dict[str, Any] = dict(
+        group=args.group, rewards=_flatten(args.rewards), exclude=_flatten(args.exclude) or []
+    )
     try:
-        return load_rollouts(
-            args.file,
-            group=args.group,
-            rewards=_flatten(args.rewards),
-            exclude=_flatten(args.exclude) or [],
-            fmt=args.format,
-        )
+        if args.trainer is not None:
+            from rewardagg.trainer_logs import load_trainer_log
+
+            return load_trainer_log(args.trainer, args.file, step=args.step, **columns)
+        return load_rollouts(args.file, fmt=args.format, **columns)
     except RolloutFileError as e:
         raise UsageError(str(e)) from None
 
 
 def run_audit_command(args: argparse.Namespace) -> int:
-    """``rewardagg audit FILE``: print the report, optionally write the figure. The
-    options and the figure's path are checked before the file is read."""
-    from rewardagg.audit import default_audit_methods, format_report, plot_report, run_audit
+    """``rewardagg audit FILE``: print the report (text ending with the verdict, or JSON
+    with ``--json``), optionally write the figure. The options and the figure's path are
+    checked before the file is read."""
+    from rewardagg.audit import (
+        default_audit_methods,
+        format_report,
+        plot_report,
+        report_to_dict,
+        run_audit,
+    )
 
+    _check_source_options(args)
     if not math.isfinite(args.z_level):
         raise UsageError(f"--z-level: expected a finite number, got {args.z_level}")
     if not (math.isfinite(args.eps) and args.eps >= 0):
@@ -285,6 +304,11 @@ def run_audit_command(args: argparse.Namespace) -> int:
     unknown = [c for c in costs if c not in names]
     if unknown:
         raise UsageError(f"--cost: {unknown} not among the reward columns {names}")
+    columns = {
+        "group_column": data.group_column,
+        "reward_columns": names,
+        "inferred": data.inferred,
+    }
     inferred = (
         f"reward columns (inferred): {', '.join(names)}; group column: {data.group_column}"
         if data.inferred
@@ -308,14 +332,19 @@ def run_audit_command(args: argparse.Namespace) -> int:
         )
     except ValueError as e:  # the options are checked: it is about the file's values
         raise UsageError(f"{source}: {e}") from None
-    if inferred:
-        print(inferred)
-    print(format_report(report))
+    if args.json:
+        out = {"rewardagg": __version__, "input": columns, **report_to_dict(report)}
+        print(json.dumps(out, indent=2, allow_nan=False))
+    else:
+        if inferred:
+            print(inferred)
+        print(format_report(report))
     if plot is not None:
         make_parent_dirs(plot)
         try:
             plot_report(report, plot)
         except OSError as e:
             raise UsageError(f"{plot}: cannot write the figure ({e.strerror or e})") from None
-        print(f"\nwrote {plot}")
+        # with --json, stdout holds the JSON object only
+        print(f"\nwrote {plot}", file=sys.stderr if args.json else sys.stdout)
     return EXIT_OK

@@ -15,8 +15,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from rewardagg._src.registry import available_methods
-from rewardagg._version import __version__
 from rewardagg.method_settings import parameters_taken
+from rewardagg.rollouts_io import FORMATS
+from rewardagg.trainer_logs import TRAINERS
 
 __all__ = [
     "COMMANDS",
@@ -28,7 +29,7 @@ __all__ = [
 ]
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
-PLOT_EXTRA_HINT = 'pip install "rewardagg[plot]"'
+PLOT_EXTRA_HINT = 'pip install matplotlib tqdm (the "plot" extra)'
 
 
 class UsageError(Exception):
@@ -246,30 +247,61 @@ def configure_demo(p: argparse.ArgumentParser) -> None:
 # ---------------------------------------------------------------------------- audit
 AUDIT_DESCRIPTION = """\
 Audit logged rollouts for constraint neglect. FILE has one row per completion
-(CSV, JSONL, or Parquet with pyarrow): a group column (prompt id) and one column per
-reward. Reports, per method, the masked failures (completions clearly below their
-group on some reward, Z <= -1, or below a --threshold you give, that still get a
-positive advantage), each reward's bottleneck share, zero-spread groups, and the
-Spearman rank correlation of the advantages between methods. A method defined for
-non-negative rewards only (a power mean) is skipped, with a note, on rewards with a
-negative value.
+(CSV, TSV, JSONL, or Parquet with pyarrow): a group column (prompt id) and one column
+per reward. With --from verl or --from trl, FILE is that trainer's log instead: a
+folder of per-step files or one of them.
+
+Reports, per method, the masked failures (completions clearly below their group on
+some reward, Z <= -1, or below a --threshold you give, that still get a positive
+advantage), each reward's bottleneck share, zero-spread groups, and the Spearman rank
+correlation of the advantages between methods; the last line is the verdict: how many
+rows failing one reward each method still rewards. --json prints all of it as one JSON
+object instead. A method defined for non-negative rewards only (a power mean) is
+skipped, with a note, on rewards with a negative value.
+
+The file format and every column of the report: docs/rollouts.md and docs/audit.md.
 """
 
 
 def configure_audit(p: argparse.ArgumentParser) -> None:
-    p.add_argument("file", metavar="FILE", help="rollouts: .csv, .tsv, .jsonl, .parquet")
+    p.add_argument(
+        "file",
+        metavar="FILE",
+        help="rollouts: .csv, .tsv, .jsonl (.ndjson, .json) or .parquet; with --from, a "
+        "trainer's log folder or one of its files",
+    )
     p.add_argument(
         "--format",
-        choices=("csv", "jsonl", "parquet"),
+        choices=FORMATS,
         default=None,
-        help="file format (default: from the extension)",
+        help="file format (default: from the extension; tsv is CSV with tabs)",
+    )
+    p.add_argument(
+        "--from",
+        dest="trainer",
+        choices=tuple(TRAINERS),
+        default=None,
+        metavar="TRAINER",
+        help="read a trainer's log: verl (the <step>.jsonl dumps of "
+        "trainer.rollout_data_dir; groups by prompt, rewards from the reward-extra-info "
+        "keys) or trl (the completions/completions_<step>.parquet tables of "
+        "log_completions=True; groups by prompt, one reward per reward function)",
+    )
+    p.add_argument(
+        "--step",
+        type=int,
+        default=None,
+        metavar="N",
+        help="with --from and a folder: audit training step N only (default: every step; "
+        "the groups of different steps are kept apart)",
     )
     p.add_argument(
         "--group",
         default=None,
         metavar="COL",
         help="group (prompt id) column (default: the first of group, group_id, "
-        "prompt_id, uid, prompt_idx, query_id, prompt)",
+        "prompt_id, uid, prompt_idx, query_id, prompt; --from verl: uid if logged, else "
+        "input; --from trl: prompt)",
     )
     p.add_argument(
         "--rewards",
@@ -314,7 +346,7 @@ def configure_audit(p: argparse.ArgumentParser) -> None:
         type=float,
         default=-1.0,
         help="a completion fails reward k when its group z-score is <= this "
-        "(default: -1, as in DESIGN.md)",
+        "(default: -1, the library's masked-failure level)",
     )
     add_method_options(p, default="all")
     p.add_argument("--eps", type=float, default=1e-6, help="eps of stages 1 and 3 (default: 1e-6)")
@@ -325,6 +357,12 @@ def configure_audit(p: argparse.ArgumentParser) -> None:
         default=None,
         metavar="PNG",
         help="also write a figure (default path: audit.png; needs matplotlib)",
+    )
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="print the report as one JSON object (every number of the text report, and "
+        "the verdict) instead of the text, for scripts",
     )
 
 
@@ -348,13 +386,38 @@ COMMANDS: list[Command] = [
 ]
 
 
+class _VersionAction(argparse.Action):
+    """``--version``: :func:`rewardagg.cli.version.version_report`, then exit 0."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: Any, **kwargs: Any) -> None:
+        from rewardagg.cli.version import version_report
+
+        print(version_report())
+        parser.exit()
+
+
 def build_parser(commands: Sequence[Command] | None = None) -> argparse.ArgumentParser:
     """The top-level parser with one subparser per command."""
     parser = argparse.ArgumentParser(
         prog="rewardagg",
         description="Multi-reward advantage aggregation (RVPO SoftMin, GDPO, GRPO, ...).",
     )
-    parser.add_argument("--version", action="version", version=f"rewardagg {__version__}")
+    parser.add_argument(
+        "--version",
+        action=_VersionAction,
+        help="print the version and the optional backends found (numba, triton, torch), "
+        "one line each, and exit",
+    )
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="show log messages on stderr (such as the numba kernel's compile time, "
+        "which is otherwise logged, not printed)",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for cmd in commands if commands is not None else COMMANDS:
         sp = sub.add_parser(
