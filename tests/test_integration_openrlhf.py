@@ -24,6 +24,7 @@ import importlib.util
 import subprocess
 import sys
 import textwrap
+import warnings
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -115,6 +116,7 @@ with gpu_stubs():
     import rewardagg.integrations.openrlhf._adapter
 
 OPENRLHF_METHOD = RemoteExperienceMaker.__dict__["compute_advantages_and_returns"]
+SAMPLES_GENERATOR = sys.modules["openrlhf.trainer.ppo_utils.samples_generator"].SamplesGenerator
 KEYS = ["format", "correct", "safe"]
 
 
@@ -355,8 +357,11 @@ def test_install_is_idempotent_and_reversible():
     hooks = ("save_logs_and_checkpoints", "init_checkpoint_states")
     wrapped_hooks = [ppo_trainer.BasePPOTrainer.__dict__[h] for h in hooks]
     assert all(w.__rewardagg_wrapper__ for w in wrapped_hooks)
+    process = SAMPLES_GENERATOR.__dict__["_process_response_into_experience"]
+    assert process.__rewardagg_wrapper__
     ro.uninstall()
     assert RemoteExperienceMaker.__dict__["compute_advantages_and_returns"] is OPENRLHF_METHOD
+    assert SAMPLES_GENERATOR.__dict__["_process_response_into_experience"] is process.__wrapped__
     assert not ro.is_installed()
     for hook, wrapped in zip(hooks, wrapped_hooks, strict=True):
         assert ppo_trainer.BasePPOTrainer.__dict__[hook] is wrapped.__wrapped__
@@ -434,6 +439,8 @@ def test_setup_hook_installs_after_the_trainer_imports_the_experience_maker():
         assert ro.is_installed()
         for name in ("save_logs_and_checkpoints", "init_checkpoint_states"):
             assert BasePPOTrainer.__dict__[name].__rewardagg_wrapper__, name
+        from openrlhf.trainer.ppo_utils.samples_generator import SamplesGenerator
+        assert SamplesGenerator._process_response_into_experience.__rewardagg_wrapper__
         print("OK")
         """
     )
@@ -852,3 +859,180 @@ def test_constraint_tracker_goes_with_openrlhfs_checkpoint_states(monkeypatch, t
     lam = max(0.0, state["multipliers"][0] + LR * (TARGET - float(safe.mean())))
     assert ro.constraint_tracker(fresh).multipliers == {"safe": pytest.approx(lam, abs=1e-12)}
     assert ro.constraint_tracker(fresh).step == 2
+
+
+# --------------------------------------------------------------------------------------
+# issue 15: None components, NaN in logged metrics, OpenRLHF's own post-processing,
+# value checks before Ray, --help, the version check
+# --------------------------------------------------------------------------------------
+
+
+def rollout_responses(seed: int, prompts: int, n: int):
+    """What OpenRLHF's SingleTurnAgentExecutor returns per completion, a reward_func's
+    extra_logs included: ``safe`` is ``None`` (does not apply) for some completions."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(prompts * n):
+        prompt_len, resp_len = int(rng.integers(2, 5)), int(rng.integers(1, 9))
+        comps = {
+            "format": float(rng.choice([0.0, 0.5, 1.0])),
+            "correct": float(rng.choice([0.0, 1.0])),
+            "safe": None if rng.random() < 0.3 else float(rng.choice([0.0, 0.25, 1.0])),
+        }
+        reward = sum(v for v in comps.values() if v is not None)
+        out.append(
+            {
+                "prompt": "p",
+                "label": "l",
+                "images": None,
+                "mm_train_inputs": None,
+                "observation_tokens": rng.integers(1, 100, prompt_len + resp_len).tolist(),
+                "action_ranges": [(prompt_len, prompt_len + resp_len)],
+                "rollout_log_probs": None,
+                "truncated": False,
+                "reward": reward,
+                "scores": reward,
+                "extra_logs": comps,
+            }
+        )
+    return out
+
+
+def test_a_none_component_is_a_missing_reward_not_a_crash():
+    """OpenRLHF's own SamplesGenerator turns extra_logs into tensors and fails on None; for
+    our estimators' reward keys a None becomes NaN (missing), aggregated as the core does."""
+    n = 4
+    args = make_args("rvpo", n, reward_keys=KEYS, kappa=2.0)
+    generator = SimpleNamespace(args=args)
+    responses = rollout_responses(5, 4, n)
+    assert any(r["extra_logs"]["safe"] is None for r in responses)
+    host = SAMPLES_GENERATOR.__dict__["_process_response_into_experience"].__wrapped__
+    with pytest.raises(RuntimeError, match="Could not infer dtype of NoneType"):  # OpenRLHF alone
+        host(generator, responses[[r["extra_logs"]["safe"] for r in responses].index(None)])
+    process = SAMPLES_GENERATOR._process_response_into_experience
+    samples = [process(generator, r, max_len=64) for r in responses]
+    safe = torch.cat([s.info["safe"] for s in samples])
+    assert safe.isnan().sum() == sum(r["extra_logs"]["safe"] is None for r in responses)
+
+    maker = make_maker(args, kl_coef=0.0)
+    experiences = maker.split_rollout_samples(samples)
+    for exp in experiences:
+        exp.kl = torch.zeros(exp.action_mask.shape)
+    rewards = torch.stack([prompt_order(experiences, k) for k in KEYS], dim=1)
+    expected = rewardagg.advantages(rewards, method="softmin", kappa=2.0, group_size=n, eps=1e-9)
+    out = maker.compute_advantages_and_returns(experiences)
+    for exp in out:
+        for j, i in enumerate(exp.index):
+            first = exp.advantages[j][exp.action_mask[j].bool()][0]
+            assert float(first) == pytest.approx(float(expected[i]), abs=1e-6)
+    # another estimator keeps OpenRLHF's behaviour
+    other = SimpleNamespace(args=make_args("group_norm", n))
+    with pytest.raises(RuntimeError, match="Could not infer dtype of NoneType"):
+        process(other, responses[[r["extra_logs"]["safe"] for r in responses].index(None)])
+
+
+def test_a_nan_component_does_not_make_the_logged_metric_nan():
+    """OpenRLHF logs each info entry as its sample-weighted mean over the step: after our
+    estimator that mean is the mean over the present values, not NaN."""
+    n = 4
+    maker = make_maker(make_args("rvpo", n, reward_keys=KEYS), kl_coef=0.0)
+    experiences = make_experiences(maker, seed=3, n=n, missing=True)
+    safe = prompt_order(experiences, "safe")
+    assert safe.isnan().any()
+    out = maker.compute_advantages_and_returns(experiences)
+    logged = torch.cat([exp.info["safe"].double() for exp in out])
+    assert not logged.isnan().any()
+    assert float(logged.mean()) == pytest.approx(float(safe[~safe.isnan()].mean()), abs=1e-6)
+    for exp in out:  # nor does any rewardagg/ metric
+        for key, value in exp.info.items():
+            assert not torch.as_tensor(value).double().isnan().any(), key
+
+
+def test_length_penalties_apply_once_as_in_openrlhfs_group_norm():
+    """K = 1, method grpo, with OpenRLHF's overlong penalty: our path (penalties, then the
+    core, then OpenRLHF's own method on the advantages) equals its group_norm."""
+    n = 4
+
+    def args_for(estimator, **settings):
+        args = make_args(estimator, n, **settings)
+        args.reward.overlong_buffer_len, args.reward.overlong_penalty_factor = 4, 1.0
+        args.rollout.max_new_tokens = 8
+        return args
+
+    ref_maker = make_maker(args_for("group_norm"))
+    experiences = make_experiences(ref_maker, seed=9, n=n)
+    ours_exps = copy.deepcopy(experiences)
+    before = [e.rewards.clone() for e in experiences]
+    ref = OPENRLHF_METHOD(ref_maker, experiences)
+    ours_maker = make_maker(args_for("rewardagg", method="grpo"))
+    ours = ours_maker.compute_advantages_and_returns(ours_exps)
+    for r, o in zip(ref, ours, strict=True):
+        torch.testing.assert_close(o.advantages, r.advantages, atol=1e-6, rtol=0)
+        torch.testing.assert_close(o.rewards, r.rewards)  # penalised once
+        torch.testing.assert_close(o.info["reward"], r.info["reward"])
+        torch.testing.assert_close(o.info["group_reward_std"], r.info["group_reward_std"])
+        torch.testing.assert_close(o.info["return"], r.info["return"], atol=1e-6, rtol=0)
+    assert any(not torch.equal(b, r.rewards) for b, r in zip(before, ref, strict=True))
+
+
+@pytest.mark.parametrize(
+    ("settings", "match"),
+    [
+        ({"eps": -1e-9}, r"--rewardagg\.eps must be >= 0"),
+        ({"eps": float("nan")}, r"--rewardagg\.eps must be a finite number"),
+        ({"weights": [1.0, -1.0, 1.0]}, r"--rewardagg\.weights: .*non-negative"),
+        ({"weights": [0.0, 0.0, 0.0]}, r"--rewardagg\.weights: .*all zero"),
+        ({"weights": [1.0, float("inf"), 1.0]}, r"--rewardagg\.weights\[1\]"),
+        ({"kappa": -1.0}, r"--rewardagg\.kappa=-1\.0: kappa must be a non-negative"),
+    ],
+)
+def test_bad_values_are_refused(settings, match):
+    with pytest.raises(ValueError, match=match):
+        ro.settings_from_args(make_args("rvpo", 4, reward_keys=KEYS, **settings))
+
+
+@pytest.mark.parametrize(
+    ("extra", "match"),
+    [
+        (["--rewardagg.eps", "-1"], r"--rewardagg\.eps must be >= 0"),
+        (["--rewardagg.weights", "1", "-1", "1"], r"--rewardagg\.weights: .*non-negative"),
+        (["--rewardagg.weights", "0", "0", "0"], r"--rewardagg\.weights: .*all zero"),
+        (["--rewardagg.kappa", "-2"], r"--rewardagg\.kappa=-2\.0"),
+    ],
+)
+def test_launcher_refuses_bad_values_before_ray(extra, match):
+    import rewardagg.integrations.openrlhf.__main__ as launcher
+
+    base = ["--algo.advantage.estimator", "rvpo", "--rollout.n_samples_per_prompt", "4"]
+    base += ["--rewardagg.reward_keys", *KEYS]
+    with gpu_stubs(), pytest.raises(SystemExit, match=match):
+        launcher.main([*base, *extra])
+
+
+def test_launcher_help_lists_rewardagg_settings(capsys, tempered):
+    import rewardagg.integrations.openrlhf.__main__ as launcher
+
+    with gpu_stubs(), pytest.raises(SystemExit):
+        launcher.main(["--help"])
+    out = capsys.readouterr().out
+    assert "rewardagg (estimators rvpo / rewardagg)" in out
+    for flag in ("--rewardagg.reward_keys", "--rewardagg.kappa", "--rewardagg.constraints"):
+        assert flag in out, flag
+    assert "--rewardagg.tau" in out  # a method registered now
+    assert "rvpo (RVPO SoftMin)" in out
+
+
+@pytest.mark.parametrize(
+    ("found", "ok"),
+    [("0.11.2", True), ("0.11.9", True), ("0.12.0", False), ("0.10.5", False), ("garbage", False)],
+)
+def test_untested_openrlhf_versions_warn(found, ok):
+    from rewardagg.integrations.openrlhf._adapter import check_openrlhf_version
+
+    if ok:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            assert check_openrlhf_version(found)
+    else:
+        with pytest.warns(UserWarning, match=r"tested on openrlhf>=0\.11,<0\.12"):
+            assert not check_openrlhf_version(found)

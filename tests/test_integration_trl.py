@@ -507,15 +507,56 @@ def test_trainer_errors(tiny, tmp_path):
             args=plain,
             train_dataset=dataset,
         )
-    for method, weights in [("softmin", [1.0, -1.0, 1.0]), ("grpo", [0.0, 0.0, 0.0])]:
-        with pytest.raises(ValueError, match="non-negative"):
-            ra_trl.RewardAggGRPOTrainer(
-                model=model,
-                processing_class=tokenizer,
-                reward_funcs=REWARDS,
-                args=_config(tmp_path, advantage_method=method, reward_weights=weights),
-                train_dataset=dataset,
-            )
+    args = _config(tmp_path)
+    args.reward_weights = [1.0, -1.0, 1.0]  # changed after the config checked them
+    with pytest.raises(ValueError, match=r"reward_weights: weights must be non-negative"):
+        ra_trl.RewardAggGRPOTrainer(
+            model=model,
+            processing_class=tokenizer,
+            reward_funcs=REWARDS,
+            args=args,
+            train_dataset=dataset,
+        )
+
+
+@pytest.mark.parametrize(
+    ("overrides", "match"),
+    [
+        ({"reward_weights": [1.0, -1.0, 1.0]}, r"reward_weights: weights must be non-negative"),
+        ({"reward_weights": [0.0, 0.0, 0.0]}, r"reward_weights: weights are all zero"),
+        ({"reward_weights": [1.0, float("nan"), 1.0]}, r"reward_weights\[1\] must be a finite"),
+        ({"advantage_eps": -1e-4}, r"advantage_eps must be >= 0"),
+        ({"advantage_eps": float("nan")}, r"advantage_eps must be a finite number"),
+        ({"advantage_baseline": "loo"}, r"advantage_baseline must be one of 'mean'"),
+        ({"advantage_singleton": "drop"}, r"advantage_singleton must be one of 'zero'"),
+        ({"advantage_correction": -1}, r"advantage_correction must be a finite number >= 0"),
+        ({"kappa": -1.0}, r"kappa must be a non-negative"),
+    ],
+)
+def test_bad_values_fail_when_the_config_is_built(tmp_path, overrides, match):
+    with pytest.raises(ValueError, match=match):
+        _config(tmp_path, **overrides)
+
+
+def test_python_entry_point_parses_trls_grpo_script_arguments_and_ours(tmp_path):
+    """TRL 1.16's `trl grpo` builds GRPOTrainer itself (no hook for another trainer), so a
+    script is the entry point: TRL's own TrlParser with its GRPO script arguments and
+    RewardAggGRPOConfig parses TRL's flags and ours, and checks our values."""
+    from trl import ModelConfig, TrlParser
+    from trl.scripts.grpo import GRPOScriptArguments
+
+    parser = TrlParser((GRPOScriptArguments, ra_trl.RewardAggGRPOConfig, ModelConfig))
+    argv = ["--model_name_or_path", "tiny", "--dataset_name", "my/data", "--output_dir"]
+    argv += [str(tmp_path), "--use_cpu", "true", "--report_to", "none"]
+    argv += ["--reward_funcs", "my_rewards.fmt", "my_rewards.correct"]
+    argv += ["--advantage_method", "softmin", "--kappa", "2", "--reward_weights", "1", "0.5"]
+    script, config, model = parser.parse_args_and_config(argv)
+    assert script.reward_funcs == ["my_rewards.fmt", "my_rewards.correct"]
+    assert isinstance(config, ra_trl.RewardAggGRPOConfig)
+    assert config.rewardagg_kwargs()["kappa"] == 2.0 and config.reward_weights == [1.0, 0.5]
+    assert model.model_name_or_path == "tiny"
+    with pytest.raises(ValueError, match="reward_weights: weights are all zero"):
+        parser.parse_args_and_config([*argv[:-2], "0", "0"])
 
 
 def test_single_reward_function_warns_and_reduces_to_zscore(tiny, tmp_path):
@@ -527,19 +568,48 @@ def test_single_reward_function_warns_and_reduces_to_zscore(tiny, tmp_path):
     np.testing.assert_allclose(record["batch"].advantages.numpy(), expected, atol=1e-12)
 
 
-@pytest.mark.parametrize("found", ["1.15.2", "2.0.0", "0.19.1", "garbage"])
+@pytest.mark.parametrize("found", ["1.11.0", "0.19.1", "garbage"])
 def test_unsupported_trl_version_is_refused(monkeypatch, found):
     monkeypatch.setattr(ra_trl.trl, "__version__", found)
-    with pytest.raises(ImportError, match=r"trl>=1.16,<2"):
+    with pytest.raises(ImportError, match=r"supports trl>=1\.12 \(tested on 1\.12 to 1\.16\)"):
         ra_trl._check_trl()
     monkeypatch.setenv("REWARDAGG_SKIP_TRL_VERSION_CHECK", "1")
     ra_trl._check_trl()
 
 
-@pytest.mark.parametrize("found", ["1.16.0", "1.17.0.dev0", "1.99.3"])
-def test_supported_trl_versions_pass(monkeypatch, found):
+@pytest.mark.parametrize("found", ["1.12.0", "1.13.0", "1.14.2", "1.15.0", "1.16.0", "1.16.1"])
+def test_tested_trl_versions_pass_silently(monkeypatch, found):
     monkeypatch.setattr(ra_trl.trl, "__version__", found)
-    ra_trl._check_trl()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ra_trl._check_trl()
+
+
+@pytest.mark.parametrize("found", ["1.17.0.dev0", "1.20.0", "2.0.0"])
+def test_later_trl_versions_warn_but_pass(monkeypatch, found):
+    monkeypatch.setattr(ra_trl.trl, "__version__", found)
+    with pytest.warns(UserWarning, match=r"tested on trl 1\.12 to 1\.16; found trl"):
+        ra_trl._check_trl()
+
+
+def test_a_changed_private_method_is_refused_whatever_the_version():
+    """What the trainer truly depends on: the two private methods and their parameters."""
+
+    class Renamed:
+        def _generate_and_score_completions(self, inputs):
+            pass
+
+    class Changed(Renamed):
+        def _calculate_rewards(self, inputs, prompts, completions):
+            pass
+
+    with pytest.raises(ImportError, match=r"GRPOTrainer\._calculate_rewards is missing"):
+        ra_trl._check_trl(Renamed)
+    with pytest.raises(
+        ImportError, match=r"_calculate_rewards\('inputs', 'prompts', 'completions'\)"
+    ):
+        ra_trl._check_trl(Changed)
+    assert ra_trl._hook_problems() == []  # the installed TRL has them
 
 
 def test_import_integrations_does_not_import_trl():

@@ -1,16 +1,20 @@
 """verl adapter against the real verl 0.9.1 code paths (``DataProto``, ``compute_advantage``,
-``compute_gdpo_outcome_advantage``, ``masked_whiten``, Hydra ``main_ppo``, a Ray worker).
+``compute_gdpo_outcome_advantage``, ``masked_whiten``, Hydra ``main_ppo``, the separation
+recipe's advantage step, the v1 trainer's ``PPOTrainer._compute_advantage`` on a real
+TransferQueue, a Ray worker set up by the hook).
 
-Skips when verl is not installed. verl's trainer modules import cleanly on a CPU machine
-(no stubs are needed); only the v1 / TransferQueue trainer needs ``transfer_queue``, which
-these tests do not import. Runtime: about 40 s on 2 CPU cores, most of it verl's import
-(~5 s), two Hydra compositions and one local Ray worker (~20 s).
+Skips when verl is not installed; the v1 tests skip without ``transfer_queue`` (CI installs
+``transferqueue``). verl's trainer modules import cleanly on a CPU machine (no stubs are
+needed). Runtime: about 30 s on 2 CPU cores, most of it verl's import (~5 s), Hydra
+compositions, and one local Ray with a TransferQueue (~10 s to start) and one worker that
+imports verl's v1 trainer (~5 s).
 """
 
 from __future__ import annotations
 
 import importlib.util
 import json
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -283,15 +287,15 @@ def test_fails_fast_without_non_tensor_batch():
     finally:
         del core_algos.ADV_ESTIMATOR_REGISTRY["rvpo"]
     rv.install()
-    # installed, but reached by a caller that does not pass the components (the v1 path)
-    with pytest.raises(RuntimeError, match="use_v1"):
+    # installed, but reached by a caller that does not pass the components
+    with pytest.raises(RuntimeError, match="did not come through rewardagg's wrapper"):
         rv.compute_rvpo_advantage(
             token_level_rewards=data.batch["token_level_rewards"],
             response_mask=data.batch["response_mask"],
             index=data.non_tensor_batch["uid"],
             config=algo(adv_estimator="rvpo"),
         )
-    # what the v1 trainer's DataProto holds: only uid
+    # what the v1 trainer's DataProto holds without our wrappers: only uid
     with pytest.raises(KeyError, match="use_v1"):
         rv.compute_rvpo_advantage(
             token_level_rewards=data.batch["token_level_rewards"],
@@ -347,11 +351,21 @@ _VALID = [
 ]
 
 
-def test_launcher_refuses_the_v1_trainer_before_ray_starts():
+@pytest.mark.parametrize("estimator", ["rvpo", "gdpo"])
+def test_launcher_runs_the_v1_trainer_with_the_setup_hook(monkeypatch, estimator):
+    """verl's default trainer (v1): our estimators, and verl's gdpo, get the hook that
+    brings the reward components from TransferQueue (no refusal any more)."""
+    from verl.trainer import main_ppo
+
     from rewardagg.integrations.verl.__main__ import main
 
-    with pytest.raises(SystemExit, match="use_v1=False"):
-        main(["algorithm.adv_estimator=rvpo", "trainer.use_v1=True", *_VALID])
+    seen = {}
+    monkeypatch.setattr(main_ppo, "run_ppo", lambda config, **kw: seen.update(config=config, **kw))
+    keys = "+algorithm.gdpo_reward_keys=[fmt,acc,safe]"
+    main([f"algorithm.adv_estimator={estimator}", "trainer.use_v1=True", keys, *_VALID])
+    config = seen["config"]
+    assert config.ray_kwargs.ray_init.runtime_env.worker_process_setup_hook == rv.SETUP_HOOK
+    assert "TaskRunnerV1" in repr(seen["task_runner_class"])
 
 
 def test_launcher_injects_setup_hook_and_calls_verl_run_ppo(monkeypatch):
@@ -380,40 +394,6 @@ def test_launcher_injects_setup_hook_and_calls_verl_run_ppo(monkeypatch):
     assert main_ppo.run_ppo is fake_run_ppo  # the launcher restored what it wrapped
     settings = rv.RewardAggVerlSettings(config.algorithm, estimator="rvpo")
     assert settings.reward_keys == KEYS and settings.method_params == {"kappa": 2.0}
-
-
-@pytest.mark.slow
-def test_ray_worker_process_setup_hook_installs_in_the_worker():
-    ray = pytest.importorskip("ray")
-    if ray.is_initialized():
-        pytest.skip("Ray already initialised in this process")
-    try:
-        ray.init(
-            num_cpus=1,
-            include_dashboard=False,
-            log_to_driver=False,
-            runtime_env={"worker_process_setup_hook": rv.SETUP_HOOK},
-        )
-    except Exception as err:  # pragma: no cover - environment without a usable Ray
-        pytest.skip(f"cannot start a local Ray instance: {err}")
-    try:
-
-        @ray.remote
-        def probe():
-            import sys
-
-            before = "verl.trainer.ppo.ray_trainer" in sys.modules
-            import verl.trainer.ppo.ray_trainer  # noqa: F401
-
-            import rewardagg.integrations.verl as mod
-
-            return before, mod.is_installed()
-
-        before, installed = ray.get(probe.remote(), timeout=120)
-    finally:
-        ray.shutdown()
-    assert not before  # the hook itself did not import verl's trainer ...
-    assert installed  # ... but installed as soon as the trainer was imported
 
 
 # --------------------------------------------------------------------------------------
@@ -941,3 +921,436 @@ def test_shared_options_run_on_every_path(std, batch_norm, center):
         for g in np.unique(uid):
             assert abs(per_row[uid == g].sum()) < 1e-5, g
     assert rv.constraint_tracker(cfg).step == 1
+
+
+# --------------------------------------------------------------------------------------
+# issue 15: every copy of compute_advantage, early value checks, metrics, --help, YAML
+# --------------------------------------------------------------------------------------
+
+
+def _separation_module():
+    """verl's separation recipe (one-step-off-policy and fully-async training build on it);
+    it imports compute_advantage by name."""
+    return pytest.importorskip("verl.experimental.separation.ray_trainer")
+
+
+def test_install_wraps_every_copy_of_compute_advantage(monkeypatch):
+    """A copy imported by name before install() (the separation recipe, v1's utils, user
+    code) is wrapped by install(); is_installed() is False while one is not."""
+    import types
+
+    separation = _separation_module()
+    v1_utils = pytest.importorskip("verl.trainer.ppo.v1.utils")
+    user = types.ModuleType("user_recipe_copy")
+    monkeypatch.setitem(sys.modules, user.__name__, user)
+    rv.uninstall()  # every copy holds verl's own function, as if imported before install()
+    user.compute_advantage = ray_trainer.compute_advantage
+    for module in (separation, v1_utils, user):
+        assert module.compute_advantage is VERL_COMPUTE_ADVANTAGE
+    assert not rv.is_installed()
+    rv.install()
+    assert rv.is_installed() and rv.unpatched() == []
+    wrapper = ray_trainer.compute_advantage
+    for module in (separation, v1_utils, user):
+        assert module.compute_advantage is wrapper and wrapper.__wrapped__ is VERL_COMPUTE_ADVANTAGE
+    assert separation.compute_data_metrics.__wrapped__ is VERL_DATA_METRICS
+    # a copy that escaped (made from verl's own function after install) is reported
+    user.compute_advantage = VERL_COMPUTE_ADVANTAGE
+    assert not rv.is_installed()
+    assert rv.unpatched() == ["user_recipe_copy.compute_advantage"]
+    data = make_batch(0)
+    with pytest.raises(RuntimeError, match=r"not wrapped: \['user_recipe_copy\.compute_advantage"):
+        rv.compute_rvpo_advantage(
+            token_level_rewards=data.batch["token_level_rewards"],
+            response_mask=data.batch["response_mask"],
+            index=data.non_tensor_batch["uid"],
+            config=algo(adv_estimator="rvpo"),
+        )
+    rv.install()
+    assert rv.is_installed() and user.compute_advantage is wrapper
+    rv.uninstall()
+    for module in (ray_trainer, separation, v1_utils, user):
+        assert module.compute_advantage is VERL_COMPUTE_ADVANTAGE
+
+
+def test_separation_recipes_own_advantage_step_gets_the_components():
+    """verl's SeparateRayPPOTrainer._fit_compute_advantage (one-step-off-policy, fully
+    async) on a batch as its fit loop leaves it: rvpo equals the legacy trainer's, and our
+    metrics reach its compute_data_metrics."""
+    separation = _separation_module()
+    data = make_batch(5, missing=True)
+    extra = {k: list(data.non_tensor_batch[k]) for k in KEYS}
+    legacy = ray_trainer.compute_advantage(
+        make_batch(5, missing=True), adv_estimator="rvpo", config=algo(adv_estimator="rvpo")
+    )
+    for k in KEYS:  # the recipe puts reward_extra_infos_dict into the batch itself
+        del data.non_tensor_batch[k]
+    trainer = SimpleNamespace(
+        metrics={},
+        timing_raw={},
+        reward_tensor=data.batch["token_level_rewards"],
+        reward_extra_infos_dict=extra,
+        config=OmegaConf.create(
+            {
+                "algorithm": {
+                    **OmegaConf.to_container(algo(adv_estimator="rvpo")),
+                    "use_kl_in_reward": False,
+                    "gamma": 1.0,
+                    "lam": 1.0,
+                },
+                "actor_rollout_ref": {"rollout": {"n": 4}},
+            }
+        ),
+    )
+    out = separation.SeparateRayPPOTrainer._fit_compute_advantage(trainer, data)
+    torch.testing.assert_close(out.batch["advantages"], legacy.batch["advantages"])
+    metrics = separation.compute_data_metrics(batch=out, use_critic=False)
+    assert metrics["rewardagg/bottleneck_share/safe"] >= 0
+
+
+def _check(**overrides):
+    from rewardagg.integrations.verl.__main__ import check_config
+
+    config = _launcher_config()
+    config.algorithm.update(overrides.pop("algorithm", {}))
+    config.algorithm.rewardagg.update(overrides)
+    check_config(config)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "match"),
+    [
+        ({"kappa": -1}, r"algorithm\.rewardagg\.kappa=-1: kappa must be a non-negative"),
+        ({"eps": -1e-6}, r"algorithm\.rewardagg\.eps must be >= 0"),
+        ({"eps": "nan"}, r"algorithm\.rewardagg\.eps must be a finite number"),
+        ({"eps": "inf"}, r"algorithm\.rewardagg\.eps must be a finite number"),
+        ({"eps": "tiny"}, r"algorithm\.rewardagg\.eps must be a number"),
+        ({"singleton": "drop"}, r"algorithm\.rewardagg\.singleton must be one of 'zero'"),
+        ({"baseline": "loo"}, r"algorithm\.rewardagg\.baseline must be one of 'mean'"),
+        ({"batch_norm": "tokens"}, r"algorithm\.rewardagg\.batch_norm must be one of"),
+        ({"algorithm": {"gdpo_reward_weights": [1, -1, 1]}}, r"gdpo_reward_weights: .*non-neg"),
+        ({"algorithm": {"gdpo_reward_weights": [0, 0, 0]}}, r"gdpo_reward_weights: .*all zero"),
+        ({"algorithm": {"gdpo_reward_weights": [1, "x", 1]}}, r"gdpo_reward_weights\[1\]"),
+        ({"algorithm": {"gdpo_reward_weights": [1, "nan", 1]}}, r"gdpo_reward_weights\[1\]"),
+        ({"algorithm": {"gdpo_reward_weights": [1, 1]}}, r"has 2 entries but"),
+    ],
+)
+def test_bad_values_fail_before_ray(overrides, match):
+    with pytest.raises(SystemExit, match=match):
+        _check(**overrides)
+
+
+def test_good_values_pass_and_are_converted():
+    _check(eps="1e-4", singleton="zero", baseline="leave_one_out", kappa="inf")
+    settings = rv.RewardAggVerlSettings(
+        algo(gdpo_reward_weights=["1", 0, "2.5"], rewardagg={"eps": "0"}), estimator="rvpo"
+    )
+    assert settings.weights == [1.0, 0.0, 2.5] and settings.eps == 0.0
+
+
+def test_step_metrics_have_the_diagnostics_and_per_reward_curves():
+    """rewardagg/<metric>/<reward>: the core's diagnostics of the batch and each reward's
+    mean / std / min / max over its present values, as verl logs gdpo/<key>/* for gdpo."""
+    data = make_batch(8, missing=True)
+    data.batch["token_level_scores"] = data.batch["token_level_rewards"].clone()
+    cfg = algo(adv_estimator="rvpo")
+    out = ray_trainer.compute_advantage(data, adv_estimator="rvpo", config=cfg)
+    metrics = ray_trainer.compute_data_metrics(batch=out, use_critic=False)
+    rewards = _rewards(data)
+    _, info = rewardagg.advantages(
+        rewards,
+        method="softmin",
+        group_ids=data.non_tensor_batch["uid"],
+        weights=WEIGHTS,
+        eps=1e-6,
+        singleton="identity",
+        batch_norm=False,
+        return_info=True,
+    )
+    expected = info.to_metrics(KEYS, prefix="rewardagg/")
+    assert {k: metrics[k] for k in expected} == pytest.approx(expected)
+    for j, key in enumerate(KEYS):
+        col = rewards[:, j]
+        assert metrics[f"rewardagg/reward_mean/{key}"] == pytest.approx(np.nanmean(col))
+        assert metrics[f"rewardagg/reward_std/{key}"] == pytest.approx(np.nanstd(col))
+        assert metrics[f"rewardagg/reward_min/{key}"] == np.nanmin(col)
+        assert metrics[f"rewardagg/reward_max/{key}"] == np.nanmax(col)
+        assert metrics[f"rewardagg/reward_missing/{key}"] == pytest.approx(np.isnan(col).mean())
+    assert "rewardagg/bottleneck_share/safe" in expected
+
+
+def test_launcher_help_lists_rewardagg_settings(capsys, tempered):
+    from rewardagg.integrations.verl.__main__ import main
+
+    with pytest.raises(SystemExit):  # Hydra's --help exits after printing verl's part
+        main(["--help"])
+    out = capsys.readouterr().out
+    for setting in (
+        "+algorithm.gdpo_reward_keys=",
+        "+algorithm.rewardagg.method=NAME",
+        "+algorithm.rewardagg.kappa=VALUE",
+        "+algorithm.rewardagg.singleton=VALUE",
+        "+algorithm.rewardagg.constraints.KEY=TARGET",
+        "+algorithm.rewardagg.tau=VALUE",  # a method registered now
+    ):
+        assert setting in out, setting
+    assert "powered by Hydra" in out  # then verl's own help
+
+
+def _usage_overrides(doc: str) -> list[str]:
+    """The Hydra overrides of the ``python -m rewardagg.integrations.verl`` block of a
+    docstring (up to its ``...`` line)."""
+    import shlex
+
+    lines = doc.split("python -m rewardagg.integrations.verl \\", 1)[1].splitlines()[1:]
+    words: list[str] = []
+    for line in lines:
+        line = line.strip().rstrip("\\").strip()
+        if not line or line.startswith("..."):
+            break
+        words += shlex.split(line)
+    return words
+
+
+def test_module_docstring_usage_composes_with_verls_config(monkeypatch):
+    from verl.trainer import main_ppo
+
+    from rewardagg.integrations.verl.__main__ import main
+
+    seen = {}
+    monkeypatch.setattr(main_ppo, "run_ppo", lambda config, **kw: seen.update(config=config))
+    words = _usage_overrides(rv.__doc__)
+    assert "+algorithm.gdpo_reward_keys=[format,correct,safe]" in words
+    main([*words, *_VALID])
+    settings = rv.RewardAggVerlSettings(seen["config"].algorithm, estimator="rvpo")
+    assert settings.reward_keys == ["format", "correct", "safe"]
+    assert settings.method_params == {"kappa": 1.0}
+
+
+def test_example_yaml_extends_verls_ppo_trainer(monkeypatch):
+    """examples/verl_qwen2.5_gsm8k_rvpo/rvpo_trainer.yaml: verl's ppo_trainer plus the
+    rewardagg settings, composed by Hydra through the launcher and checked by it."""
+    from verl.trainer import main_ppo
+
+    from rewardagg.integrations.verl.__main__ import main
+
+    seen = {}
+    monkeypatch.setattr(main_ppo, "run_ppo", lambda config, **kw: seen.update(config=config))
+    main([f"--config-path={EXAMPLE}", "--config-name=rvpo_trainer", *_VALID])
+    config = seen["config"]
+    assert config.algorithm.adv_estimator == "rvpo" and config.trainer.use_v1
+    assert config.reward.reward_manager.name == "gdpo"
+    settings = rv.RewardAggVerlSettings(config.algorithm, estimator="rvpo")
+    assert settings.reward_keys == ["format", "correct", "concise"]
+    assert settings.method_params == {"kappa": 1.0}
+    assert config.actor_rollout_ref.rollout.n == 8  # verl's own settings are kept
+
+
+# --------------------------------------------------------------------------------------
+# verl's v1 trainer on a real TransferQueue (Ray, CPU)
+# --------------------------------------------------------------------------------------
+
+
+def put_v1_trajectories(tq, data, prefix: str, *, as_fields: bool = False) -> list[str]:
+    """``data`` (a make_batch DataProto) as verl's v1 agent loop stores it: one trajectory
+    per row under key ``{uid}_{session}_0``, ragged tensors (verl's own
+    ``list_of_dict_to_tensordict``), the compute_score dict in
+    ``extra_fields['reward_extra_info']``; ``as_fields``: each component a field of its
+    own instead, as a colocated reward model writes them."""
+    from collections import Counter
+
+    from verl.utils.tensordict_utils import list_of_dict_to_tensordict
+
+    mask = data.batch["response_mask"]
+    sessions: Counter = Counter()
+    keys, rows = [], []
+    for i, uid in enumerate(data.non_tensor_batch["uid"]):
+        length, uid = int(mask[i].sum()), f"{prefix}{uid}"
+        keys.append(f"{uid}_{sessions[uid]}_0")
+        sessions[uid] += 1
+        components = {k: data.non_tensor_batch[k][i] for k in KEYS}
+        row = {
+            "prompts": torch.ones(3, dtype=torch.long),
+            "responses": torch.ones(length, dtype=torch.long),
+            "response_mask": mask[i, :length].clone(),
+            "rm_scores": data.batch["token_level_rewards"][i, :length].clone(),
+            "uid": uid,
+        }
+        if as_fields:
+            row.update(components)
+        else:
+            row["extra_fields"] = {"reward_extra_info": {"score": 1.0, **components}}
+        rows.append(row)
+    tq.kv_batch_put(keys=keys, partition_id="train", fields=list_of_dict_to_tensordict(rows))
+    return keys
+
+
+def v1_trainer(**algorithm):
+    """What verl's v1 PPOTrainer._compute_advantage reads of its trainer: the config."""
+    cfg = {**OmegaConf.to_container(algo(**algorithm)), "use_kl_in_reward": False}
+    cfg.update(gamma=1.0, lam=1.0)
+    return SimpleNamespace(
+        config=OmegaConf.create({"algorithm": cfg, "actor_rollout_ref": {"rollout": {"n": 4}}})
+    )
+
+
+def run_v1(tq, keys, batch=None, **algorithm):
+    """verl's own v1 advantage step on the batch ``keys`` (or the ``KVBatchMeta``
+    ``batch``); the advantages it wrote back to TransferQueue (one tensor per row, response
+    tokens only) and its metrics."""
+    from transfer_queue import KVBatchMeta
+    from verl.trainer.ppo.v1 import trainer_base
+
+    metrics: dict = {}
+    if batch is None:
+        batch = KVBatchMeta(partition_id="train", keys=keys, tags=[{} for _ in keys])
+    trainer_base.PPOTrainer._compute_advantage(v1_trainer(**algorithm), batch, metrics)
+    adv = tq.kv_batch_get(keys=batch.keys, partition_id="train", select_fields=["advantages"])
+    return list(adv["advantages"].unbind()), metrics
+
+
+def _with_scores(data):
+    data.batch["token_level_scores"] = data.batch["token_level_rewards"]
+    return data
+
+
+def assert_rows_equal(v1_rows, legacy: torch.Tensor, data, atol=1e-6):
+    lengths = data.batch["response_mask"].sum(-1)
+    for i, row in enumerate(v1_rows):
+        torch.testing.assert_close(row, legacy[i, : int(lengths[i])], atol=atol, rtol=0)
+
+
+@pytest.fixture(scope="class")
+def transfer_queue():
+    """A local Ray (with our setup hook in its runtime env) and a TransferQueue."""
+    ray = pytest.importorskip("ray")
+    tq = pytest.importorskip("transfer_queue")
+    if ray.is_initialized():
+        pytest.skip("Ray already initialised in this process")
+    try:
+        ray.init(
+            num_cpus=2,
+            include_dashboard=False,
+            log_to_driver=False,
+            runtime_env={"worker_process_setup_hook": rv.SETUP_HOOK},
+        )
+    except Exception as err:  # pragma: no cover - environment without a usable Ray
+        pytest.skip(f"cannot start a local Ray instance: {err}")
+    try:
+        tq.init(OmegaConf.create({"backend": {"SimpleStorage": {"num_data_storage_units": 1}}}))
+        yield tq
+    finally:
+        try:
+            tq.close()
+        finally:
+            ray.shutdown()
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("transfer_queue")
+class TestV1Trainer:
+    """verl's v1 ``PPOTrainer._compute_advantage`` (unchanged verl code) reading a real
+    TransferQueue, here and in a Ray worker set up by the hook as verl's TaskRunnerV1."""
+
+    def test_rvpo_and_gdpo_get_the_components(self, transfer_queue):
+        rv.reset_constraint_trackers()
+        tq = transfer_queue
+        data = make_batch(3, missing=True)  # None components: missing rewards
+        keys = put_v1_trajectories(tq, data, "a.")
+        rows, metrics = run_v1(tq, keys, adv_estimator="rvpo")
+        legacy = ray_trainer.compute_advantage(
+            make_batch(3, missing=True), adv_estimator="rvpo", config=algo(adv_estimator="rvpo")
+        )
+        assert_rows_equal(rows, legacy.batch["advantages"], data)
+        assert metrics["rewardagg/bottleneck_share/safe"] >= 0  # v1's step metrics
+        assert metrics["rewardagg/reward_missing/safe"] > 0
+        # verl's own gdpo on v1 equals verl's gdpo on the legacy trainer, and ours
+        data = make_batch(4)
+        keys = put_v1_trajectories(tq, data, "b.")
+        gdpo_v1, gdpo_metrics = run_v1(tq, keys, adv_estimator="gdpo")
+        gdpo = VERL_COMPUTE_ADVANTAGE(make_batch(4), adv_estimator="gdpo", config=algo())
+        assert_rows_equal(gdpo_v1, gdpo.batch["advantages"], data)
+        ours, _ = run_v1(tq, keys, adv_estimator="rewardagg", rewardagg={"method": "gdpo"})
+        assert_rows_equal(ours, gdpo.batch["advantages"], data, atol=1e-5)
+        assert not any(k.startswith("rewardagg/") for k in gdpo_metrics)
+
+    def test_components_as_fields_of_their_own(self, transfer_queue):
+        """A colocated reward model writes each reward_extra_info key as a field."""
+        data = make_batch(6)
+        keys = put_v1_trajectories(transfer_queue, data, "c.", as_fields=True)
+        rows, _ = run_v1(transfer_queue, keys, adv_estimator="rvpo")
+        legacy = ray_trainer.compute_advantage(
+            make_batch(6), adv_estimator="rvpo", config=algo(adv_estimator="rvpo")
+        )
+        assert_rows_equal(rows, legacy.batch["advantages"], data)
+
+    def test_verls_padding_rows_carry_no_reward(self, transfer_queue):
+        """verl pads a v1 batch with copies of its first trajectory (is_padding): they are
+        missing in every reward, so statistics, curves and advantages are the real rows'."""
+        from transfer_queue import KVBatchMeta
+        from verl.trainer.ppo.padding_utils import upsample_batch_to_divisible_size
+
+        rv.reset_constraint_trackers()
+        data = make_batch(11)
+        keys = put_v1_trajectories(transfer_queue, data, "p.")
+        tags = [{"seq_len": 10} for _ in keys]
+        batch = upsample_batch_to_divisible_size(
+            KVBatchMeta(partition_id="train", keys=keys, tags=tags), 8, eos_token_id=0
+        )
+        n_pad = len(batch.keys) - len(keys)
+        assert n_pad > 0 and all(tag.get("is_padding") for tag in batch.tags[len(keys) :])
+        rows, metrics = run_v1(transfer_queue, None, batch=batch, adv_estimator="rvpo")
+        legacy = ray_trainer.compute_advantage(
+            make_batch(11), adv_estimator="rvpo", config=algo(adv_estimator="rvpo")
+        )
+        assert_rows_equal(rows[: len(keys)], legacy.batch["advantages"], data)
+        assert all(float(row.abs().sum()) == 0 for row in rows[len(keys) :])
+        real = ray_trainer.compute_data_metrics(batch=_with_scores(legacy), use_critic=False)
+        for key in KEYS:
+            name = f"rewardagg/reward_mean/{key}"
+            assert metrics[name] == pytest.approx(real[name])
+        assert metrics["rewardagg/rows_without_reward"] == n_pad
+
+    def test_a_key_nowhere_is_a_clear_error(self, transfer_queue):
+        keys = put_v1_trajectories(transfer_queue, make_batch(7), "d.")
+        with pytest.raises(KeyError, match=r"\['helpful'\].*keys there: \['acc', 'fmt'"):
+            run_v1(transfer_queue, keys, adv_estimator="rvpo", gdpo_reward_keys=["fmt", "helpful"])
+
+    def test_the_setup_hook_installs_in_a_worker_that_imports_v1(self, transfer_queue):
+        """In a Ray worker, as in verl's TaskRunnerV1: the hook imports nothing itself,
+        installs while verl's v1 trainer imports, and the v1 step then aggregates the
+        components it reads from this process's TransferQueue."""
+        import ray
+
+        data = make_batch(2, missing=True)
+        keys = put_v1_trajectories(transfer_queue, data, "w.")
+        trainer = v1_trainer(adv_estimator="rvpo")
+
+        @ray.remote(num_cpus=0)  # TransferQueue's actors hold the CPUs Ray was given
+        def probe(keys, trainer):
+            import sys
+
+            before = "verl.trainer.ppo.ray_trainer" in sys.modules
+            import transfer_queue as tq
+            from transfer_queue import KVBatchMeta
+            from verl.trainer.ppo.v1 import get_trainer_cls  # what TaskRunnerV1 imports
+
+            import rewardagg.integrations.verl as mod
+
+            tq.init()  # the driver's TransferQueue
+            metrics: dict = {}
+            batch = KVBatchMeta(partition_id="train", keys=keys, tags=[{} for _ in keys])
+            get_trainer_cls("sync")._compute_advantage(trainer, batch, metrics)
+            return before, mod.is_installed(), mod.unpatched(), sorted(metrics)
+
+        before, installed, unpatched, metrics = ray.get(probe.remote(keys, trainer), timeout=180)
+        assert not before  # the hook itself did not import verl's trainer ...
+        assert installed and unpatched == []  # ... but installed as soon as it was imported
+        assert "rewardagg/bottleneck_share/fmt" in metrics
+        adv = transfer_queue.kv_batch_get(
+            keys=keys, partition_id="train", select_fields=["advantages"]
+        )
+        legacy = ray_trainer.compute_advantage(
+            make_batch(2, missing=True), adv_estimator="rvpo", config=algo(adv_estimator="rvpo")
+        )
+        assert_rows_equal(list(adv["advantages"].unbind()), legacy.batch["advantages"], data)

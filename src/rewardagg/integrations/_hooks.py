@@ -22,17 +22,17 @@ class _AfterImport(importlib.abc.MetaPathFinder):
     def __init__(self, trigger: str, action: Callable[[], None]) -> None:
         self.trigger = trigger
         self.action = action
+        self._searching = False  # another hook on the same trigger asks every finder too
 
     def find_spec(self, fullname, path=None, target=None):
-        if fullname != self.trigger:
+        if fullname != self.trigger or self._searching:
             return None
-        for finder in sys.meta_path:
-            if finder is self or not hasattr(finder, "find_spec"):
-                continue
-            spec = finder.find_spec(fullname, path, target)
-            if spec is not None:
-                break
-        else:
+        self._searching = True
+        try:
+            spec = self._find_elsewhere(fullname, path, target)
+        finally:
+            self._searching = False
+        if spec is None:
             return None
         loader = spec.loader
         if loader is None or not hasattr(loader, "exec_module"):
@@ -53,13 +53,31 @@ class _AfterImport(importlib.abc.MetaPathFinder):
         spec.loader = _Loader()
         return spec
 
+    def _find_elsewhere(self, fullname, path, target):
+        for finder in sys.meta_path:
+            if finder is self or not hasattr(finder, "find_spec"):
+                continue
+            spec = finder.find_spec(fullname, path, target)
+            if spec is not None:
+                return spec
+        return None
+
 
 def run_after_import(trigger: str, action: Callable[[], None]) -> None:
-    """Call ``action()`` now if module ``trigger`` is imported, else right after it is."""
+    """Call ``action()`` now if module ``trigger`` is imported, else right after it is.
+
+    A module that is still importing counts as imported (it is in ``sys.modules``): an
+    action that needs its definitions must check for them, and be registered again by a
+    hook on a module that finishes later. The same ``(trigger, action)`` pair is
+    registered once.
+    """
     if trigger in sys.modules:
         action()
         return
-    if not any(isinstance(f, _AfterImport) and f.trigger == trigger for f in sys.meta_path):
+    if not any(
+        isinstance(f, _AfterImport) and f.trigger == trigger and f.action == action
+        for f in sys.meta_path
+    ):
         sys.meta_path.insert(0, _AfterImport(trigger, action))
 
 

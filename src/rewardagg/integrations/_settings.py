@@ -17,6 +17,11 @@ constraints with their tracker's settings (:data:`PIPELINE_OPTIONS`,
 :data:`CONSTRAINT_OPTIONS`), converted, checked against the method, and named in messages as
 the host spells them.
 
+:func:`check_stage_options` and :func:`check_weights` apply the core's rules for stage 1
+(``eps``, ``singleton``, ``baseline``) and the reward weights (finite, non-negative, one
+positive) with the host's names, so a bad value fails where the settings are read, before
+any batch. :func:`help_lines` renders every setting for a launcher's ``--help``.
+
 Nothing here names a method parameter: what is a parameter, of which method, with which
 default, type and check, is read from the method table at call time, so a method
 registered at run time (``rewardagg.register_aggregator("tempered", fn, params={"tau":
@@ -39,7 +44,9 @@ from typing import Any
 import rewardagg
 from rewardagg._src.conflict import check_conflict
 from rewardagg._src.methods import CONFLICTS, ORDERS, Aggregator, Param, parse_value
+from rewardagg._src.normalisation import BASELINES, SINGLETONS
 from rewardagg._src.pipeline import CENTERS
+from rewardagg._src.validation import prepare_weights
 
 __all__ = [
     "CONSTRAINT_OPTIONS",
@@ -47,12 +54,19 @@ __all__ = [
     "PIPELINE_OPTIONS",
     "RVPO_METHOD",
     "SHARED_OPTIONS",
+    "SHARED_OPTION_HELP",
     "ConstraintOptions",
     "PipelineOptions",
     "Settings",
     "Spelling",
+    "check_choice",
+    "check_eps",
     "check_shortcut",
+    "check_stage_options",
+    "check_weights",
+    "help_lines",
     "known_settings",
+    "param_help",
     "param_specs",
     "parse_method_params",
     "parse_options",
@@ -126,6 +140,33 @@ def known_settings(host_options: Iterable[str], *, with_method: bool = True) -> 
     parameter names of every registered method (read now, not at import)."""
     names = (["method"] if with_method else []) + list(host_options) + list(param_specs())
     return list(dict.fromkeys(names))
+
+
+def param_help(name: str, takers: list[tuple[str, Param]]) -> str:
+    """Help for method parameter ``name``: each method that takes it, its help and default."""
+    return " | ".join(
+        f"{spec.help or name} [{method}; default {spec.default!r}]" for method, spec in takers
+    )
+
+
+def help_lines(
+    spelling: Spelling,
+    host_options: Mapping[str, str],
+    leading: Sequence[tuple[str, str]] = (),
+) -> list[str]:
+    """One ``--help`` line (``"  <setting>  <help>"``) per rewardagg setting as the host
+    spells it: ``leading`` (``(setting, help)`` pairs), ``method``, the host's own options
+    (``host_options``: name -> help), the shared options and each parameter name of the
+    methods registered now."""
+    rows = list(leading)
+    rows.append((spelling.method, f"one of {', '.join(rewardagg.available_methods())}"))
+    rows += [(spelling.option(name), text) for name, text in host_options.items()]
+    rows += [(spelling.option(name), text) for name, text in SHARED_OPTION_HELP.items()]
+    rows += [
+        (spelling.of(name), param_help(name, takers)) for name, takers in param_specs().items()
+    ]
+    width = max(len(setting) for setting, _ in rows)
+    return [f"  {setting.ljust(width)}  {text}" for setting, text in rows]
 
 
 def resolve_method(name: Any, spelling: Spelling) -> Aggregator:
@@ -234,6 +275,22 @@ CONSTRAINT_OPTIONS = (
     "constraint_kd",
 )
 SHARED_OPTIONS = PIPELINE_OPTIONS + CONSTRAINT_OPTIONS
+#: One line of help per shared option, for the launchers' ``--help``.
+SHARED_OPTION_HELP = {
+    "order": "normalize_then_reduce (z-score each reward, then reduce) or reduce_then_normalize "
+    "(reduce the raw rewards, then z-score the score in its group); default: the method's",
+    "center": "stage-3 centring: batch (default) or group (each group's advantages sum to 0)",
+    "conflict": "GD2PO's conflict filter, hard or snr (default: the method's; gd2po: hard, "
+    "gd2po_snr: snr)",
+    "conflict_threshold": "tau in [0, 1] of the snr filter (default 0.8)",
+    "reweight_groups": "scale each group's kept rows by its kept share: true (default) or false",
+    "constraints": "constraints mean(reward KEY) >= TARGET, KEY a reward key or a column index",
+    "constraint_lr": "dual step size of the multipliers (default 0.1)",
+    "constraint_lambda_max": "upper clip of the multipliers (default inf)",
+    "constraint_init": "starting value of the multipliers (default 0)",
+    "constraint_kp": "proportional gain, PID Lagrangian (default 0)",
+    "constraint_kd": "derivative gain, PID Lagrangian (default 0)",
+}
 _TRUE = ("true", "1", "yes", "on")
 _FALSE = ("false", "0", "no", "off")
 
@@ -358,6 +415,70 @@ def _choice(value: Any, setting: str, choices: tuple[str, ...]) -> str:
     if value not in choices:
         raise ValueError(f"{setting} must be one of {', '.join(map(repr, choices))}; got {value!r}")
     return value
+
+
+# --------------------------------------------------------------------------------------
+# stage-1 options and reward weights: the core's rules, checked with the host's names
+# --------------------------------------------------------------------------------------
+
+
+def check_choice(value: Any, setting: str, choices: tuple[str, ...]) -> str:
+    """``value`` if it is one of ``choices``; ``ValueError`` naming ``setting`` otherwise."""
+    return _choice(value, setting, choices)
+
+
+def check_eps(value: Any, setting: str) -> float | None:
+    """An epsilon: ``None`` (the host's default), or a finite number ``>= 0`` (a command
+    line's string is converted); errors name ``setting``."""
+    return None if value is None else _real(value, setting, low=0.0)
+
+
+def check_stage_options(
+    *,
+    eps: Any = None,
+    singleton: Any = None,
+    baseline: Any = None,
+    settings: Mapping[str, str],
+) -> dict[str, Any]:
+    """Stage 1's ``eps``, ``singleton`` and ``baseline`` as the core takes them
+    (:func:`rewardagg.group_standardize`), checked by the core's rules before any batch.
+
+    Args:
+        eps, singleton, baseline: the host's values; ``None`` = not given (left out).
+        settings: option name -> the host's setting for messages
+            (``{"eps": "algorithm.rewardagg.eps", ...}``).
+
+    Returns:
+        The given options, converted (``eps`` a float).
+
+    Raises:
+        ValueError, TypeError: a negative, NaN or infinite ``eps``; a ``singleton`` or
+            ``baseline`` the core does not know, naming the setting.
+    """
+    out: dict[str, Any] = {}
+    if eps is not None:
+        out["eps"] = check_eps(eps, settings["eps"])
+    if singleton is not None:
+        out["singleton"] = _choice(singleton, settings["singleton"], SINGLETONS)
+    if baseline is not None:
+        out["baseline"] = _choice(baseline, settings["baseline"], BASELINES)
+    return out
+
+
+def check_weights(weights: Any, setting: str, n_rewards: int | None = None) -> list[float] | None:
+    """Reward weights as the core accepts them: ``None`` (all ones), or finite numbers,
+    non-negative with at least one positive, one per reward when ``n_rewards`` is given
+    (a command line's strings are converted). Errors name ``setting``."""
+    if weights is None:
+        return None
+    if isinstance(weights, (str, bytes, Mapping)) or not isinstance(weights, Iterable):
+        raise TypeError(f"{setting} must be a list of numbers; got {weights!r}")
+    values = [_real(w, f"{setting}[{i}]") for i, w in enumerate(weights)]
+    try:
+        prepare_weights(values, len(values) if n_rewards is None else n_rewards)
+    except (TypeError, ValueError) as err:
+        raise type(err)(f"{setting}: {err}") from None
+    return values
 
 
 def parse_targets(value: Any, setting: str) -> tuple[tuple[str | int, float], ...]:

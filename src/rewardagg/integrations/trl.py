@@ -1,7 +1,11 @@
 """TRL adapter: a drop-in ``GRPOTrainer`` whose advantages come from rewardagg.
 
-Supported TRL versions: ``>=1.16,<2`` (tested on trl 1.16.0). Importing this module imports
-TRL (and torch, transformers); ``import rewardagg`` never does.
+Supported TRL versions: ``>=1.12``; the functional tests pass on 1.12 to 1.16 (1.15.0 only
+where its Triton log-prob kernel can run: on CPU it needs ``TRITON_INTERPRET=1`` when triton
+is installed, a TRL matter that 1.16 fixed). A later version is accepted with a warning as
+long as ``GRPOTrainer`` has the two private methods the trainer overrides, with the
+parameters it passes on (:data:`TRL_HOOKS`); otherwise the import fails and says which.
+Importing this module imports TRL (and torch, transformers); ``import rewardagg`` never does.
 
 Usage::
 
@@ -20,9 +24,26 @@ registered at run time with its own parameters is configured like a built-in one
     rewardagg.register_aggregator("tempered", tempered, params={"tau": 0.3})
     args = RewardAggGRPOConfig(..., advantage_method="tempered", advantage_params={"tau": 0.5})
 
-The values are converted and validated when the config is built. The ``kappa`` and ``lam``
-fields are shortcuts, passed only to a method that takes them and only where
+The values are converted and validated when the config is built, with the core's rules:
+a bad method parameter, ``advantage_eps`` (negative, NaN, infinite), ``advantage_baseline``,
+``advantage_singleton``, ``advantage_correction`` or ``reward_weights`` (negative,
+non-finite, all zero) fails there, naming the field, not at the first batch. The ``kappa``
+and ``lam`` fields are shortcuts, passed only to a method that takes them and only where
 ``advantage_params`` does not set them.
+
+From a command line. TRL 1.16's ``trl grpo`` command runs ``trl/scripts/grpo.py``, which
+builds ``GRPOTrainer`` itself and offers no hook for another trainer class, so the entry
+point is a Python script (``examples/trl_rvpo_qwen25.py``). TRL's own ``TrlParser`` parses
+TRL's GRPO script arguments and every ``RewardAggGRPOConfig`` field (``--advantage_method``,
+``--kappa``, ``--advantage_params '{"kappa": 2}'``, ...) for such a script::
+
+    from trl import ModelConfig, TrlParser
+    from trl.scripts.grpo import GRPOScriptArguments
+
+    parser = TrlParser((GRPOScriptArguments, RewardAggGRPOConfig, ModelConfig))
+    script_args, args, model_args = parser.parse_args_and_config()
+    trainer = RewardAggGRPOTrainer(model=model_args.model_name_or_path, args=args,
+                                   reward_funcs=[...], train_dataset=...)
 
 Stage order, centring, conflict filter, constraints (DESIGN.md sections 2b, 2c)::
 
@@ -78,6 +99,7 @@ TRL computes zero-spread cells inexactly in float32, we give exactly 0 there).
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 import os
@@ -88,7 +110,7 @@ from typing import Any
 
 import torch
 import trl
-from packaging.version import Version
+from packaging.version import InvalidVersion, Version
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from trl import GRPOConfig, GRPOTrainer
 
@@ -99,6 +121,8 @@ from rewardagg.integrations._settings import (
     PipelineOptions,
     Spelling,
     check_shortcut,
+    check_stage_options,
+    check_weights,
     param_specs,
     parse_options,
     resolve_method,
@@ -108,37 +132,76 @@ from rewardagg.integrations._settings import (
 __all__ = [
     "CONSTRAINTS_FILE",
     "SUPPORTED_TRL",
+    "TESTED_TRL",
+    "TRL_HOOKS",
     "RewardAggBatch",
     "RewardAggGRPOConfig",
     "RewardAggGRPOTrainer",
 ]
 
-SUPPORTED_TRL = ">=1.16,<2"
-_MIN_TRL, _MAX_TRL = Version("1.16"), Version("2")
+SUPPORTED_TRL = ">=1.12"
+"""TRL versions the adapter accepts; 1.12 to 1.16 pass its functional tests. A later one
+is accepted with a warning as long as the private methods it overrides are there with the
+parameters it passes on (:data:`TRL_HOOKS`)."""
+TESTED_TRL = ">=1.12,<1.17"
+_MIN_TRL, _TESTED_BELOW = Version("1.12"), Version("1.17")
 _SKIP_CHECK_ENV = "REWARDAGG_SKIP_TRL_VERSION_CHECK"
+#: The private ``GRPOTrainer`` methods the trainer overrides and the parameters it passes
+#: on to them: what it truly depends on in TRL's internals.
+TRL_HOOKS = {
+    "_calculate_rewards": ("inputs", "prompts", "completions", "completion_ids_list"),
+    "_generate_and_score_completions": ("inputs",),
+}
 
 
-def _check_trl() -> None:
-    """Refuse TRL versions whose ``GRPOTrainer`` internals we have not verified."""
+def _hook_problems(cls: type = GRPOTrainer) -> list[str]:
+    """How ``cls`` differs from what the trainer overrides (empty: nothing)."""
+    problems = []
+    for name, expected in TRL_HOOKS.items():
+        method = getattr(cls, name, None)
+        if not callable(method):
+            problems.append(f"GRPOTrainer.{name} is missing")
+            continue
+        try:
+            params = tuple(inspect.signature(method).parameters)[1:]  # after self
+        except (TypeError, ValueError):
+            params = ()
+        if params != expected:
+            problems.append(f"GRPOTrainer.{name}{params} is not {name}{expected}")
+    return problems
+
+
+def _trl_version(found: str) -> Version | None:
+    try:
+        return Version(Version(found).base_version)
+    except InvalidVersion:
+        return None
+
+
+def _check_trl(cls: type = GRPOTrainer) -> None:
+    """Refuse a TRL older than 1.12, or one whose ``GRPOTrainer`` lacks the private methods
+    (with their parameters) the trainer overrides; warn for a version above the tested
+    range (1.12 to 1.16)."""
     if os.environ.get(_SKIP_CHECK_ENV, "") == "1":
         return
     found = getattr(trl, "__version__", "unknown")
-    try:
-        ok = _MIN_TRL <= Version(Version(found).base_version) < _MAX_TRL
-    except Exception:  # unparsable version string
-        ok = False
-    missing = [
-        name
-        for name in ("_calculate_rewards", "_generate_and_score_completions")
-        if not callable(getattr(GRPOTrainer, name, None))
-    ]
-    if not ok or missing:
+    version = _trl_version(found)
+    problems = _hook_problems(cls)
+    if version is None or version < _MIN_TRL or problems:
         raise ImportError(
-            f"rewardagg.integrations.trl supports trl{SUPPORTED_TRL} (tested on 1.16.0); found "
-            f"trl {found}"
-            + (f" without GRPOTrainer.{', .'.join(missing)}" if missing else "")
-            + f". Install a supported version (pip install 'trl{SUPPORTED_TRL}'), or set "
+            f"rewardagg.integrations.trl supports trl{SUPPORTED_TRL} (tested on 1.12 to "
+            f"1.16); found trl {found}"
+            + (f": {'; '.join(problems)}" if problems else "")
+            + f". Install a tested version (pip install 'trl{TESTED_TRL}'), or set "
             f"{_SKIP_CHECK_ENV}=1 to try anyway at your own risk."
+        )
+    if version >= _TESTED_BELOW:
+        warnings.warn(
+            f"rewardagg.integrations.trl is tested on trl 1.12 to 1.16; found trl {found}. "
+            "Its GRPOTrainer has the methods the adapter overrides, and every batch checks "
+            "that TRL still returns 'advantages'; run tests/test_integration_trl.py against it.",
+            UserWarning,
+            stacklevel=2,
         )
 
 
@@ -344,18 +407,23 @@ class RewardAggGRPOConfig(GRPOConfig):
         aggregator = resolve_method(self.advantage_method, SPELLING)
         for name in SHORTCUTS:  # validated by the table even where the method ignores them
             setattr(self, name, check_shortcut(name, getattr(self, name), aggregator.name))
-        if not (self.advantage_eps >= 0) or math.isinf(self.advantage_eps):
-            raise ValueError(f"advantage_eps must be finite and >= 0, got {self.advantage_eps}.")
-        if self.advantage_baseline not in ("mean", "leave_one_out"):
+        # the core's rules for stage 1 and the weights, with this config's field names
+        stage = check_stage_options(
+            eps=self.advantage_eps,
+            singleton=self.advantage_singleton,
+            baseline=self.advantage_baseline,
+            settings={
+                "eps": "advantage_eps",
+                "singleton": "advantage_singleton",
+                "baseline": "advantage_baseline",
+            },
+        )
+        self.advantage_eps = stage["eps"]
+        if self.advantage_correction is None or not 0 <= self.advantage_correction < math.inf:
             raise ValueError(
-                "advantage_baseline must be 'mean' or 'leave_one_out', got "
-                f"{self.advantage_baseline!r}."
+                f"advantage_correction must be a finite number >= 0; got {self.advantage_correction!r}"
             )
-        if self.advantage_singleton not in ("zero", "identity"):
-            raise ValueError(
-                "advantage_singleton must be 'zero' or 'identity', got "
-                f"{self.advantage_singleton!r}."
-            )
+        self.reward_weights = check_weights(self.reward_weights, "reward_weights")
         # unknown or invalid method parameters and shared options fail here, not at the
         # first batch
         aggregator.bind(self._method_params())
@@ -505,12 +573,11 @@ class RewardAggGRPOTrainer(GRPOTrainer):
         self.last_batch: RewardAggBatch | None = None
         self._rewardagg_kwargs = self.args.rewardagg_kwargs()
         self._rewardagg_names = _unique_names(list(self.reward_func_names))
-        weights = self.reward_weights.detach().cpu().double()
-        if bool((weights < 0).any()) or not bool((weights > 0).any()):
-            raise ValueError(
-                "rewardagg needs non-negative reward_weights with at least one positive, got "
-                f"{weights.tolist()}; to penalise, flip the sign inside the reward function."
-            )
+        # checked by the config already; again here, one per reward function, in case
+        # they were changed since (to penalise, flip the sign inside the reward function)
+        check_weights(
+            self.reward_weights.detach().cpu().tolist(), "reward_weights", len(self.reward_funcs)
+        )
         constraints = self.args.rewardagg_options()[1]
         self.constraint_tracker: rewardagg.ConstraintTracker | None = (
             None

@@ -1,8 +1,8 @@
 r"""OpenRLHF adapter: advantage estimators ``rvpo`` and ``rewardagg`` for OpenRLHF's PPO.
 
-Supported OpenRLHF versions: ``0.11.x`` (tested on openrlhf 0.11.2). Importing this module
-imports OpenRLHF's experience maker (and torch, ray, deepspeed); ``import rewardagg`` never
-does.
+Supported OpenRLHF versions: ``0.11.x`` (tested on openrlhf 0.11.2; another version gets a
+warning at import, :data:`SUPPORTED_OPENRLHF`). Importing this module imports OpenRLHF's
+experience maker (and torch, ray, deepspeed); ``import rewardagg`` never does.
 
 Usage::
 
@@ -20,10 +20,14 @@ OpenRLHF turns every ``extra_logs`` entry into a per-sample tensor in ``experien
 ``--rewardagg.reward_keys`` names the entries that are reward components (K of them); the
 estimator stacks them into a ``(prompts, n_samples_per_prompt, K)`` tensor in prompt order
 (OpenRLHF's ``experience.index``), aggregates with :func:`rewardagg.advantages` and then
-continues exactly as OpenRLHF's ``group_norm`` estimator: the per-sample advantage goes
-through ``compute_reward`` (reward clipping ``--reward.clip_range``, KL penalty, placed on the
-last action token) and ``get_cumulative_returns`` with gamma 1, ``advantages = returns``,
-no whitening across the batch. A NaN component is a missing reward. Without
+runs OpenRLHF's own ``compute_advantages_and_returns`` on the advantages, its ``group_norm``
+path after the reward shaping: ``compute_reward`` (reward clipping ``--reward.clip_range``, KL
+penalty, placed on the last action token) and ``get_cumulative_returns`` with gamma 1,
+``advantages = returns``, no whitening across the batch. A ``None`` or NaN component is a
+missing reward (:func:`install` turns a reward key's ``None`` into NaN before OpenRLHF makes a
+tensor of it, which it cannot do with ``None``); after the aggregation a missing value in
+``experience.info`` is replaced by the mean of that key's present values in the step's batch,
+so the mean OpenRLHF logs for the key is the mean over the present values, not NaN. Without
 ``--rewardagg.reward_keys`` the scalar ``experience.rewards`` is the only reward (K = 1).
 The scalar ``rewards`` is still what OpenRLHF logs as ``reward`` and what dynamic filtering
 reads; return e.g. the sum of the components there.
@@ -39,7 +43,8 @@ flag                          default    meaning
                                          (``rvpo`` accepts only softmin)
 ``--rewardagg.<param>``       method's   one flag per parameter name of the methods
                                          registered when the launcher parses
-``--rewardagg.eps``           1e-9       epsilon of stages 1 and 3 (OpenRLHF's group_norm)
+``--rewardagg.eps``           1e-9       epsilon (>= 0) of stages 1 and 3 (OpenRLHF's
+                                         group_norm)
 ``--rewardagg.no_batch_norm`` off        skip stage 3 (batch z-score of the scores)
 ============================= ========== =================================================
 
@@ -57,8 +62,10 @@ experiences together; its state travels in OpenRLHF's checkpoint ``client_states
 
 The ``--rewardagg.<param>`` flags come from rewardagg's method table (help text included),
 so a method registered (``rewardagg.register_aggregator``) before the launcher parses has
-its parameters as flags; a ``--rewardagg.<name> VALUE`` without a flag is kept as a string
-and checked like the others. :func:`settings_from_args` (the adapters' shared settings
+its parameters as flags (``--help`` lists them all); a ``--rewardagg.<name> VALUE`` without a
+flag is kept as a string and checked like the others. Bad values (a negative ``kappa``, a
+negative or non-finite ``eps``, negative, non-finite or all-zero ``weights``) are refused
+there, before Ray starts, naming the flag. :func:`settings_from_args` (the adapters' shared settings
 parser) converts and validates them; the launcher runs it before Ray starts, the estimator
 on every batch (so the method must be registered in OpenRLHF's ``PPOTrainer`` actor too).
 :data:`DEFAULTS` lists the adapter's own options only.
@@ -79,9 +86,11 @@ advantage; a warning says so. Return such a penalty as a component instead.
 Why :func:`install` and a launcher. OpenRLHF computes advantages inline in
 ``RemoteExperienceMaker.compute_advantages_and_returns`` and its CLI accepts a fixed list of
 estimators. :func:`install` wraps that method: for ``rvpo`` / ``rewardagg`` it runs the
-steps above (calling OpenRLHF's own ``apply_length_penalties``, ``compute_reward`` and
-``get_cumulative_returns``), for every other estimator it calls OpenRLHF's method
-unchanged. The experience maker lives in the ``PPOTrainer`` Ray actor, so the launcher also
+steps above (OpenRLHF's own ``apply_length_penalties``, the aggregation, then OpenRLHF's
+own method on the advantages), for every other estimator it calls OpenRLHF's method
+unchanged; it also wraps ``SamplesGenerator._process_response_into_experience`` (the
+``None`` handling above) and the trainer's checkpoint methods. The experience maker lives in
+the ``PPOTrainer`` Ray actor, so the launcher also
 adds ``worker_process_setup_hook=rewardagg.integrations.openrlhf.setup_hook`` to the
 ``ray.init`` runtime env (when you start Ray yourself, add it there).
 
@@ -102,6 +111,7 @@ __all__ = [
     "DEFAULTS",
     "ESTIMATORS",
     "SETUP_HOOK",
+    "SUPPORTED_OPENRLHF",
     "aggregate_experiences",
     "constraint_tracker",
     "install",

@@ -43,8 +43,9 @@ _GROUP_TITLE = "rewardagg (estimators rvpo / rewardagg)"
 
 def _param_help(name: str, takers: list[tuple[str, Any]]) -> str:
     """``--rewardagg.<name>`` help: each method that takes it, its help and default."""
-    parts = [f"{spec.help or name} [{method}; default {spec.default!r}]" for method, spec in takers]
-    return " | ".join(parts).replace("%", "%%")  # argparse %-formats help strings
+    from rewardagg.integrations._settings import param_help
+
+    return param_help(name, takers).replace("%", "%%")  # argparse %-formats help strings
 
 
 def _flag_type(takers: list[tuple[str, Any]]) -> Callable[[str], Any]:
@@ -135,39 +136,27 @@ def _add_shared_arguments(group: Any) -> None:
     (checked by the shared settings parser, with the method, in :func:`check_args`)."""
     from rewardagg._src.methods import CONFLICTS, ORDERS
     from rewardagg._src.pipeline import CENTERS
+    from rewardagg.integrations._settings import CONSTRAINT_OPTIONS
+    from rewardagg.integrations._settings import SHARED_OPTION_HELP as HELP
 
+    group.add_argument("--rewardagg.order", choices=ORDERS, default=None, help=HELP["order"])
+    group.add_argument("--rewardagg.center", choices=CENTERS, default=None, help=HELP["center"])
     group.add_argument(
-        "--rewardagg.order",
-        choices=ORDERS,
-        default=None,
-        help="z-score each reward then reduce, or reduce the raw rewards then z-score the "
-        "score in its group (default: the method's)",
-    )
-    group.add_argument(
-        "--rewardagg.center",
-        choices=CENTERS,
-        default=None,
-        help="stage-3 centring: batch (default) or group (each group's advantages sum to 0)",
-    )
-    group.add_argument(
-        "--rewardagg.conflict",
-        choices=CONFLICTS,
-        default=None,
-        help="GD2PO's conflict filter (default: the method's; gd2po: hard, gd2po_snr: snr)",
+        "--rewardagg.conflict", choices=CONFLICTS, default=None, help=HELP["conflict"]
     )
     group.add_argument(
         "--rewardagg.conflict_threshold",
         type=float,
         default=None,
         metavar="TAU",
-        help="tau in [0, 1] of the snr filter (default 0.8)",
+        help=HELP["conflict_threshold"],
     )
     group.add_argument(
         "--rewardagg.reweight_groups",
         type=str,
         default=None,
         metavar="BOOL",
-        help="scale each group's kept rows by its kept share: true (default) or false",
+        help=HELP["reweight_groups"],
     )
     group.add_argument(
         "--rewardagg.constraints",
@@ -175,17 +164,10 @@ def _add_shared_arguments(group: Any) -> None:
         action="extend",
         default=None,
         metavar="KEY=TARGET",
-        help="constraints mean(reward KEY) >= TARGET, KEY a reward key or a column index; "
-        "KEY=TARGET[,KEY=TARGET], repeatable",
+        help=f"{HELP['constraints']}; KEY=TARGET[,KEY=TARGET], repeatable",
     )
-    for name, what in (
-        ("constraint_lr", "dual step size of the multipliers (default 0.1)"),
-        ("constraint_lambda_max", "upper clip of the multipliers (default inf)"),
-        ("constraint_init", "starting value of the multipliers (default 0)"),
-        ("constraint_kp", "proportional gain, PID Lagrangian (default 0)"),
-        ("constraint_kd", "derivative gain, PID Lagrangian (default 0)"),
-    ):
-        group.add_argument(f"{_PREFIX}{name}", type=float, default=None, help=what)
+    for name in CONSTRAINT_OPTIONS[1:]:  # the tracker's settings
+        group.add_argument(f"{_PREFIX}{name}", type=float, default=None, help=HELP[name])
 
 
 def take_prefixed(extras: Sequence[str]) -> tuple[dict[str, str], list[str]]:

@@ -6,23 +6,30 @@ See the package docstring.
 from __future__ import annotations
 
 import itertools
+import math
 import sys
 import threading
+import warnings
+from collections.abc import Mapping
+from importlib import metadata
 from types import SimpleNamespace
 from typing import Any
 
 import torch
-from openrlhf.models.utils import compute_reward
 from openrlhf.trainer.ppo_utils import experience_maker as _em
 from openrlhf.trainer.ppo_utils.length_penalty import apply_length_penalties
+from packaging.version import InvalidVersion, Version
 
 import rewardagg
+from rewardagg.integrations import _patching
 from rewardagg.integrations._hooks import run_after_import
 from rewardagg.integrations._settings import (
     DEFAULT_METHOD,
     RVPO_METHOD,
     SHARED_OPTIONS,
     Spelling,
+    check_eps,
+    check_weights,
     parse_options,
     split_settings,
 )
@@ -33,6 +40,7 @@ __all__ = [
     "DEFAULTS",
     "ESTIMATORS",
     "SETUP_HOOK",
+    "SUPPORTED_OPENRLHF",
     "aggregate_experiences",
     "constraint_tracker",
     "install",
@@ -60,8 +68,42 @@ REWARD_NAME = "reward"
 #: The ``client_states`` key (OpenRLHF's checkpoint states) of the tracker's state.
 CHECKPOINT_KEY = "rewardagg_constraints"
 
+#: The OpenRLHF versions this adapter is tested on; others get a warning at import.
+SUPPORTED_OPENRLHF = ">=0.11,<0.12"
+_MIN_OPENRLHF, _MAX_OPENRLHF = Version("0.11"), Version("0.12")
+#: Where OpenRLHF turns a rollout's ``extra_logs`` into ``experience.info`` tensors.
+SAMPLES_MODULE = "openrlhf.trainer.ppo_utils.samples_generator"
+
 _lock = threading.RLock()
-_state: dict[str, Any] = {"original": None, "warned_penalty": False}
+_state: dict[str, Any] = {"warned_penalty": False}
+
+
+def check_openrlhf_version(found: str | None = None) -> bool:
+    """Whether ``found`` (default: the installed openrlhf) is in :data:`SUPPORTED_OPENRLHF`;
+    a ``UserWarning`` says so when it is not. The estimators run OpenRLHF's own
+    ``compute_advantages_and_returns`` after the advantage scalar, and the test suite checks
+    that path against its ``group_norm``, so another version may work; it is not tested."""
+    if found is None:
+        try:
+            found = metadata.version("openrlhf")
+        except metadata.PackageNotFoundError:
+            found = "unknown"
+    try:
+        ok = _MIN_OPENRLHF <= Version(Version(found).base_version) < _MAX_OPENRLHF
+    except InvalidVersion:
+        ok = False
+    if not ok:
+        warnings.warn(
+            f"rewardagg.integrations.openrlhf is tested on openrlhf{SUPPORTED_OPENRLHF} "
+            f"(0.11.2); found openrlhf {found}. It calls OpenRLHF's own advantage code after "
+            "its own step; run tests/test_integration_openrlhf.py against this version.",
+            UserWarning,
+            stacklevel=2,
+        )
+    return ok
+
+
+check_openrlhf_version()
 
 
 def settings_from_args(args: Any) -> SimpleNamespace:
@@ -97,8 +139,12 @@ def settings_from_args(args: Any) -> SimpleNamespace:
     if isinstance(s.reward_keys, str):
         s.reward_keys = [s.reward_keys]
     n_keys = len(s.reward_keys) if s.reward_keys else 1
+    if isinstance(s.weights, (int, float, str)):
+        s.weights = [s.weights]
     if s.weights is not None and len(s.weights) != n_keys:
         raise ValueError(f"--rewardagg.weights has {len(s.weights)} values for {n_keys} reward(s)")
+    s.weights = check_weights(s.weights, "--rewardagg.weights", n_keys)
+    s.eps = check_eps(s.eps, "--rewardagg.eps")
     s.pipeline, s.constraints = parse_options(split.options, method=s.method, spelling=SPELLING)
     s.reward_names = list(s.reward_keys or [REWARD_NAME])
     if s.constraints is not None:  # unknown rewards fail with the flags
@@ -180,11 +226,10 @@ def aggregate_experiences(
     return list(adv.split(exp_len)), info
 
 
-def _compute_rewardagg(self, experiences: list) -> list:
-    """OpenRLHF's group_norm path with the advantage scalar from rewardagg."""
-    args = self.strategy.args
-    settings = settings_from_args(args)
-    for exp in experiences:  # as OpenRLHF: at least fp32 for rewards
+def _length_penalties(experiences: list, args: Any, settings: SimpleNamespace) -> None:
+    """OpenRLHF's own length penalties on the scalar rewards (at least fp32, as OpenRLHF);
+    with ``reward_keys`` they do not reach the advantage, which a warning says once."""
+    for exp in experiences:
         exp.rewards = exp.rewards.to(torch.promote_types(exp.rewards.dtype, torch.float32))
     before = [exp.rewards.clone() for exp in experiences]
     apply_length_penalties(experiences, args)
@@ -197,37 +242,88 @@ def _compute_rewardagg(self, experiences: list) -> list:
         )
         _state["warned_penalty"] = True
 
+
+def _no_length_penalties(experiences: list, args: Any) -> None:
+    """Stands in for OpenRLHF's ``apply_length_penalties`` while its own method runs on the
+    advantages (the penalties went into the rewards before the aggregation)."""
+
+
+def _host_post_processing(maker: Any, experiences: list, advantages: list) -> None:
+    """OpenRLHF's own ``compute_advantages_and_returns`` after its reward shaping, on our
+    per-sample advantages: ``compute_reward`` (clipping, KL penalty on the last action
+    token), ``get_cumulative_returns`` with gamma 1, ``advantages = returns``,
+    ``info["return"]``, ``kl = None``; exactly its ``group_norm`` path.
+
+    The method runs with ``experience.rewards`` set to the advantages, the experience maker's
+    estimator set to ``group_norm`` (its per-token path) while ``args`` keeps ours (which no
+    shaping branch of OpenRLHF matches, so the advantages pass through unchanged), and its
+    length penalties switched off; the scalar rewards and their ``group_reward_std`` are put
+    back afterwards.
+    """
+    current = _em.RemoteExperienceMaker.__dict__["compute_advantages_and_returns"]
+    original = current.__wrapped__ if _patching.is_wrapper(current) else current
+    rewards = [exp.rewards for exp in experiences]
+    stds = [exp.info.get("group_reward_std") for exp in experiences]
+    for exp, adv in zip(experiences, advantages, strict=True):
+        exp.rewards = adv.to(exp.rewards.device, exp.rewards.dtype)
+    estimator, penalties = maker.advantage_estimator, _em.apply_length_penalties
+    with _lock:
+        maker.advantage_estimator, _em.apply_length_penalties = "group_norm", _no_length_penalties
+        try:
+            original(maker, experiences)
+        finally:
+            maker.advantage_estimator, _em.apply_length_penalties = estimator, penalties
+            for exp, reward, std in zip(experiences, rewards, stds, strict=True):
+                exp.rewards = reward
+                if std is None:
+                    exp.info.pop("group_reward_std", None)
+                else:
+                    exp.info["group_reward_std"] = std
+
+
+def _nan_free_info(experiences: list, keys: list[str]) -> None:
+    """Each reward key's ``experience.info`` entry without NaN, so that the mean OpenRLHF
+    logs for it is the mean over the present values: a missing value becomes the mean of
+    the present values of the step's batch (0 when the reward is missing everywhere)."""
+    for key in keys:
+        values = torch.cat([exp.info[key].reshape(-1).double() for exp in experiences])
+        missing = torch.isnan(values)
+        if not bool(missing.any()):
+            continue
+        fill = float(values[~missing].mean()) if bool((~missing).any()) else 0.0
+        for exp in experiences:
+            value = exp.info[key]
+            exp.info[key] = torch.where(torch.isnan(value), torch.full_like(value, fill), value)
+
+
+def _compute_rewardagg(self, experiences: list) -> list:
+    """OpenRLHF's group_norm path with the advantage scalar from rewardagg."""
+    args = self.strategy.args
+    settings = settings_from_args(args)
+    _length_penalties(experiences, args, settings)
+
     n = args.rollout.n_samples_per_prompt
     exp_len = [len(exp.index) for exp in experiences]
+    stds = None
     if n > 1:  # the same group_reward_std OpenRLHF logs (of the scalar rewards)
         indices = torch.tensor(list(itertools.chain.from_iterable(e.index for e in experiences)))
         raw = torch.cat([exp.rewards for exp in experiences], dim=0)
         ordered = torch.empty_like(raw)
         ordered[indices] = raw
         stds = ordered.reshape(-1, n).std(-1, keepdim=True).repeat(1, n).reshape(-1)[indices]
-        for exp, std in zip(experiences, stds.split(exp_len), strict=True):
-            exp.info["group_reward_std"] = std
 
     tracker = _run_tracker(self, settings)
     per_exp, info = aggregate_experiences(experiences, args, settings, tracker)
     metrics = {} if info is None else info.to_metrics(settings.reward_keys, prefix="rewardagg/")
     if tracker is not None:
         metrics.update(tracker.metrics(prefix="rewardagg/"))
-    if args.algo.advantage.gamma != 1.0:
-        _em.logger.warning(f"gamma is set to 1.0 for {args.algo.advantage.estimator}")
-        args.algo.advantage.gamma = 1.0
-    for exp, adv in zip(experiences, per_exp, strict=True):
-        reward = compute_reward(
-            adv.to(exp.rewards.device),
-            self.kl_ctl.value,
-            exp.kl,
-            action_mask=exp.action_mask,
-            reward_clip_range=args.reward.clip_range,
-        )
-        exp.returns = self.get_cumulative_returns(reward, exp.action_mask, 1.0)
-        exp.advantages = exp.returns.clone()
-        exp.info["return"] = reward.sum(dim=-1)
-        exp.kl = None
+    if settings.reward_keys:
+        _nan_free_info(experiences, settings.reward_keys)
+    _host_post_processing(self, experiences, per_exp)
+    per_exp_stds = [None] * len(experiences) if stds is None else stds.split(exp_len)
+    for exp, std in zip(experiences, per_exp_stds, strict=True):
+        if std is not None:
+            exp.info["group_reward_std"] = std
         b = len(exp.index)
         for key, value in metrics.items():
             exp.info[key] = torch.full((b,), float(value))
@@ -241,10 +337,35 @@ def _wrap(original):
                 return _compute_rewardagg(self, experiences)
         return original(self, experiences)
 
-    setattr(compute_advantages_and_returns, "__wrapped__", original)  # noqa: B010
-    setattr(compute_advantages_and_returns, "__rewardagg_wrapper__", True)  # noqa: B010
-    compute_advantages_and_returns.__doc__ = original.__doc__
     return compute_advantages_and_returns
+
+
+# -- a reward_func's None: a missing reward (NaN), not a crash in OpenRLHF ------------------
+
+
+def _reward_keys(args: Any) -> list[str]:
+    """``--rewardagg.reward_keys`` of our estimators' runs (empty for other estimators)."""
+    if args.algo.advantage.estimator not in ESTIMATORS:
+        return []
+    keys = getattr(getattr(args, "rewardagg", None), "reward_keys", None) or []
+    return [keys] if isinstance(keys, str) else list(keys)
+
+
+def missing_as_nan(extra_logs: Mapping[str, Any], keys: list[str]) -> dict[str, Any]:
+    """``extra_logs`` with a ``None`` of each reward key replaced by NaN (a missing reward);
+    other entries unchanged."""
+    return {k: math.nan if v is None and k in keys else v for k, v in extra_logs.items()}
+
+
+def _wrap_process_response(original):
+    def _process_response_into_experience(self, response, **generate_kwargs):
+        keys = _reward_keys(self.args)
+        extra_logs = response.get("extra_logs") if isinstance(response, Mapping) else None
+        if keys and extra_logs:
+            response = {**response, "extra_logs": missing_as_nan(extra_logs, keys)}
+        return original(self, response, **generate_kwargs)
+
+    return _process_response_into_experience
 
 
 # -- the constraint tracker: one per run, on the experience maker; saved with checkpoints ---
@@ -303,72 +424,63 @@ def _wrap_init_states(original):
     return init_checkpoint_states
 
 
-_TRAINER_HOOKS = {
-    "save_logs_and_checkpoints": _wrap_save_logs,
-    "init_checkpoint_states": _wrap_init_states,
-}
+_MAKER_MODULE = "openrlhf.trainer.ppo_utils.experience_maker"
+_MAKER_METHOD = (_MAKER_MODULE, "RemoteExperienceMaker", "compute_advantages_and_returns")
+#: ``(module, class, method, wrap)`` on OpenRLHF's trainer side, wrapped once the module
+#: has loaded: the checkpoints carry the constraint tracker's state, and a reward_func's
+#: ``None`` for a reward key becomes a missing reward before OpenRLHF makes a tensor of it.
+TRAINER_PATCHES = (
+    (TRAINER_MODULE, "BasePPOTrainer", "save_logs_and_checkpoints", _wrap_save_logs),
+    (TRAINER_MODULE, "BasePPOTrainer", "init_checkpoint_states", _wrap_init_states),
+    (
+        SAMPLES_MODULE,
+        "SamplesGenerator",
+        "_process_response_into_experience",
+        _wrap_process_response,
+    ),
+)
 
 
 def install_checkpoint_hooks() -> None:
-    """Wrap ``BasePPOTrainer.save_logs_and_checkpoints`` (the tracker's state joins
-    OpenRLHF's ``client_states``) and ``init_checkpoint_states`` (restored from them).
-    Now if ``openrlhf.trainer.ppo_trainer`` is loaded, else right after it is."""
-    module = sys.modules.get(TRAINER_MODULE)
-    if module is None:
+    """Wrap OpenRLHF's trainer side (:data:`TRAINER_PATCHES`):
+    ``BasePPOTrainer.save_logs_and_checkpoints`` (the tracker's state joins OpenRLHF's
+    ``client_states``), ``init_checkpoint_states`` (restored from them) and
+    ``SamplesGenerator._process_response_into_experience`` (``None`` -> NaN for the reward
+    keys). Now if ``openrlhf.trainer.ppo_trainer`` is loaded, else right after it is."""
+    if TRAINER_MODULE not in sys.modules:
         run_after_import(TRAINER_MODULE, install_checkpoint_hooks)
         return
-    base = getattr(module, "BasePPOTrainer", None)
-    if base is None:  # the module is still importing: the setup hook's trigger patches it
-        return
-    with _lock:
-        for attr, wrap in _TRAINER_HOOKS.items():
-            current = base.__dict__.get(attr)
-            if current is None or getattr(current, "__rewardagg_wrapper__", False):
-                continue
-            wrapper = wrap(current)
-            wrapper.__wrapped__ = current
-            wrapper.__rewardagg_wrapper__ = True
-            wrapper.__doc__ = current.__doc__
-            setattr(base, attr, wrapper)
+    with _lock:  # a module still importing is patched by the setup hook's trigger
+        for module, cls, attr, wrap in TRAINER_PATCHES:
+            _patching.wrap_method(module, cls, attr, wrap)
 
 
 def _uninstall_checkpoint_hooks() -> None:
-    module = sys.modules.get(TRAINER_MODULE)
-    base = getattr(module, "BasePPOTrainer", None)
-    if base is None:
-        return
-    for attr in _TRAINER_HOOKS:
-        current = base.__dict__.get(attr)
-        if getattr(current, "__rewardagg_wrapper__", False):
-            setattr(base, attr, current.__wrapped__)
+    for module, cls, attr, _ in TRAINER_PATCHES:
+        _patching.unwrap_method(module, cls, attr)
 
 
 def install() -> None:
     """Wrap ``RemoteExperienceMaker.compute_advantages_and_returns`` for ``rvpo`` /
-    ``rewardagg``; other estimators run OpenRLHF's method unchanged. Also installs the
-    checkpoint hooks of the constraint tracker (:func:`install_checkpoint_hooks`).
-    Idempotent; :func:`uninstall` reverts it."""
+    ``rewardagg``; other estimators run OpenRLHF's method unchanged. Also wraps OpenRLHF's
+    trainer side (:func:`install_checkpoint_hooks`). Idempotent; :func:`uninstall` reverts
+    it."""
     with _lock:
-        cls = _em.RemoteExperienceMaker
-        current = cls.__dict__["compute_advantages_and_returns"]
-        if not getattr(current, "__rewardagg_wrapper__", False):
-            _state["original"] = current
-            cls.compute_advantages_and_returns = _wrap(current)
+        _patching.wrap_method(*_MAKER_METHOD, _wrap)
     install_checkpoint_hooks()
 
 
 def uninstall() -> None:
     """Undo :func:`install`."""
     with _lock:
-        cls = _em.RemoteExperienceMaker
-        current = cls.__dict__["compute_advantages_and_returns"]
-        if getattr(current, "__rewardagg_wrapper__", False):
-            cls.compute_advantages_and_returns = current.__wrapped__
-        _state["original"] = None
+        _patching.unwrap_method(*_MAKER_METHOD)
         _uninstall_checkpoint_hooks()
 
 
 def is_installed() -> bool:
-    """Whether :func:`install` is in effect in this process."""
-    current = _em.RemoteExperienceMaker.__dict__["compute_advantages_and_returns"]
-    return bool(getattr(current, "__rewardagg_wrapper__", False))
+    """Whether :func:`install` is in effect in this process: the experience maker's method
+    and, where their modules are loaded, the trainer side's are wrapped."""
+    methods = [_MAKER_METHOD, *(patch[:3] for patch in TRAINER_PATCHES)]
+    return bool(_patching.method_is_wrapped(*_MAKER_METHOD)) and all(
+        _patching.method_is_wrapped(*m) is not False for m in methods
+    )

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import sys
 import threading
 from collections.abc import Mapping
 from enum import Enum
@@ -20,14 +19,19 @@ from verl.trainer.ppo import core_algos
 
 import rewardagg
 from rewardagg._src.conflict import TINY
+from rewardagg.integrations import _patching
+from rewardagg.integrations._hooks import run_after_import
 from rewardagg.integrations._settings import (
     RVPO_METHOD,
     SHARED_OPTIONS,
     Spelling,
+    check_choice,
+    check_stage_options,
+    check_weights,
     parse_options,
     split_settings,
 )
-from rewardagg.integrations.verl import ESTIMATORS, SETUP_HOOK
+from rewardagg.integrations.verl import ESTIMATORS, SETUP_HOOK, _v1
 
 __all__ = [
     "CONSTRAINTS_FILE",
@@ -42,6 +46,7 @@ __all__ = [
     "last_info",
     "reset_constraint_trackers",
     "uninstall",
+    "unpatched",
 ]
 
 logger = logging.getLogger(__name__)
@@ -61,10 +66,13 @@ SPELLING = Spelling(
     param="algorithm.rewardagg.{name}",
     group="algorithm.rewardagg",
 )
+#: verl's own estimator that reads the reward components (it gets them on v1 too).
+VERL_GDPO = "gdpo"
+WEIGHTS_SETTING = "algorithm.gdpo_reward_weights"
 _V1_HINT = (
-    "verl's v1 / TransferQueue trainer (trainer.use_v1=True, the default in verl 0.9) "
-    "does not pass reward_extra_info to advantage estimators; run the legacy trainer with "
-    "trainer.use_v1=False."
+    "verl's v1 trainer (trainer.use_v1=True) passes the reward components to the estimators "
+    "only when rewardagg.integrations.verl.install() has run in its TaskRunner process after "
+    "verl.trainer.ppo.v1.trainer_base was imported (the launcher's Ray setup hook does this)."
 )
 _INSTALL_HINT = (
     "Call rewardagg.integrations.verl.install() in the process that runs compute_advantage "
@@ -77,12 +85,13 @@ _INSTALL_HINT = (
 _lock = threading.RLock()
 _state: dict[str, Any] = {
     "installed": False,
-    "originals": {},
     "last_info": None,
     "trackers": {},  # one ConstraintTracker per run: (constraints, reward names) -> tracker
     "last_tracker": None,
+    # the last estimator call's metrics, for verl's next compute_data_metrics (legacy) or the
+    # metrics dict of the v1 trainer's _compute_advantage
     "pending_metrics": {},
-    "patched": {},  # (module or class, attribute) -> verl's original  # the last estimator call's, for verl's next compute_data_metrics
+    "wrappers": {},  # verl's original function -> its wrapper (one for all its bindings)
 }
 
 
@@ -117,11 +126,20 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _number(value: Any, name: str) -> float:
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"algorithm.rewardagg.{name}={value!r} must be a number") from None
+def _weights(weights: Any, reward_keys: list[str] | None) -> list[float] | None:
+    """``algorithm.gdpo_reward_weights``: one per reward key (one without keys), finite,
+    non-negative, at least one positive (the core's rule, checked with the config)."""
+    if weights is None:
+        return None
+    if isinstance(weights, (int, float, str)):
+        weights = [weights]
+    n_keys = len(reward_keys) if reward_keys else 1
+    if len(weights) != n_keys:
+        raise ValueError(
+            f"{WEIGHTS_SETTING} has {len(weights)} entries but algorithm.gdpo_reward_keys "
+            f"names {n_keys} reward(s)"
+        )
+    return check_weights(weights, WEIGHTS_SETTING, n_keys)
 
 
 class RewardAggVerlSettings:
@@ -160,15 +178,7 @@ class RewardAggVerlSettings:
         if keys is not None and isinstance(keys, str):
             keys = [keys]
         self.reward_keys: list[str] | None = [str(k) for k in keys] if keys else None
-        if weights is not None:
-            weights = [float(w) for w in weights]
-            n_keys = len(self.reward_keys) if self.reward_keys else 1
-            if len(weights) != n_keys:
-                raise ValueError(
-                    f"algorithm.gdpo_reward_weights has {len(weights)} entries but "
-                    f"algorithm.gdpo_reward_keys names {n_keys} reward(s)"
-                )
-        self.weights: list[float] | None = weights
+        self.weights: list[float] | None = _weights(weights, self.reward_keys)
         method = ra.get("method")
         if estimator == "rvpo" and method not in (None, RVPO_METHOD):
             raise ValueError(
@@ -181,14 +191,18 @@ class RewardAggVerlSettings:
         self.kind = rewardagg.get_aggregator(split.method).kind
         self.method_params = split.params
         options = split.options
-        self.batch_norm = str(options.get("batch_norm", "verl"))
-        if self.batch_norm not in BATCH_NORMS:
-            raise ValueError(
-                f"algorithm.rewardagg.batch_norm={self.batch_norm!r}; choose from {BATCH_NORMS}"
-            )
-        self.singleton = str(options.get("singleton", "identity"))
-        self.baseline = str(options.get("baseline", "mean"))
-        self.eps = None if options.get("eps") is None else _number(options["eps"], "eps")
+        self.batch_norm = check_choice(
+            str(options.get("batch_norm", "verl")), SPELLING.of("batch_norm"), BATCH_NORMS
+        )
+        stage = check_stage_options(
+            eps=options.get("eps"),
+            singleton=options.get("singleton", "identity"),
+            baseline=options.get("baseline", "mean"),
+            settings={name: SPELLING.of(name) for name in ("eps", "singleton", "baseline")},
+        )
+        self.singleton: str = stage["singleton"]
+        self.baseline: str = stage["baseline"]
+        self.eps: float | None = stage.get("eps")
         self.pipeline, self.constraints = parse_options(
             options, method=self.method, spelling=SPELLING
         )
@@ -237,22 +251,16 @@ def _rewards_matrix(
     if settings.reward_keys is None:  # K = 1: the sequence score
         return token_level_rewards.detach().sum(dim=-1).double().cpu().numpy()[:, None]
     if non_tensor_batch is None:
-        where = (
-            "install() ran in this process, so this call did not come through the wrapped "
-            "ray_trainer.compute_advantage: " + _V1_HINT
-            if _state["installed"]
-            else "rewardagg.integrations.verl.install() has not run in this process. "
-            + _INSTALL_HINT
-        )
         raise RuntimeError(
             "rewardagg verl estimator: algorithm.gdpo_reward_keys="
             f"{settings.reward_keys} needs the reward components from non_tensor_batch, but "
-            f"none was passed. {where}"
+            "none was passed: this call did not come through rewardagg's wrapper of verl's "
+            f"compute_advantage. {_why_unwrapped()}"
         )
     missing = [k for k in settings.reward_keys if k not in non_tensor_batch]
     if missing:
         hint = (
-            _V1_HINT
+            f"{_V1_HINT} {_why_unwrapped()}"
             if set(non_tensor_batch) <= {"uid"}
             else (
                 "Use reward.reward_manager.name=gdpo and make compute_score return a dict with "
@@ -531,7 +539,7 @@ def _estimate(
         if tracker is not None:  # the driver holds the whole batch: no reduction needed
             tracker.update(r)
         _state["last_info"] = info
-        _state["pending_metrics"] = _metrics(settings, info, tracker, dropped)
+        _state["pending_metrics"] = _metrics(settings, r, info, tracker, dropped)
         mask = response_mask.to(token_level_rewards.dtype)
         keep = _has_reward(r, settings.weights) & ~dropped
         mask = mask * torch.as_tensor(keep, device=mask.device).to(mask.dtype)[:, None]
@@ -542,9 +550,29 @@ def _estimate(
     return adv, adv
 
 
-def _metrics(settings, info, tracker, dropped) -> dict[str, float]:
-    """What the wrapped ``compute_data_metrics`` adds to verl's step metrics."""
-    out = {} if info is None else info.to_metrics(settings.reward_names, prefix="rewardagg/")
+def _reward_metrics(r: np.ndarray, names: list[str], prefix: str = "rewardagg/") -> dict:
+    """Per-reward curves of a batch, as verl logs ``gdpo/<key>/*`` for its own ``gdpo``:
+    ``<prefix>reward_mean|reward_std|reward_min|reward_max/<name>`` over the present values
+    (left out for a reward missing in every row) and ``<prefix>reward_missing/<name>``, the
+    share of rows where it is missing."""
+    out: dict[str, float] = {}
+    for name, column in zip(names, np.asarray(r, dtype=np.float64).T, strict=True):
+        present = column[~np.isnan(column)]
+        out[f"{prefix}reward_missing/{name}"] = 1.0 - present.size / max(column.size, 1)
+        if present.size:
+            out[f"{prefix}reward_mean/{name}"] = float(present.mean())
+            out[f"{prefix}reward_std/{name}"] = float(present.std())
+            out[f"{prefix}reward_min/{name}"] = float(present.min())
+            out[f"{prefix}reward_max/{name}"] = float(present.max())
+    return out
+
+
+def _metrics(settings, r, info, tracker, dropped) -> dict[str, float]:
+    """What joins verl's step metrics: the core's diagnostics, the per-reward curves, the
+    conflict filter's and the constraint tracker's numbers, all under ``rewardagg/``."""
+    out = _reward_metrics(r, settings.reward_names)
+    if info is not None:
+        out.update(info.to_metrics(settings.reward_names, prefix="rewardagg/"))
     if info is None and _conflict_mode(settings) is not None:
         out["rewardagg/conflict_dropped"] = float(dropped.sum())
     if tracker is not None:
@@ -702,12 +730,6 @@ def _wrap_compute_advantage(original):
         data.batch["returns"] = returns
         return data
 
-    setattr(compute_advantage, "__wrapped__", original)  # noqa: B010
-    setattr(compute_advantage, "__rewardagg_wrapper__", True)  # noqa: B010
-    compute_advantage.__doc__ = (
-        "verl's compute_advantage, wrapped by rewardagg.integrations.verl.install(): the "
-        f"estimators {ESTIMATORS} also receive non_tensor_batch.\n\n{original.__doc__ or ''}"
-    )
     return compute_advantage
 
 
@@ -727,30 +749,26 @@ def _register() -> None:
         core_algos.register_adv_est(name)(fn)
 
 
-def _patch(module: Any) -> None:
-    current = getattr(module, "compute_advantage", None)
-    if current is None or getattr(current, "__rewardagg_wrapper__", False):
-        return
-    _state["originals"][module.__name__] = current
-    module.compute_advantage = _wrap_compute_advantage(current)
-
-
 # -- verl's step metrics and checkpoints -----------------------------------------------------
+
+
+def _take_pending_metrics() -> dict[str, float]:
+    with _lock:
+        pending, _state["pending_metrics"] = _state["pending_metrics"], {}
+    return pending
 
 
 def _wrap_data_metrics(original):
     def compute_data_metrics(*args, **kwargs):
         metrics = original(*args, **kwargs)
-        with _lock:
-            pending, _state["pending_metrics"] = _state["pending_metrics"], {}
-        metrics.update(pending)
+        metrics.update(_take_pending_metrics())
         return metrics
 
     return compute_data_metrics
 
 
 def _run_tracker(trainer: Any) -> rewardagg.ConstraintTracker | None:
-    """The tracker of a ``RayPPOTrainer``'s run (None: not our estimator, no constraints)."""
+    """The tracker of a verl trainer's run (None: not our estimator, no constraints)."""
     algorithm = trainer.config.algorithm
     estimator = _name(_cfg_get(algorithm, "adv_estimator"))
     if estimator not in ESTIMATORS:
@@ -806,70 +824,174 @@ def _wrap_load_checkpoint(original):
     return _load_checkpoint
 
 
-def _patch_attr(owner: Any, attr: str, wrap: Any) -> None:
-    current = owner.__dict__.get(attr) if isinstance(owner, type) else getattr(owner, attr, None)
-    if current is None or getattr(current, "__rewardagg_wrapper__", False):
-        return
-    wrapper = wrap(current)
-    wrapper.__wrapped__ = current
-    wrapper.__rewardagg_wrapper__ = True
-    wrapper.__doc__ = current.__doc__
-    setattr(owner, attr, wrapper)
-    _state["patched"][(owner, attr)] = current
+# -- the v1 trainer: components from TransferQueue, metrics into its step metrics -----------
+
+
+def _v1_reward_keys(algorithm: Any, estimator: Any) -> list[str] | None:
+    """The component keys a v1 batch must carry: ``gdpo_reward_keys`` for our estimators
+    and verl's ``gdpo`` (``None``: another estimator, or K = 1)."""
+    if estimator not in (*ESTIMATORS, VERL_GDPO):
+        return None
+    keys = _plain(_cfg_get(algorithm, "gdpo_reward_keys"))
+    if not keys:
+        return None
+    return [str(keys)] if isinstance(keys, str) else [str(k) for k in keys]
+
+
+def _v1_batch(algorithm: Any, estimator: Any, batch: Any) -> _v1.V1Batch | None:
+    """The components of a v1 ``KVBatchMeta`` from TransferQueue (``None``: not needed);
+    for our estimators verl's padding rows are missing in every reward."""
+    keys = _v1_reward_keys(algorithm, estimator)
+    if keys is None:
+        return None
+    columns = _v1.fetch_components(keys, batch.keys, batch.partition_id)
+    if estimator in ESTIMATORS:
+        columns = _v1.padding_as_missing(columns, batch.tags)
+    return _v1.V1Batch(tuple(batch.keys), columns)
+
+
+def _wrap_v1_compute_advantage(original):
+    def _compute_advantage(self, batch, metrics):
+        algorithm = self.config.algorithm
+        estimator = _name(_cfg_get(algorithm, "adv_estimator"))
+        with _v1.using_batch(_v1_batch(algorithm, estimator, batch)):
+            out = original(self, batch, metrics)
+        if estimator in ESTIMATORS:  # our metrics join the v1 step's
+            metrics.update(_take_pending_metrics())
+        return out
+
+    return _compute_advantage
+
+
+def _wrap_multi_trajectories(original):
+    def compute_advantage_for_multi_trajectories(data, batch_keys, *args, **kwargs):
+        pending = _v1.current_batch()
+        if pending is not None and tuple(batch_keys) == pending.keys:
+            estimator = kwargs.get("adv_estimator", args[0] if args else None)
+            _v1.add_components(data, pending.columns, for_gdpo=_name(estimator) == VERL_GDPO)
+        return original(data, batch_keys, *args, **kwargs)
+
+    return compute_advantage_for_multi_trajectories
+
+
+# -- what install() wraps ----------------------------------------------------------------------
+
+_RAY_TRAINER = "verl.trainer.ppo.ray_trainer"
+#: ``(home module, function, wrap)``: wrapped in its home module and in every module that
+#: imported it by name (verl's legacy and v1 trainers, the separation recipe of the
+#: one-step-off-policy and fully-async trainers, your own code).
+FUNCTION_PATCHES = (
+    (_RAY_TRAINER, "compute_advantage", _wrap_compute_advantage),
+    ("verl.trainer.ppo.metric_utils", "compute_data_metrics", _wrap_data_metrics),
+    (_v1.UTILS_MODULE, "compute_advantage_for_multi_trajectories", _wrap_multi_trajectories),
+)
+#: ``(module, class, method, wrap)``.
+METHOD_PATCHES = (
+    (_RAY_TRAINER, "RayPPOTrainer", "_save_checkpoint", _wrap_save_checkpoint),
+    (_RAY_TRAINER, "RayPPOTrainer", "_load_checkpoint", _wrap_load_checkpoint),
+    (_v1.TRAINER_MODULE, "PPOTrainer", "_compute_advantage", _wrap_v1_compute_advantage),
+    (_v1.TRAINER_MODULE, "PPOTrainer", "_save_checkpoint", _wrap_save_checkpoint),
+    (_v1.TRAINER_MODULE, "PPOTrainer", "_load_checkpoint", _wrap_load_checkpoint),
+)
+#: Modules patched when they are imported after install() (the others it imports itself).
+LATER_MODULES = (_v1.UTILS_MODULE, _v1.TRAINER_MODULE)
+
+
+def _patch_loaded() -> None:
+    """Wrap what :data:`FUNCTION_PATCHES` and :data:`METHOD_PATCHES` name in the modules
+    loaded now (a module still importing is wrapped by the hook on it)."""
+    for module, attr, wrap in FUNCTION_PATCHES:
+        _patching.wrap_function(module, attr, wrap, _state["wrappers"])
+    for module, cls, attr, wrap in METHOD_PATCHES:
+        _patching.wrap_method(module, cls, attr, wrap)
+
+
+def _reinstall() -> None:
+    """After-import hook: wrap a module imported after :func:`install`."""
+    with _lock:
+        if _state["installed"]:
+            _patch_loaded()
+
+
+def unpatched() -> list[str]:
+    """What :func:`install` wraps but is verl's own now, in the modules loaded now (empty:
+    everything is wrapped), e.g. ``["verl.experimental.separation.ray_trainer.compute_advantage"]``
+    for a copy imported by name before :func:`install` and not wrapped since."""
+    out: list[str] = []
+    for module, attr, _ in FUNCTION_PATCHES:
+        out += _patching.unwrapped_bindings(module, attr)
+    for module, cls, attr, _ in METHOD_PATCHES:
+        if _patching.method_is_wrapped(module, cls, attr) is False:
+            out.append(f"{module}.{cls}.{attr}")
+    return out
+
+
+def _why_unwrapped() -> str:
+    """For an error message: why a call may have missed the wrappers."""
+    if not _state["installed"]:
+        return f"rewardagg.integrations.verl.install() has not run in this process. {_INSTALL_HINT}"
+    missing = unpatched()
+    if missing:
+        return (
+            f"install() ran, but these are verl's own, not wrapped: {missing}; call install() "
+            "again after importing them (is_installed() is False until then)."
+        )
+    return (
+        "install() ran and every verl binding it knows is wrapped; a caller that computes "
+        "advantages without verl's compute_advantage must pass non_tensor_batch itself."
+    )
 
 
 def install() -> None:
-    """Register ``"rvpo"`` and ``"rewardagg"`` with verl and wrap ``compute_advantage``.
+    """Register ``"rvpo"`` and ``"rewardagg"`` with verl and wrap what verl's trainers call.
 
-    Wraps ``verl.trainer.ppo.ray_trainer.compute_advantage`` (what the legacy trainer
-    calls), and ``verl.trainer.ppo.v1.utils.compute_advantage`` when that module is already
-    imported (its estimators still get no components there, see the module docstring).
-    Also wraps ``ray_trainer.compute_data_metrics`` (the estimator's diagnostics and
-    multipliers join verl's step metrics) and ``RayPPOTrainer._save_checkpoint`` /
-    ``_load_checkpoint`` (the constraint tracker's state goes with verl's checkpoint).
-    Idempotent and thread-safe; :func:`uninstall` reverts it.
+    Wraps, in their home module and in every loaded module that imported them by name (the
+    legacy trainer, the separation recipe used by the one-step-off-policy and fully-async
+    trainers, ``verl.trainer.ppo.v1.utils``, your own code):
+
+    * ``compute_advantage``: our estimators also get ``non_tensor_batch`` (the reward
+      components), ``batch`` and ``norm_adv_by_std_in_grpo``; other estimators run verl's;
+    * ``compute_data_metrics``: our diagnostics and per-reward curves join verl's step
+      metrics;
+    * ``compute_advantage_for_multi_trajectories`` and the v1 trainer's
+      ``PPOTrainer._compute_advantage``: the components reach the estimators on the v1
+      trainer too (ours and verl's ``gdpo``), and our metrics its step metrics;
+    * ``_save_checkpoint`` / ``_load_checkpoint`` of both trainers: the constraint
+      tracker's state goes with verl's checkpoints.
+
+    verl modules among these that are imported later are wrapped right after their import.
+    Idempotent and thread-safe; :func:`uninstall` reverts it, :func:`is_installed` checks it.
     """
     with _lock:
         _register()
-        from verl.trainer.ppo import ray_trainer
+        from verl.trainer.ppo import metric_utils, ray_trainer  # noqa: F401 - loaded to patch
 
-        _patch(ray_trainer)
-        v1_utils = sys.modules.get("verl.trainer.ppo.v1.utils")
-        if v1_utils is not None:
-            _patch(v1_utils)
-        _patch_attr(ray_trainer, "compute_data_metrics", _wrap_data_metrics)
-        trainer = ray_trainer.RayPPOTrainer
-        _patch_attr(trainer, "_save_checkpoint", _wrap_save_checkpoint)
-        _patch_attr(trainer, "_load_checkpoint", _wrap_load_checkpoint)
         _state["installed"] = True
+        _patch_loaded()
+        for module in LATER_MODULES:
+            run_after_import(module, _reinstall)
 
 
 def uninstall() -> None:
-    """Undo :func:`install`: restore verl's functions and unregister ours."""
+    """Undo :func:`install`: restore verl's functions and methods, unregister ours."""
     with _lock:
-        for modname, original in list(_state["originals"].items()):
-            module = sys.modules.get(modname)
-            current = getattr(module, "compute_advantage", None)
-            if module is not None and getattr(current, "__wrapped__", None) is original:
-                setattr(module, "compute_advantage", original)  # noqa: B010
-            del _state["originals"][modname]
-        for (owner, attr), original in list(_state["patched"].items()):
-            if getattr(getattr(owner, attr, None), "__wrapped__", None) is original:
-                setattr(owner, attr, original)
-            del _state["patched"][(owner, attr)]
+        _state["installed"] = False
+        for _, attr, _ in FUNCTION_PATCHES:
+            _patching.unwrap_function(attr)
+        for module, cls, attr, _ in METHOD_PATCHES:
+            _patching.unwrap_method(module, cls, attr)
         registry = core_algos.ADV_ESTIMATOR_REGISTRY
         for name, fn in _FUNCTIONS.items():
             if registry.get(name) is fn:
                 del registry[name]
-        _state["installed"] = False
 
 
 def is_installed() -> bool:
-    """Whether :func:`install` is in effect in this process."""
-    from verl.trainer.ppo import ray_trainer
-
+    """Whether :func:`install` is in effect in this process: our estimators are registered
+    and every binding it wraps, in every loaded module, is wrapped (see :func:`unpatched`)."""
     return bool(
         _state["installed"]
-        and getattr(ray_trainer.compute_advantage, "__rewardagg_wrapper__", False)
         and all(core_algos.ADV_ESTIMATOR_REGISTRY.get(n) is f for n, f in _FUNCTIONS.items())
+        and _patching.loaded(_RAY_TRAINER, "compute_advantage") is not None
+        and not unpatched()
     )
