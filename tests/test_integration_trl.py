@@ -37,6 +37,7 @@ torch = pytest.importorskip("torch")
 datasets = pytest.importorskip("datasets")
 
 import rewardagg  # noqa: E402
+from registry_cases import tempered_method  # noqa: E402
 from rewardagg.integrations import trl as ra_trl  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -401,27 +402,11 @@ def test_custom_method_is_gone_after_its_test():
 TEMPERED = "test_trl_tempered"
 
 
-def _positive(value, name):
-    if not value > 0:  # also NaN
-        raise ValueError(f"{name} must be > 0; got {value!r}")
-    return float(value)
-
-
 @pytest.fixture
 def tempered():
-    """SoftMin at temperature tau (kappa = 1 / tau), registered for one test only."""
-
-    def tempered_softmin(z, *, weights=None, tau=0.3):
-        return rewardagg.softmin(z, kappa=1.0 / tau, weights=weights)
-
-    rewardagg.register_aggregator(
-        TEMPERED, tempered_softmin, params={"tau": 0.3}, checks={"tau": _positive}
-    )
-    try:
-        yield TEMPERED
-    finally:
-        if TEMPERED in rewardagg.available_methods():
-            rewardagg.unregister_aggregator(TEMPERED)
+    """A method registered for one test (tests/registry_cases.py)."""
+    with tempered_method(TEMPERED) as name:
+        yield name
 
 
 def test_registered_method_with_advantage_params_in_the_training_loop(tiny, tmp_path, tempered):

@@ -32,6 +32,7 @@ from verl.utils.torch_functional import masked_whiten  # noqa: E402
 
 import rewardagg  # noqa: E402
 import rewardagg.integrations.verl as rv  # noqa: E402
+from registry_cases import tempered_method  # noqa: E402
 
 KEYS = ["fmt", "acc", "safe"]
 
@@ -484,28 +485,11 @@ def test_every_method_runs_through_compute_advantage(method, batch_norm, std):
 CUSTOM = "test_verl_tempered"
 
 
-def _positive(value, name):
-    if not value > 0:  # also NaN
-        raise ValueError(f"{name} must be > 0; got {value!r}")
-    return float(value)
-
-
 @pytest.fixture
 def tempered():
-    """A method registered for one test (SoftMin at temperature tau, kappa = 1 / tau),
-    unregistered again so that registry-wide tests never see it."""
-
-    def tempered_softmin(z, *, weights=None, tau=0.3):
-        return rewardagg.softmin(z, kappa=1.0 / tau, weights=weights)
-
-    rewardagg.register_aggregator(
-        CUSTOM, tempered_softmin, params={"tau": 0.3}, checks={"tau": _positive}
-    )
-    try:
-        yield CUSTOM
-    finally:
-        if CUSTOM in rewardagg.available_methods():
-            rewardagg.unregister_aggregator(CUSTOM)
+    """A method registered for one test (tests/registry_cases.py)."""
+    with tempered_method(CUSTOM) as name:
+        yield name
 
 
 def _expected_verl(data, **core):
