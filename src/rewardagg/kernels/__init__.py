@@ -244,9 +244,8 @@ def stage12(
             ``arange(0, N + 1, G)``).
         weights: ``(K,)`` non-negative weights :math:`w` (a reward with weight 0 is ignored
             in stage 2).
-        method: a z-score method of :func:`rewardagg.available_methods` (``"gdpo"``,
-            ``"mean"``, ``"softmin"`` (RVPO), ``"mean_variance"``, ``"min"``, ...); the
-            fused backends run those of :func:`fused_methods`.
+        method: a z-score method of :func:`rewardagg.available_methods` (its entry in the
+            method table); the fused backends run those of :func:`fused_methods`.
         eps, correction, singleton, baseline: as :func:`rewardagg.group_standardize`.
         backend: ``"auto"``, ``"numpy"``, ``"torch"``, ``"numba"`` or ``"triton"``.
         validate: raise :class:`ValueError` when a reward is infinite (the check is fused
