@@ -176,7 +176,9 @@ def advantages(
     if method == "grpo":
         s = []
         for i in range(n):
-            pairs = [(R[i, j], w[j]) for j in range(k) if not math.isnan(R[i, j]) and w[j] > 0]
+            # DESIGN.md 2: the sum over the PRESENT rewards; present rewards that all have
+            # weight 0 make a score of 0, only a row with every reward missing has none
+            pairs = [(R[i, j], w[j]) for j in range(k) if not math.isnan(R[i, j])]
             s.append(mp.fsum(mp.mpf(float(r)) * mp.mpf(wj) for r, wj in pairs) if pairs else None)
         col = np.array([np.nan if x is None else float(x) for x in s])[:, None]
         # the sum itself is rounded to float once, as the library sums in float

@@ -144,12 +144,17 @@ def test_triton_says_why_it_has_no_cvar_and_auto_falls_back():
         kernels.stage12(x, off, weights=[1.0, 1.0], method="cvar", backend="triton")
 
 
-def test_fused_backends_refuse_the_raw_reward_order():
-    R, labels, _w = ragged_batch(0)
-    with pytest.raises(ValueError, match="order='normalize_then_reduce'"):
-        ra.advantages(
-            R, method="softmin", group_ids=labels, backend="numba", order="reduce_then_normalize"
-        )
+def test_issue23_numba_runs_the_raw_reward_order():
+    """Issue 23: backend="numba" runs order="reduce_then_normalize" (it was refused)."""
+    pytest.importorskip("numba")
+    R, labels, w = ragged_batch(0)
+    kw = dict(method="softmin", group_ids=labels, weights=w, order="reduce_then_normalize")
+    got = ra.advantages(R, backend="numba", **kw)
+    np.testing.assert_allclose(got, oracle.advantages(R, **kw), rtol=0, atol=1e-9)
+
+
+def test_stage12_refuses_power_mean_of_z_scores():
+    R, _labels, _w = ragged_batch(0)
     with pytest.raises(ValueError, match="power_mean"):
         kernels.stage12(
             np.abs(R[:4]),

@@ -38,7 +38,7 @@ from rewardagg._src.namespace import NumpyOps
 from rewardagg._src.normalisation import standardize_cells
 from rewardagg._src.validation import check_finite_or_nan
 
-__all__ = ["BLOCK_VALUES", "BlockPlan", "block_scores"]
+__all__ = ["BLOCK_VALUES", "BlockPlan", "block_scores", "iter_blocks", "to_block_rows"]
 
 BLOCK_VALUES = 1 << 16
 """Rewards per block (fewer only where a single group is larger): with the float64
@@ -148,7 +148,14 @@ def _block(xt: np.ndarray, missing: np.ndarray | None, plan: BlockPlan):
         s = s.reshape(-1)
     if plan.cols:
         s = s + _constraint_terms(xt, missing, z, plan)
-    drop = None if plan.conflict is None else conflict_rows(vals, rw, _NP, plan.conflict)[0]
+    drop = None
+    if plan.conflict is not None:  # the verdict on float64 stage-1 values (DESIGN.md 2c)
+        if z is None or z.dtype != np.float64:
+            z64, _ = standardize_cells(
+                xt.astype(np.float64), missing, axis=1, ops=_NP, **plan.stage1
+            )
+            vals, rw = _as_rows(z64), row_weights(_as_rows(z64), plan.weights, _NP, miss)
+        drop = conflict_rows(vals, rw, _NP, plan.conflict)[0]
     return s, drop
 
 
@@ -178,25 +185,44 @@ def block_scores(
     float64, NaN for a row without a score; and the rows the conflict filter drops
     (``None`` without a filter). ``budget``: rewards per block (default
     :data:`BLOCK_VALUES`)."""
-    n, k = values.shape
-    budget = BLOCK_VALUES if budget is None else budget
+    n = values.shape[0]
     s = np.empty(n)
     drop = None if plan.conflict is None else np.zeros(n, dtype=bool)
-    bufs: dict[Any, np.ndarray] = {}  # one buffer per compute dtype, reused by every block
-    for r0, g, m in _blocks(layout, k, budget):
+    for r0, g, m, xt, missing in iter_blocks(values, layout, budget=budget):
         r1 = r0 + g * m
-        dtype = compute_dtype(values.dtype, g, k)
-        rows = slice(r0, r1) if layout.perm is None else layout.perm[r0:r1]
-        xt = _load(values, rows, g, m, _buffer(bufs, dtype, (k, g, m)))
-        missing, too_large = _missing(xt, values)
-        if too_large:  # float32 values near its max: this block in float64
-            xt = _load(values, rows, g, m, _buffer(bufs, np.dtype(np.float64), (k, g, m)))
         sb, db = _block(xt, missing, plan)
         # block row i * m + j is sorted row r0 + j * G + i
         s[r0:r1].reshape(m, g)[...] = sb.reshape(g, m).T
         if drop is not None:
             drop[r0:r1].reshape(m, g)[...] = db.reshape(g, m).T
     return s, drop
+
+
+def iter_blocks(
+    values: np.ndarray, layout: GroupLayout, *, budget: int | None = None, dtype: Any = None
+) -> Iterator[tuple[int, int, int, np.ndarray, np.ndarray | None]]:
+    """``(first sorted row r0, G, m, xt, NaN map or None)`` of each block of ``m`` whole
+    groups of ``G`` rows: ``xt`` ``(K, G, m)`` in the block's compute dtype (``dtype`` when
+    given), a reused buffer valid until the next block. +-inf raises, naming the caller's
+    row."""
+    k = values.shape[1]
+    budget = BLOCK_VALUES if budget is None else budget
+    bufs: dict[Any, np.ndarray] = {}  # one buffer per compute dtype, reused by every block
+    for r0, g, m in _blocks(layout, k, budget):
+        r1 = r0 + g * m
+        dt = compute_dtype(values.dtype, g, k) if dtype is None else np.dtype(dtype)
+        rows = slice(r0, r1) if layout.perm is None else layout.perm[r0:r1]
+        xt = _load(values, rows, g, m, _buffer(bufs, dt, (k, g, m)))
+        missing, too_large = _missing(xt, values)
+        if too_large:  # float32 values near its max: this block in float64
+            xt = _load(values, rows, g, m, _buffer(bufs, np.dtype(np.float64), (k, g, m)))
+        yield r0, g, m, xt, missing
+
+
+def to_block_rows(v: np.ndarray, r0: int, g: int, m: int) -> np.ndarray:
+    """Sorted rows ``r0 : r0 + G m`` of the vector ``v`` in block-row order (block row
+    ``i m + j`` is sorted row ``r0 + j G + i``)."""
+    return v[r0 : r0 + g * m].reshape(m, g).T.reshape(-1)
 
 
 FLOAT32_MAX_TERMS = 64

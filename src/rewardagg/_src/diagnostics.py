@@ -12,7 +12,15 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["AggregationInfo"]
+from rewardagg._src.aggregators import row_weights
+from rewardagg._src.blocks import _as_rows, iter_blocks, to_block_rows
+from rewardagg._src.conflict import conflict_rows
+from rewardagg._src.namespace import NumpyOps
+from rewardagg._src.normalisation import standardize_cells
+
+_NP = NumpyOps()
+
+__all__ = ["AggregationInfo", "blocked_info"]
 
 #: Advantages closer than this, relative to the larger magnitude, count as one value.
 DISTINCT_RTOL = 1e-6
@@ -47,6 +55,8 @@ class AggregationInfo:
         conflict_per_reward: ``(K,)`` share of the dropped rows in which reward ``k``'s
             term opposed the sign of the row's sum (which rewards were in conflict);
             ``None`` without a filter.
+        dropped: ``(N,)`` bool in the caller's row order, ``True`` for each row the
+            conflict filter dropped (advantage 0); ``None`` without a filter.
     """
 
     method: str
@@ -63,6 +73,7 @@ class AggregationInfo:
     conflict_dropped: int = 0
     conflict_rho: np.ndarray | None = field(default=None, repr=False)
     conflict_per_reward: np.ndarray | None = None
+    dropped: np.ndarray | None = field(default=None, repr=False)
 
     def to_metrics(
         self, reward_names: Sequence[str] | None = None, prefix: str = ""
@@ -128,66 +139,105 @@ def _distinct_counts(a_sorted: np.ndarray, layout) -> np.ndarray:
     return out
 
 
-def compute_info(
-    *,
-    method: str,
-    params: Mapping[str, Any],
-    z: Any,
-    row_weights,
-    attention: Any,
-    adv_sorted: Any,
-    signals: list,
-    layout,
-    ops,
-    conflict: tuple | None = None,
+def _attention_rows(plan: Any, x_rows: Any, z_rows: Any, rw: Any, miss: Any) -> Any:
+    """``dS/dZ`` of the reducer at the values it reduced (``dS/dR`` for the raw-reward
+    order; grpo's only parameter acts after its sum, so its attention is the weights)."""
+    entry = plan.method
+    if entry.attention is None:
+        return None
+    att = plan.reducer.attention if plan.reducer is not entry else entry.attention
+    if entry.kind == "sum_first":
+        return att(z_rows, rw, _NP)
+    if plan.order == "reduce_then_normalize":
+        return att(x_rows, row_weights(x_rows, plan.weights, _NP, miss), _NP, **plan.reducer_params)
+    return att(z_rows, rw, _NP, **plan.reducer_params)
+
+
+def _info_params(plan: Any) -> dict[str, Any]:
+    params = {**plan.params, "order": plan.order}
+    if not plan.sum_first:
+        params["center"] = plan.center
+    params.update({f"multiplier/{c}": lam for c, lam in zip(plan.cols, plan.lams, strict=True)})
+    if plan.conflict is not None:
+        params.update(conflict=plan.conflict.mode, conflict_threshold=plan.conflict.tau)
+    return params
+
+
+def blocked_info(
+    plan: Any,
+    values: np.ndarray,
+    adv_sorted: np.ndarray,
+    drop_sorted: np.ndarray | None,
+    rho: np.ndarray | None,
 ) -> AggregationInfo:
-    """Assemble :class:`AggregationInfo` from the pipeline's sorted-order intermediates."""
-    z = ops.to_numpy(z).astype(np.float64)
-    a = ops.to_numpy(adv_sorted).astype(np.float64)
-    n, k = z.shape
-    present = np.broadcast_to(
-        np.ones((n, k), bool) if row_weights.present is None else ops.to_numpy(row_weights.present),
-        (n, k),
-    )
-    has = present.any(axis=1)
-    n_with = int(has.sum())
-    zf = np.where(present, z, np.inf)
-    ties = (zf == zf.min(axis=1, keepdims=True)) & present
-    share = ties / np.maximum(ties.sum(axis=1, keepdims=True), 1)
+    """:class:`AggregationInfo` of a computation (``plan``) on the caller's ``values``
+    ``(N, K)`` numpy, from the sorted advantages and conflict verdict, computed one block of
+    whole groups at a time in float64: the extra memory is a few blocks and a few ``(N,)``
+    vectors, whatever ``K`` (DESIGN.md, diagnostics)."""
+    layout = plan.layout
+    n, k = values.shape
+    a_sorted = np.asarray(adv_sorted, dtype=np.float64)
+    n_with = 0
+    bottleneck = np.zeros(k)
+    att_sum = np.zeros(k)
+    no_signal = np.zeros(k)
+    failed_pos = np.zeros(k, dtype=np.int64)
+    masked = 0
+    opposing = np.zeros(k)
+    stage1 = plan.stage1.kwargs()
+    filt = plan.conflict
+    has_att = plan.method.attention is not None
+    for r0, g, m, xt, missing in iter_blocks(values, layout, dtype=np.float64):
+        zt, signal = standardize_cells(xt, missing, axis=1, ops=_NP, **stage1)
+        no_signal += (~np.asarray(signal)).reshape(k, -1).sum(axis=1)
+        z = _as_rows(zt)
+        miss = None if missing is None else _as_rows(missing)
+        rw = row_weights(z, plan.weights, _NP, miss)
+        present = np.broadcast_to(
+            np.ones(z.shape, bool) if rw.present is None else rw.present, z.shape
+        )
+        has = present.any(axis=1)
+        n_with += int(has.sum())
+        zf = np.where(present, z, np.inf)
+        ties = (zf == zf.min(axis=1, keepdims=True)) & present
+        share = ties / np.maximum(ties.sum(axis=1, keepdims=True), 1)
+        bottleneck += share[has].sum(axis=0)
+        if has_att:
+            att = _attention_rows(plan, _as_rows(xt), z, rw, miss)
+            att_sum += np.broadcast_to(np.asarray(att, dtype=np.float64), z.shape)[has].sum(axis=0)
+        a = to_block_rows(a_sorted, r0, g, m)
+        failed = present & (z <= -1.0)
+        positive = (a > 0)[:, None]
+        failed_pos += np.count_nonzero(failed & positive, axis=0)
+        masked += int(np.count_nonzero(failed.any(axis=1) & positive[:, 0]))
+        if filt is not None and drop_sorted is not None:
+            db = to_block_rows(drop_sorted, r0, g, m)
+            if db.any():
+                _, opp = conflict_rows(z, rw, _NP, filt)
+                opposing += np.broadcast_to(opp, z.shape)[db].sum(axis=0)
     denom = max(n_with, 1)
-    bottleneck = share[has].sum(axis=0) / denom
-    if attention is None:
-        att = np.full(k, np.nan)
-    else:
-        att_rows = np.broadcast_to(ops.to_numpy(attention).astype(np.float64), (n, k))
-        att = att_rows[has].sum(axis=0) / denom
-    no_signal = np.concatenate([~ops.to_numpy(s).reshape(-1, k) for s in signals], axis=0)
-    failed = present & (z <= -1.0)
-    positive = (a > 0)[:, None]
-    per_reward = np.count_nonzero(failed & positive, axis=0)
     extra: dict[str, Any] = {}
-    if conflict is not None:  # (dropped rows, opposing terms, rho in sorted group order)
-        drop, opposing, rho = conflict
-        dropped = np.asarray(drop if isinstance(drop, np.ndarray) else ops.to_numpy(drop), bool)
-        opp = np.broadcast_to(np.asarray(ops.to_numpy(opposing), dtype=bool), (n, k))
+    if filt is not None and drop_sorted is not None and rho is not None:
+        n_drop = int(drop_sorted.sum())
         rho_orig = np.empty_like(rho)
         rho_orig[layout.group_index] = rho
         extra = dict(
-            conflict_dropped=int(dropped.sum()),
+            conflict_dropped=n_drop,
             conflict_rho=rho_orig,
-            conflict_per_reward=opp[dropped].sum(axis=0) / max(int(dropped.sum()), 1),
+            conflict_per_reward=opposing / max(n_drop, 1),
+            dropped=np.asarray(layout.unsort_rows(drop_sorted, _NP), dtype=bool),
         )
     return AggregationInfo(
-        method=method,
-        params=dict(params),
+        method=plan.method.name,
+        params=_info_params(plan),
         n_rows=n,
         n_groups=layout.n_groups,
         rows_without_reward=n - n_with,
-        bottleneck_share=bottleneck,
-        attention=att,
-        zero_spread_fraction=no_signal.mean(axis=0),
-        masked_failures=int(np.count_nonzero(failed.any(axis=1) & positive[:, 0])),
-        masked_failures_per_reward=per_reward.astype(np.int64),
-        distinct_advantages_per_group=_distinct_counts(a, layout),
+        bottleneck_share=bottleneck / denom,
+        attention=att_sum / denom if has_att else np.full(k, np.nan),
+        zero_spread_fraction=no_signal / max(layout.n_groups, 1),
+        masked_failures=masked,
+        masked_failures_per_reward=failed_pos,
+        distinct_advantages_per_group=_distinct_counts(a_sorted, layout),
         **extra,
     )

@@ -7,33 +7,13 @@ Every named method is a composition of the public stages: :func:`group_standardi
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import numpy as np
-
-from rewardagg import kernels
-from rewardagg._src.aggregators import row_weights, weighted_sum_kernel
-from rewardagg._src.blocks import BlockPlan, block_scores, finite_scores
-from rewardagg._src.conflict import check_conflict, conflict_rows, reweight
-from rewardagg._src.diagnostics import AggregationInfo, compute_info
-from rewardagg._src.grouping import GroupLayout, make_layout
-from rewardagg._src.methods import Aggregator
-from rewardagg._src.multipliers import resolve_multipliers
-from rewardagg._src.namespace import Ops
-from rewardagg._src.normalisation import check_stage_options, standardize_sorted
-from rewardagg._src.registry import get_aggregator
-from rewardagg._src.stage3 import standardize_scores
-from rewardagg._src.validation import (
-    check_bool,
-    check_choice,
-    check_finite_or_nan,
-    prepare_rewards,
-    prepare_weights,
-)
-
-CENTERS = ("batch", "group")
+from rewardagg._src.diagnostics import AggregationInfo
+from rewardagg._src.executor import execute
+from rewardagg._src.plan import CENTERS as CENTERS  # re-exported (settings, CLI)
+from rewardagg._src.plan import make_plan
 
 __all__ = [
     "advantages",
@@ -46,164 +26,6 @@ __all__ = [
     "power_mean_advantages",
     "softmin_advantages",
 ]
-
-
-def _no_grad(ops):
-    return ops.torch.no_grad() if ops.name == "torch" else contextlib.nullcontext()
-
-
-def _fused_backend(
-    backend: str, agg: Aggregator, rewards: Any, return_info: bool, order: str, filt: Any
-) -> str | None:
-    """The rewardagg.kernels backend that runs stages 1-2 in one pass, or None (array path).
-
-    "auto" takes it when the kernels pick numba (CPU, large input) or Triton (CUDA) for a
-    method with a fused code and no diagnostics are asked for (they need the z-scores);
-    "numba"/"triton" insist on it.
-    """
-    if backend in kernels.FUSED_BACKENDS:
-        why = _not_fused(agg, backend, order, filt)
-        if why:
-            raise ValueError(f"backend={backend!r} {why}; use backend='auto', 'numpy' or 'torch'")
-        return backend
-    if backend != "auto" or return_info or not hasattr(rewards, "shape"):
-        return None
-    name = kernels.resolve_backend(rewards)
-    fusable = name in kernels.FUSED_BACKENDS and not _not_fused(agg, name, order, filt)
-    return name if fusable else None
-
-
-def _not_fused(agg: Aggregator, backend: str, order: str, filt: Any = None) -> str:
-    """Why ``backend`` cannot run ``agg`` in ``order`` ("" when it can)."""
-    if agg.fused_code is None:
-        return (
-            f"runs the methods with a fused kernel ({', '.join(kernels.fused_methods())}); "
-            f"method {agg.name!r} has none"
-        )
-    if backend not in agg.fused_backends:
-        return f"has no kernel for method {agg.name!r} (an order statistic over reward blocks)"
-    if order != "normalize_then_reduce":
-        return f"fuses stages 1-2 (order='normalize_then_reduce'); got order={order!r}"
-    if filt is not None and backend not in kernels.CONFLICT_BACKENDS:
-        return "has no conflict filter yet (the numba pass and the array path have it)"
-    return ""
-
-
-def _sorted_rewards(prep, layout: GroupLayout) -> tuple[Any, Any]:
-    """``(rewards, NaN map or None)`` in sorted row order; +-inf raises, naming the
-    caller's row."""
-    missing = check_finite_or_nan(prep.values, prep.ops, "rewards")
-    x = layout.sort_rows(prep.values, prep.ops)
-    return x, None if missing is None else layout.sort_rows(missing, prep.ops)
-
-
-def _group_scores(s, layout: GroupLayout, ops: Ops, *, scale: bool, **stage1: Any) -> Any:
-    """Per-row scores standardised (or only centred) inside their group, exactly as stage 1
-    standardises one reward; NaN stays NaN."""
-    s_missing = ops.isnan(s)
-    s_missing = s_missing[:, None] if ops.any(s_missing) else None
-    out, _ = standardize_sorted(s[:, None], s_missing, layout, ops, scale=scale, **stage1)
-    return out[:, 0]
-
-
-def _grpo_scores(
-    x, missing, w, layout: GroupLayout, ops, *, scale: str, eps, correction, singleton, baseline
-):
-    """Sum the raw rewards, then normalise each row's sum inside its group."""
-    rw = row_weights(x, w, ops, missing)
-    s = finite_scores(weighted_sum_kernel(x, rw, ops), "grpo")
-    stage1 = dict(eps=eps, correction=correction, singleton=singleton, baseline=baseline)
-    adv = _group_scores(s, layout, ops, scale=scale == "group", **stage1)
-    s = s[:, None]
-    if scale == "batch":  # TRL scale_rewards="batch": divide by the std of all row sums
-        sd = standardize_scale(s[:, 0], ops, correction=correction)
-        adv = adv / (sd + eps) if sd > 0 else adv * 0.0
-    return ops.where(ops.isnan(adv), 0.0, adv)
-
-
-def standardize_scale(s, ops, *, correction: float) -> float:
-    """Standard deviation of the non-NaN entries of 1-D ``s`` (0 when undefined)."""
-    keep = ops.to_numpy(s)
-    keep = keep[~np.isnan(keep)].astype(np.float64)
-    if keep.size - correction <= 0 or keep.size < 2:
-        return 0.0
-    return float(np.std(keep - keep.min(), ddof=correction))
-
-
-def _check_stage3_options(agg: Aggregator, center: str, multipliers: Any) -> None:
-    if agg.kind == "sum_first" and (center != "batch" or multipliers is not None):
-        raise ValueError(
-            f"method {agg.name!r} has no stage 3, so no center= or multipliers=; use "
-            "method='gdpo' with order='reduce_then_normalize' (GRPO's score) instead"
-        )
-
-
-def _constraint_terms(x, missing, z, layout, ops, cols, lams, stage1) -> Any:
-    r""":math:`\sum_c \lambda_c Z_{ic}` with :math:`Z` of stage 1, 0 where missing; only the
-    constrained columns are standardised when stage 1 did not run."""
-    if z is None:
-        xc = x[:, cols]
-        mc = None if missing is None else missing[:, cols]
-        zc, _ = standardize_sorted(xc, mc, layout, ops, **stage1)
-    else:
-        zc = z[:, cols]
-    zc = ops.where(ops.isnan(zc), 0.0, zc)
-    return ops.dot_last(zc, ops.asarray(np.asarray(lams), like=zc))
-
-
-def _stage3(s, layout, ops, batch_norm, center, eps, correction, process_group) -> Any:
-    """Stage 3 as configured; rows without a score get 0."""
-    if center == "group":  # the group mean over its rows with a score (no dof involved)
-        s = _group_scores(s, layout, ops, scale=False, eps=eps, correction=0.0)
-    if not batch_norm:
-        return ops.where(ops.isnan(s), 0.0, s)
-    return standardize_scores(
-        s,
-        ops,
-        eps=eps,
-        correction=correction,
-        process_group=process_group,
-        centre=center == "batch",
-    )
-
-
-def _attention(agg, reducer, params, order, x, z, w, rw, missing, ops) -> Any:
-    """``dS/dZ`` of the reducer at the values it reduced (``dS/dR`` for the raw-reward
-    order; grpo's only parameter acts after its sum, so its attention is the weights)."""
-    if agg.attention is None:
-        return None
-    att = reducer.attention if reducer is not agg else agg.attention
-    if agg.kind == "sum_first":
-        return att(z, rw, ops)
-    if order == "reduce_then_normalize":
-        return att(x, row_weights(x, w, ops, missing), ops, **params)
-    return att(z, rw, ops, **params)
-
-
-def _fused_scores(x, layout, agg: Aggregator, params, w, n_rewards, backend, stage1, prep, filt):
-    """Stages 1-2 in one kernel pass (sorted rows): ``(S, dropped rows or None)``."""
-    opts: dict[str, Any] = {}
-    if filt is not None:
-        opts = dict(conflict=filt.mode, conflict_threshold=filt.tau, return_keep=True)
-    try:
-        out = kernels.stage12(
-            x,
-            layout.offsets,
-            weights=[1.0] * n_rewards if w is None else w,
-            method=agg.name,
-            backend=backend,
-            **stage1,
-            **opts,
-            **params,
-        )
-    except ValueError:
-        # the kernel found +-inf in its pass; name the caller's row, not the sorted one
-        check_finite_or_nan(prep.values, prep.ops, "rewards")
-        raise
-    if filt is None:
-        return out, None
-    s, keep = out
-    return s, ~keep
 
 
 def advantages(
@@ -229,6 +51,7 @@ def advantages(
     return_info: bool = False,
     backend: str = "auto",
     process_group: Any = None,
+    group_scale: bool = True,
     **method_params: Any,
 ) -> Any:
     r"""Advantages of a batch of completions scored by several rewards.
@@ -293,6 +116,12 @@ def advantages(
             :mod:`rewardagg.kernels`). ``"auto"`` takes numba for large CPU inputs and
             Triton for CUDA tensors when installed, and the input's library otherwise.
         process_group: ``torch.distributed`` group for stage 3 across ranks.
+        group_scale: ``False`` runs stage 1 as a centring only,
+            :math:`Z_{ik} = R_{ik} - \mu_{g(i)k}` (no division by the group std; verl's
+            ``norm_adv_by_std_in_grpo=False`` for the z-score methods): the constraint
+            terms and the conflict filter then read the centred rewards, and the
+            raw-reward order centres the score in its group. grpo sets its own
+            (``scale=``).
         **method_params: the method's parameters, from its entry in the method table
             (``rewardagg.get_aggregator(method).params``): ``kappa`` (softmin, default 1),
             ``lam`` (mean_variance), ``alpha`` (cvar), ``p`` (power_mean), ``scale``
@@ -321,111 +150,33 @@ def advantages(
         Montero, Jurczyk, Dhingra, "RVPO: Risk-Sensitive Alignment via Variance
         Regularization", 2026, https://arxiv.org/abs/2605.05750
     """
-    agg = get_aggregator(method)
-    params = agg.bind(method_params)
-    batch_norm = check_bool(batch_norm, "batch_norm")
-    return_info = check_bool(return_info, "return_info")
-    order = agg.check_order(order)
-    center = check_choice(center, "center", CENTERS)
-    check_choice(backend, "backend", kernels.BACKENDS)
-    _check_stage3_options(agg, center, multipliers)
-    filt = check_conflict(agg, conflict, conflict_threshold, reweight_groups, order)
-    fused = _fused_backend(backend, agg, rewards, return_info, order, filt)  # None: array path
-    prep = prepare_rewards(
+    plan, prep = make_plan(
         rewards,
-        mask,
-        library={"numba": "auto", "triton": "torch"}.get(backend, backend),
-        check_finite=False,  # the kernel's pass or the blocks check it; grpo checks below
+        method=method,
+        group_size=group_size,
+        group_ids=group_ids,
+        weights=weights,
+        mask=mask,
+        order=order,
+        center=center,
+        multipliers=multipliers,
+        reward_names=reward_names,
+        conflict=conflict,
+        conflict_threshold=conflict_threshold,
+        reweight_groups=reweight_groups,
+        eps=eps,
+        correction=correction,
+        batch_norm=batch_norm,
+        singleton=singleton,
+        baseline=baseline,
+        group_scale=group_scale,
+        return_info=return_info,
+        backend=backend,
+        process_group=process_group,
+        method_params=method_params,
     )
-    ops = prep.ops
-    # numpy computes stages 1-2 a block of groups at a time (rewardagg._src.blocks)
-    blocked = fused is None and ops.name == "numpy" and agg.kind != "sum_first"
-    w = prepare_weights(weights, prep.n_rewards)
-    cols, lams = resolve_multipliers(multipliers, reward_names, prep.n_rewards)
-    eps, correction, singleton, baseline = check_stage_options(eps, correction, singleton, baseline)
-    layout = make_layout(prep.n_rows, group_size, group_ids)
-    stage1: dict[str, Any] = dict(
-        eps=eps, correction=correction, singleton=singleton, baseline=baseline
-    )
-    # the entry that computes stage 2 exactly for these parameters (cvar at alpha=1: mean)
-    limit = agg.limits(params) if agg.limits is not None else None
-    reducer, reducer_params = (get_aggregator(limit[0]), limit[1]) if limit else (agg, params)
-    assert reducer.kernel is not None  # every table entry has one
-    # overflow is detected below and raised as a ValueError, not left as a warning + NaN
-    with _no_grad(ops), np.errstate(over="ignore", invalid="ignore"):
-        x: Any = None  # the rewards in sorted row order, made only where a path needs them
-        missing: Any = None
-        if fused is None and not blocked:
-            x, missing = _sorted_rewards(prep, layout)
-        z: Any = None
-        opposing: Any = None
-        if agg.kind == "sum_first":
-            adv = _grpo_scores(x, missing, w, layout, ops, scale=params["scale"], **stage1)
-        else:
-            drop = None
-            if fused is not None:
-                s, drop = _fused_scores(
-                    layout.sort_rows(prep.values, ops),
-                    layout,
-                    agg,
-                    params,
-                    w,
-                    prep.n_rewards,
-                    fused,
-                    stage1,
-                    prep,
-                    filt,
-                )
-            elif blocked:
-                plan = BlockPlan(
-                    reducer, reducer_params, order, stage1, w, cols, lams, filt, prep.values.dtype
-                )
-                s, drop = block_scores(prep.values, layout, plan)
-            elif order == "normalize_then_reduce":
-                z, signals = standardize_sorted(x, missing, layout, ops, **stage1)
-                rw = row_weights(z, w, ops, missing)
-                s = reducer.kernel(z, rw, ops, **reducer_params)
-            else:
-                s = reducer.kernel(x, row_weights(x, w, ops, missing), ops, **reducer_params)
-                s = _group_scores(finite_scores(s, agg.name), layout, ops, scale=True, **stage1)
-            if cols and not blocked:
-                s = s + _constraint_terms(x, missing, z, layout, ops, cols, lams, stage1)
-            s = finite_scores(s, agg.name, prep.values.dtype if blocked else None)
-            if filt is not None:
-                if drop is None:
-                    drop, opposing = conflict_rows(z, rw, ops, filt)
-                s, rho = reweight(s, drop, layout, ops, filt)
-            adv = _stage3(s, layout, ops, batch_norm, center, eps, correction, process_group)
-        out = prep.cast_out(layout.unsort_rows(adv, ops))
-        if not return_info:
-            return out
-        if x is None:  # the diagnostics are about the per-reward z-scores of every row
-            x, missing = _sorted_rewards(prep, layout)
-        if z is None:
-            z, signals = standardize_sorted(x, missing, layout, ops, **stage1)
-        rw = row_weights(z, w, ops, missing)
-        attention = _attention(agg, reducer, reducer_params, order, x, z, w, rw, missing, ops)
-        info_params = {**params, "order": order}
-        if agg.kind != "sum_first":
-            info_params["center"] = center
-        info_params.update({f"multiplier/{c}": lam for c, lam in zip(cols, lams, strict=True)})
-        if filt is not None:
-            info_params.update(conflict=filt.mode, conflict_threshold=filt.tau)
-            if opposing is None:  # the array path's per-reward view (diagnostics only)
-                _, opposing = conflict_rows(z, rw, ops, filt)
-        info = compute_info(
-            method=agg.name,
-            params=info_params,
-            conflict=None if filt is None else (drop, opposing, rho),
-            z=z,
-            row_weights=rw,
-            attention=attention,
-            adv_sorted=adv,
-            signals=signals,
-            layout=layout,
-            ops=ops,
-        )
-    return out, info
+    out, info = execute(plan, prep)
+    return out if info is None else (out, info)
 
 
 def _named(method: str, doc: str):
