@@ -40,7 +40,7 @@ from rewardagg._src.validation import Prepared, check_finite_or_nan
 __all__ = ["execute", "stage12"]
 
 
-def _no_grad(ops: Ops):
+def _no_grad(ops: Any):
     return ops.torch.no_grad() if ops.name == "torch" else contextlib.nullcontext()
 
 
