@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 import rewardagg.kernels as K
-from kernel_cases import make_case
+from kernel_cases import make_case, threshold_case
 from kernel_spec import fused_reference
 from rewardagg.kernels import FusedCode
 
@@ -188,27 +188,9 @@ def test_power_mean_raw_order(p, dtype):
     _check(got, want, dtype)
 
 
-def _threshold_case(seed=0, n_groups=400):
-    """float32 groups of 3 rows whose float64 Z on reward 0 sits around +-1e-8 for the
-    middle row (``c - d, c +- k ulp(c), c + d``: Z = 2/3 k ulp(c) / d / sd-factor) and
-    whose reward 1 is clearly negative there: the row is mixed exactly when its reward-0
-    term passes 1e-8 (float32 arithmetic rounds such Z to noise)."""
-    rng = np.random.default_rng(seed)
-    rows = []
-    for _ in range(n_groups):
-        c = np.float32(rng.choice([1.0, 2.0, 4.0]))
-        d = np.float32(rng.uniform(4.0, 24.0))
-        k = rng.choice([-2, -1, 1, 2])
-        mid = np.float32(c + np.float32(k) * np.spacing(c))
-        rows += [[c - d, 5.0], [mid, -3.0], [c + d, 4.0]]
-    r = np.array(rows, dtype=np.float32)
-    off = np.arange(0, len(rows) + 1, 3, dtype=np.int64)
-    return r, off
-
-
 @pytest.mark.parametrize("mode, tau", [("hard", 0.8), ("snr", 1.0)])
 def test_issue23_conflict_rule_float32_equals_float64_at_threshold(mode, tau):
-    r32, off = _threshold_case()
+    r32, off = threshold_case()
     w = np.ones(2)
     _, want = fused_reference(r32, off, weights=w, method="mean", conflict=mode, tau=tau)
     # the reward-0 terms of the middle rows straddle the threshold (not within rounding)
