@@ -77,3 +77,21 @@ def assert_scores(got, want, *, rtol, atol):
     got = np.asarray(got, dtype=np.float64)
     np.testing.assert_array_equal(np.isnan(got), np.isnan(want), err_msg="NaN rows differ")
     np.testing.assert_allclose(got, want, rtol=rtol, atol=atol, equal_nan=True)
+
+
+def threshold_case(seed=0, n_groups=400):
+    """float32 groups of 3 rows whose float64 Z on reward 0 sits around +-1e-8 for the
+    middle row (``c - d, c +- k ulp(c), c + d``: Z = 2/3 k ulp(c) / d / sd-factor) and
+    whose reward 1 is clearly negative there: the row is mixed exactly when its reward-0
+    term passes 1e-8 (float32 arithmetic rounds such Z to noise)."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for _ in range(n_groups):
+        c = np.float32(rng.choice([1.0, 2.0, 4.0]))
+        d = np.float32(rng.uniform(4.0, 24.0))
+        k = rng.choice([-2, -1, 1, 2])
+        mid = np.float32(c + np.float32(k) * np.spacing(c))
+        rows += [[c - d, 5.0], [mid, -3.0], [c + d, 4.0]]
+    r = np.array(rows, dtype=np.float32)
+    off = np.arange(0, len(rows) + 1, 3, dtype=np.int64)
+    return r, off

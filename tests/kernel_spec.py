@@ -22,7 +22,17 @@ Stage 2 over the present rewards of a row with positive weight, :math:`v = w / \
 ``gdpo`` :math:`\sum w Z`, ``mean`` :math:`\sum v Z`, ``softmin``
 :math:`m - \log(1 + \sum v\,\mathrm{expm1}(-\kappa (Z - m))) / \kappa` with
 :math:`m = \min Z`, ``mean_variance`` :math:`\bar Z - \lambda \sum v (Z - \bar Z)^2`,
-``min`` :math:`\min Z`. A row without such a reward gives NaN.
+``min`` :math:`\min Z`, ``cvar`` the v-weighted mean of the worst ``alpha`` share
+(DESIGN.md 2b), ``power_mean`` :math:`(\sum v x^p)^{1/p}` (raw order only, ``x >= 0``;
+``p = 0`` geometric, ``p = -inf`` min, 0 when some ``x = 0`` and ``p <= 0``). A row without
+such a reward gives NaN.
+
+:func:`fused_reference` adds DESIGN.md 2b and 2c: the raw-reward order (the reducer over
+the raw rewards, then the score standardised inside its group by the stage-1 rule above),
+the multiplier terms :math:`\sum_c \lambda_c Z_{ic}` (0 where missing) and GD²PO's
+conflict test on float64 Z (``t = w Z`` over present positive-weight rewards; mixed when
+some ``t > 1e-8`` and some ``t < -1e-8``; ``"snr"`` drops a mixed row only when
+``|sum t| / (sum |t| + 1e-8) < tau``).
 """
 
 from __future__ import annotations
@@ -32,9 +42,10 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["METHODS", "stage12_reference"]
+__all__ = ["METHODS", "fused_reference", "stage12_reference"]
 
 METHODS = ("gdpo", "mean", "softmin", "mean_variance", "min")
+ALL_METHODS = (*METHODS, "cvar", "power_mean")
 
 
 def _segments(x, offsets):
@@ -110,6 +121,116 @@ def stage12_reference(
     return _body(
         xp, gid, seg, rewards, weights, method, kappa, lam, eps, correction, singleton, baseline
     )
+
+
+def fused_reference(
+    rewards: Any,
+    offsets: Any,
+    *,
+    weights: Any,
+    method: str,
+    order: str = "normalize_then_reduce",
+    multipliers: Any = (),
+    conflict: str | None = None,
+    tau: float = 0.8,
+    kappa: float = 1.0,
+    lam: float = 0.5,
+    alpha: float = 0.25,
+    p: float = -1.0,
+    eps: float = 1e-6,
+    correction: float = 1,
+    singleton: str = "zero",
+    baseline: str = "mean",
+) -> tuple[Any, Any]:
+    """``(S, keep)`` of :func:`rewardagg.kernels.fused_scores`'s contract, in float64 numpy
+    (``rewards`` a numpy array; ``multipliers`` pairs ``(column, lambda)``; ``keep`` None
+    without ``conflict``)."""
+    xp, gid, seg = _segments(np.asarray(rewards), offsets)
+    x = np.asarray(rewards, dtype=np.float64)
+    w = np.asarray(weights, dtype=np.float64).reshape(x.shape[1])
+    with np.errstate(all="ignore"):
+        z = _stage1(xp, gid, seg, x, eps, correction, singleton, baseline)
+        vals = x if order == "reduce_then_normalize" else z
+        s = _reduce(xp, vals, ~np.isnan(x) & (w > 0), w, method, kappa, lam, alpha, p)
+        if order == "reduce_then_normalize":  # the score standardised in its group
+            s = _stage1(xp, gid, seg, s[:, None], eps, correction, singleton, baseline)[:, 0]
+        for c, lam_c in multipliers:
+            s = s + lam_c * np.where(np.isnan(z[:, c]), 0.0, z[:, c])
+        keep = None
+        if conflict is not None:
+            use = ~np.isnan(x) & (w > 0)
+            t = np.where(use, w * z, 0.0)
+            mixed = (t > 1e-8).any(1) & (t < -1e-8).any(1)
+            if conflict == "snr":
+                mixed &= np.abs(t.sum(1)) / (np.abs(t).sum(1) + 1e-8) < tau
+            keep = ~(mixed & ~np.isnan(s))
+    return s, keep
+
+
+def _stage1(xp, gid, seg, x, eps, correction, singleton, baseline):
+    """Z of stage 1 (float64) for every present value of ``x``; NaN where missing."""
+    present = ~xp.isnan(x)
+    inf = math.inf
+    n = seg(present * 1.0, "sum")
+    lo = seg(xp.where(present, x, inf), "min")
+    hi = seg(xp.where(present, x, -inf), "max")
+    signal = (hi > lo) & (n - correction > 0)
+    span = xp.where(signal, hi - lo, 1.0)
+    u = xp.where(present, (x - xp.where(signal, lo, 0.0)[gid]) / span[gid], 0.0)
+    mean_u = seg(u, "sum") / xp.where(n > 1, n, 1.0)
+    d = xp.where(present, u - mean_u[gid], 0.0)
+    sd_u = xp.sqrt(seg(d * d, "sum") / xp.where(n - correction > 0, n - correction, 1.0))
+    factor = 1.0 / (sd_u + eps / span)
+    if baseline == "leave_one_out":
+        factor = factor * n / (xp.where(n > 2, n, 2.0) - 1.0)
+    z = d * xp.where(signal, factor, 0.0)[gid]
+    if singleton == "identity":
+        z = xp.where((n == 1)[gid] & present, x / (1.0 + eps), z)
+    return xp.where(present, z, math.nan)
+
+
+def _reduce(xp, vals, use, w, method, kappa, lam, alpha, p):
+    """The stage-2 reducer of every row over ``vals`` where ``use`` (numpy, float64)."""
+    inf = math.inf
+    wu = np.where(use, w, 0.0)
+    total = wu.sum(1)
+    has = total > 0
+    v = wu / np.where(has, total, 1.0)[:, None]
+    zu = np.where(use, vals, 0.0)
+    zmin = np.amin(np.where(use, vals, inf), 1) if vals.shape[1] else total + inf
+    mean = (v * zu).sum(1)
+    if method == "gdpo":
+        s = (wu * zu).sum(1)
+    elif method == "mean" or (method == "softmin" and kappa == 0):
+        s = mean
+    elif method == "min" or (method == "softmin" and math.isinf(kappa)):
+        s = zmin
+    elif method == "softmin":
+        gap = np.where(use, vals - zmin[:, None], 0.0)
+        s = zmin - np.log1p((v * np.expm1(-kappa * gap)).sum(1)) / kappa
+    elif method == "mean_variance":
+        s = mean - lam * (v * np.where(use, vals - mean[:, None], 0.0) ** 2).sum(1)
+    elif method == "cvar":  # sort each row; S = sum_j x_(j) max(0, min(v_(j), alpha - c_(j-1)))
+        key = np.where(use, vals, inf)
+        order = np.argsort(key, axis=1, kind="stable")
+        xs = np.take_along_axis(np.where(use, vals, 0.0), order, 1)
+        vs = np.take_along_axis(v, order, 1)
+        before = np.cumsum(vs, 1) - vs
+        s = (xs * np.maximum(0.0, np.minimum(vs, alpha - before))).sum(1) / alpha
+    elif method == "power_mean":
+        xz = np.where(use, vals, 1.0)
+        if math.isinf(p):
+            s = zmin if p < 0 else np.amax(np.where(use, vals, -inf), 1)
+        elif p == 0:
+            s = np.exp((v * np.log(xz)).sum(1))
+        else:
+            s = ((v * np.where(use, xz**p, 0.0)).sum(1)) ** (1.0 / p)
+        zero = (use & (vals == 0)).any(1)
+        if p <= 0:
+            s = np.where(zero, 0.0, s)
+    else:
+        raise ValueError(f"method must be one of {ALL_METHODS}; got {method!r}")
+    return np.where(has, s, math.nan)
 
 
 def _body(xp, gid, seg, rewards, weights, method, kappa, lam, eps, correction, singleton, baseline):

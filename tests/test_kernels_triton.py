@@ -42,8 +42,8 @@ if _ALREADY:  # triton was imported for the GPU earlier in this process: rerun i
 
 
 import rewardagg.kernels as K  # noqa: E402
-from kernel_cases import METHODS, fused_call, make_case  # noqa: E402
-from kernel_spec import stage12_reference  # noqa: E402
+from kernel_cases import METHODS, fused_call, make_case, threshold_case  # noqa: E402
+from kernel_spec import fused_reference, stage12_reference  # noqa: E402
 from rewardagg.kernels.triton_kernel import stage12_triton  # noqa: E402
 
 TOL = {torch.float64: 1e-10, torch.float32: 2e-5, torch.bfloat16: 2e-5, torch.float16: 2e-5}
@@ -251,3 +251,168 @@ def test_core_gd2po_on_triton_equals_array_path():
         )
         want = rewardagg.advantages(r, method=method, group_ids=ids, weights=w, backend="numpy")
         np.testing.assert_allclose(got.numpy(), want, rtol=1e-9, atol=1e-9)
+
+
+# ---- issue 23: multipliers, the raw-reward order, the float64 conflict rule -------------
+
+FUSED_CODES = {  # code: (slots, the spec's method and parameters)
+    0: ((0.0, 0.0), "gdpo", {}),
+    1: ((0.0, 0.0), "mean", {}),
+    2: ((1.3, 0.0), "softmin", {"kappa": 1.3}),
+    3: ((0.4, 0.0), "mean_variance", {"lam": 0.4}),
+    4: ((0.0, 0.0), "min", {}),
+}
+FUSED_TOL = {torch.float64: 1e-10, torch.float32: 2e-5}  # times 1 + |S|
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=str)
+@pytest.mark.parametrize("order", ["normalize_then_reduce", "reduce_then_normalize"])
+@pytest.mark.parametrize("code", sorted(FUSED_CODES))
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_issue23_multipliers_and_raw_order_across_blocks(case, code, order, dtype):
+    """S = base + sum_c lam_c Z_ic with the base over Z or over the raw rewards (then the
+    group z-score), merged across reward blocks and row blocks, against the spec."""
+    sizes, n_rew, br, bk = CASES[case]
+    r, off, w = make_case(sizes, n_rew, seed=len(case) + code)
+    x = torch.from_numpy(r).to(dtype)
+    slots, name, params = FUSED_CODES[code]
+    pairs = ((0, 0.7), (n_rew - 1, 0.25), (0, 0.3))
+    got, bad, _keep = stage12_triton(
+        x,
+        torch.from_numpy(off),
+        torch.from_numpy(w),
+        code=code,
+        slots=slots,
+        eps=1e-6,
+        correction=1.0,
+        identity=False,
+        loo=False,
+        raw=order == "reduce_then_normalize",
+        mult_cols=tuple(c for c, _ in pairs),
+        mult_lams=tuple(v for _, v in pairs),
+        block_r=br,
+        block_k=bk,
+    )
+    want, _ = fused_reference(
+        x.double().numpy(), off, weights=w, method=name, order=order, multipliers=pairs, **params
+    )
+    assert got.dtype == dtype and int(bad.sum()) == 0
+    g = got.double().numpy()
+    np.testing.assert_array_equal(np.isnan(g), np.isnan(want))
+    err = np.abs(g - want) / (1 + np.abs(want))
+    assert np.nanmax(err) <= FUSED_TOL[dtype]
+
+
+@pytest.mark.parametrize(
+    "opts",
+    [dict(singleton="identity", baseline="leave_one_out"), dict(correction=0.0, eps=0.01)],
+    ids=["identity-loo", "correction0"],
+)
+def test_issue23_raw_order_stage1_rules_via_fused_scores(opts):
+    r, off, w = make_case([1, 2, 40, 5], 6, seed=6)
+    kw = dict(eps=1e-6, correction=1.0, singleton="zero", baseline="mean") | opts
+    got, keep = K.fused_scores(
+        torch.from_numpy(r),
+        off,
+        code=K.FusedCode.SOFTMIN,
+        p0=0.7,
+        weights=w,
+        order="reduce_then_normalize",
+        mult_cols=(2,),
+        mult_lams=(0.5,),
+        backend="triton",
+        **kw,
+    )
+    want, _ = fused_reference(
+        r,
+        off,
+        weights=w,
+        method="softmin",
+        kappa=0.7,
+        order="reduce_then_normalize",
+        multipliers=((2, 0.5),),
+        **kw,
+    )
+    assert keep is None
+    np.testing.assert_allclose(got.numpy(), want, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("mode, tau", [("hard", 0.8), ("snr", 1.0)])
+def test_issue23_conflict_rule_float32_equals_float64_at_threshold(mode, tau):
+    """The conflict test reads float64 Z in the Triton pass too: float32 and float64 copies
+    of the same values drop the same rows, those of the float64 spec."""
+    r32, off = threshold_case(n_groups=60)
+    w = np.ones(2)
+    _, want = fused_reference(r32, off, weights=w, method="mean", conflict=mode, tau=tau)
+    kw = dict(
+        code=K.FusedCode.MEAN,
+        weights=w,
+        eps=1e-6,
+        correction=1.0,
+        singleton="zero",
+        baseline="mean",
+        conflict=mode,
+        conflict_threshold=tau,
+        backend="triton",
+    )
+    s32, keep32 = K.fused_scores(torch.from_numpy(r32), off, **kw)
+    _, keep64 = K.fused_scores(torch.from_numpy(r32.astype(np.float64)), off, **kw)
+    assert s32.dtype == torch.float32
+    np.testing.assert_array_equal(keep32, want)
+    np.testing.assert_array_equal(keep64, want)
+    assert (~want).any() and want[1::3].any()
+
+
+def test_issue23_triton_refuses_cvar_and_power_mean_saying_why():
+    r, off, w = make_case([4, 4], 3, seed=1)
+    kw = dict(weights=w, eps=1e-6, correction=1.0, singleton="zero", baseline="mean")
+    x = torch.from_numpy(r)
+    with pytest.raises(ValueError, match="order statistic that cannot be merged"):
+        K.fused_scores(x, off, code=K.FusedCode.CVAR, p0=0.25, backend="triton", **kw)
+    with pytest.raises(ValueError, match="no power mean"):
+        K.fused_scores(
+            x.abs(),
+            off,
+            code=K.FusedCode.POWER_MEAN,
+            p0=-1.0,
+            order="reduce_then_normalize",
+            backend="triton",
+            **kw,
+        )
+
+
+def test_issue23_unknown_code_raises_in_the_triton_kernel():
+    from rewardagg.kernels import triton_kernel as tk
+
+    r, off, w = make_case([4, 4], 3, seed=1)
+    x = torch.from_numpy(r)
+    args = dict(slots=(0.0, 0.0), eps=1e-6, correction=1.0, identity=False, loo=False)
+    with pytest.raises(ValueError, match="no reducer code 9"):
+        stage12_triton(x, torch.from_numpy(off), torch.from_numpy(w), code=9, **args)
+    with pytest.raises(Exception, match="unknown fused reducer code"):  # the kernel itself
+        tk._stage12_kernel[(1,)](
+            x,
+            torch.from_numpy(off),
+            torch.from_numpy(w),
+            torch.zeros(3, dtype=torch.float64),
+            torch.empty(8, dtype=torch.float64),
+            torch.empty(1, dtype=torch.float64),
+            torch.zeros(2, dtype=torch.int32),
+            torch.ones(8, dtype=torch.uint8),
+            3,
+            x.stride(0),
+            1.0,
+            0.0,
+            1e-6,
+            1.0,
+            0.8,
+            METHOD=9,
+            CONFLICT=0,
+            IDENTITY=False,
+            LOO=False,
+            RAW=False,
+            MULT=False,
+            BLOCK_R=4,
+            BLOCK_K=4,
+            ACC=tk.tl.float64,
+        )

@@ -38,16 +38,19 @@ from typing import Any
 
 import numpy as np
 
-from rewardagg._src.namespace import is_torch
+from rewardagg.kernels.codes import RAW_ONLY, FusedCode
 
 __all__ = [
     "AUTO_NUMBA_MIN_ELEMENTS",
     "BACKENDS",
     "CONFLICT_BACKENDS",
     "FUSED_BACKENDS",
+    "ORDERS",
     "CompileWarning",
+    "FusedCode",
     "available_backends",
     "fused_methods",
+    "fused_scores",
     "resolve_backend",
     "stage12",
     "warmup",
@@ -60,22 +63,35 @@ CONFLICT_BACKENDS = ("numba", "triton")
 AUTO_NUMBA_MIN_ELEMENTS = 1 << 15
 """``"auto"`` uses numba on CPU from this many rewards (N * K) on."""
 
+ORDERS = ("normalize_then_reduce", "reduce_then_normalize")
+"""Stage orders of :func:`fused_scores` (DESIGN.md section 2b)."""
+TRITON_CODES = frozenset(FusedCode) - {FusedCode.CVAR, FusedCode.POWER_MEAN}
+"""Codes the Triton pass runs: it merges reward blocks online, which an order statistic
+(CVaR's quantile) cannot; the power mean runs on numba only (not written for Triton yet)."""
+SINGLETONS = ("zero", "identity")
+BASELINES = ("mean", "leave_one_out")
+
 log = logging.getLogger("rewardagg.kernels")
 
 
-def fused_methods() -> tuple[str, ...]:
-    """Names of the registered methods with a fused kernel (a ``fused_code`` in the table)."""
-    from rewardagg._src.registry import _REGISTRY
+def __getattr__(name: str) -> Any:
+    # The by-name conveniences read the method table: they live in rewardagg.kernels.named,
+    # a layer above both the kernels and rewardagg._src (which never imports it).
+    if name in ("stage12", "fused_methods"):
+        from rewardagg.kernels import named
 
-    return tuple(name for name, a in _REGISTRY.items() if a.fused_code is not None)
+        return getattr(named, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def is_torch(x: Any) -> bool:
+    """Whether ``x`` is a torch tensor (without importing torch)."""
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(x, torch.Tensor)
 
 
 class CompileWarning(UserWarning):
     """A kernel call spent more than a second compiling or loading compiled code."""
-
-
-def _fused_backends(agg: Any) -> tuple[str, ...]:
-    return agg.fused_backends if agg.fused_code is not None else ()
 
 
 def _has(module: str) -> bool:
@@ -178,12 +194,17 @@ def resolve_backend(rewards: Any, backend: str = "auto") -> str:
 
 
 def _check(rewards, offsets, weights, eps, correction, singleton, baseline):
-    from rewardagg._src.normalisation import check_stage_options
-
-    check_stage_options(eps, correction, singleton, baseline)
     for name, val in (("eps", eps), ("correction", correction)):
-        if not math.isfinite(val):
+        if isinstance(val, bool) or not isinstance(val, (int, float, np.integer, np.floating)):
+            raise TypeError(f"{name} must be a real number; got {val!r}")
+        if not (math.isfinite(val) and val >= 0):
             raise ValueError(f"{name} must be a finite non-negative number; got {val!r}")
+    for name, val, choices in (
+        ("singleton", singleton, SINGLETONS),
+        ("baseline", baseline, BASELINES),
+    ):
+        if val not in choices:
+            raise ValueError(f"{name} must be one of {choices}; got {val!r}")
     if len(rewards.shape) != 2:
         raise ValueError(f"rewards must be 2-D (N, K); got shape {tuple(rewards.shape)}")
     n_rows, n_rew = (int(s) for s in rewards.shape)
@@ -212,159 +233,227 @@ def _raise_inf(rewards) -> None:
     )
 
 
-def stage12(
-    rewards: Any,
+def fused_scores(
+    x_sorted: Any,
     offsets: Any,
     *,
+    code: FusedCode | int,
+    p0: float = 0.0,
+    p1: float = 0.0,
     weights: Any,
-    method: str,
-    eps: float = 1e-6,
-    correction: float = 1,
-    singleton: str = "zero",
-    baseline: str = "mean",
-    backend: str = "auto",
-    validate: bool = True,
+    eps: float,
+    correction: float,
+    singleton: str,
+    baseline: str,
+    order: str = "normalize_then_reduce",
+    mult_cols: tuple[int, ...] = (),
+    mult_lams: tuple[float, ...] = (),
     conflict: str | None = None,
     conflict_threshold: float = 0.8,
-    return_keep: bool = False,
-    **params: Any,
-) -> Any:
-    r"""Stages 1-2 of DESIGN.md in one pass: the per-row score :math:`S` of sorted rows.
+    backend: str,
+) -> tuple[Any, np.ndarray | None]:
+    r"""Stages 1-2 of DESIGN.md in one fused pass, from a reducer code: the score :math:`S`
+    of rows sorted by group, before stage 3 and before GD²PO's group reweighting.
 
     .. math::
 
         Z_{ik} = \frac{R_{ik} - \mu_{g(i)k}}{\sigma_{g(i)k} + \varepsilon}, \qquad
-        S_i = \operatorname{agg}_k(Z_{ik};\ v_{ik} = w_k / \textstyle\sum_{k \in P_i} w_k)
+        S_i = b_i + \sum_c \lambda_c Z_{ic} \quad (Z_{ic} := 0 \text{ where missing})
+
+    with the base score :math:`b_i = \operatorname{red}_k(Z_{ik}; v_{ik})` for
+    ``order="normalize_then_reduce"``, and for ``order="reduce_then_normalize"`` the
+    reducer over the row's raw rewards, :math:`s_i = \operatorname{red}_k(R_{ik}; v_{ik})`,
+    standardised inside its group exactly as stage 1 standardises one reward (same
+    ``eps``/``correction``/``singleton``/``baseline``; a group whose scores are all equal,
+    or that has too few, gives 0); :math:`v_{ik} = w_k / \sum_{k \in P_i} w_k` over the
+    row's present rewards :math:`P_i` with :math:`w_k > 0`.
+
+    The conflict test (DESIGN.md section 2c) is evaluated on :math:`Z` computed in float64
+    from the input values whatever the input dtype, so float32 and float64 copies of the
+    same float32 values drop the same rows: with :math:`t_{ik} = w_k Z^{(64)}_{ik}` over
+    :math:`P_i`, a row is *mixed* when some :math:`t_{ik} > 10^{-8}` and some
+    :math:`t_{ik} < -10^{-8}`; ``"hard"`` drops every mixed row, ``"snr"`` a mixed row
+    with :math:`|\sum_k t_{ik}| / (\sum_k |t_{ik}| + 10^{-8}) < \tau`.
 
     Args:
-        rewards: ``(N, K)`` float numpy array or torch tensor (float16/bfloat16 are read as
-            float32); rows sorted so that group ``g`` is ``rewards[offsets[g]:offsets[g+1]]``;
-            NaN = missing.
-        offsets: ``(n_groups + 1,)`` integers from 0 to N (contiguous groups of ``G`` rows:
-            ``arange(0, N + 1, G)``).
-        weights: ``(K,)`` non-negative weights :math:`w` (a reward with weight 0 is ignored
-            in stage 2).
-        method: a z-score method of :func:`rewardagg.available_methods` (its entry in the
-            method table); the fused backends run those of :func:`fused_methods`.
-        eps, correction, singleton, baseline: as :func:`rewardagg.group_standardize`.
-        backend: ``"auto"``, ``"numpy"``, ``"torch"``, ``"numba"`` or ``"triton"``.
-        validate: raise :class:`ValueError` when a reward is infinite (the check is fused
-            into the pass); ``False`` lets infinities propagate as NaN.
-        conflict: GD²PO's conflict test per row, ``"hard"`` or ``"snr"`` (DESIGN.md
-            section 2c), in the same pass; its verdict comes back with ``return_keep``.
+        x_sorted: ``(N, K)`` float numpy array or torch tensor (float16/bfloat16 are read as
+            float32), rows sorted so that group ``g`` is ``x_sorted[offsets[g]:offsets[g+1]]``;
+            NaN = missing. ``+-inf`` is a :class:`ValueError`.
+        offsets: ``(n_groups + 1,)`` integers rising from 0 to N.
+        code: the reducer, a :class:`FusedCode`; ``p0``, ``p1``: its parameter slots
+            (softmin's ``kappa``, mean_variance's ``lam``, CVaR's ``alpha``, power_mean's
+            ``p``).
+        weights: ``(K,)`` finite non-negative weights.
+        eps, correction, singleton, baseline: stage 1's options, as
+            :func:`rewardagg.group_standardize` (``singleton`` ``"zero"``/``"identity"``,
+            ``baseline`` ``"mean"``/``"leave_one_out"``).
+        order: ``"normalize_then_reduce"`` or ``"reduce_then_normalize"``; the power mean
+            runs in the second only, on non-negative rewards.
+        mult_cols, mult_lams: the constrained columns and their multipliers
+            :math:`\lambda_c` (a column may repeat: its terms add up).
+        conflict: ``None``, ``"hard"`` or ``"snr"`` (order ``"normalize_then_reduce"``).
         conflict_threshold: the ``"snr"`` threshold :math:`\tau \in [0, 1]`.
-        return_keep: also return ``keep`` ``(N,)`` boolean (numpy): ``False`` for a row
-            the conflict filter drops.
-        **params: the method's parameters (``kappa=`` for softmin, ``lam=`` for
-            mean_variance), validated as :func:`rewardagg.advantages` does.
+        backend: ``"numba"`` (numpy arrays and CPU tensors) or ``"triton"`` (CUDA tensors;
+            CPU tensors under ``TRITON_INTERPRET=1``). Triton has no CVaR (an order
+            statistic cannot be merged across its reward blocks).
 
     Returns:
-        ``S`` ``(N,)`` in the input's library and device, float64 for float64 input and
-        float32 otherwise, in the sorted row order; NaN for a row without a present
-        positive-weight reward. With ``return_keep=True``: ``(S, keep)``.
+        ``(S, keep)``: ``S`` ``(N,)`` in the input's library and device, float64 for
+        float64 input and float32 otherwise, sorted row order, NaN for a row without a
+        present positive-weight reward; ``keep`` a numpy bool array ``(N,)`` (``False``:
+        the conflict filter drops the row; ``True`` for rows without a score) when
+        ``conflict`` is given, else ``None``.
+
+    Raises:
+        ValueError: an unknown code or option, a backend that cannot run the call (saying
+            why), bad offsets/weights/multipliers, an infinite reward.
+        RuntimeError: the backend's package is not installed.
     """
-    from rewardagg._src.registry import get_aggregator
+    job = _job(
+        x_sorted,
+        offsets,
+        code=code,
+        p0=p0,
+        p1=p1,
+        weights=weights,
+        eps=eps,
+        correction=correction,
+        singleton=singleton,
+        baseline=baseline,
+        order=order,
+        mult_cols=mult_cols,
+        mult_lams=mult_lams,
+        conflict=conflict,
+        conflict_threshold=conflict_threshold,
+        backend=backend,
+    )
+    s, bad, keep = _run_fused(x_sorted, job)
+    if bad:
+        _raise_inf(x_sorted)
+    return s, (keep if conflict is not None else None)
 
-    agg = get_aggregator(method)
-    if agg.kind != "standardized":
-        raise ValueError(f"method {method!r} is not a z-score method (stages 1-2)")
-    agg.check_order("normalize_then_reduce")  # stages 1-2 reduce z-scores
-    bound = agg.bind(params)
-    if agg.limits is not None and (limit := agg.limits(bound)) is not None:
-        agg, bound = get_aggregator(limit[0]), limit[1]
-    off, w = _check(rewards, offsets, weights, eps, correction, singleton, baseline)
-    if backend in FUSED_BACKENDS and backend not in _fused_backends(agg):
-        if agg.fused_code is None:
-            raise ValueError(
-                f"backend={backend!r} runs the methods with a fused kernel "
-                f"({', '.join(fused_methods())}); method {method!r} needs backend='numpy' "
-                "or 'torch'"
-            )
+
+class _Job:
+    """The validated, plain arguments of one fused pass (no method names: codes only)."""
+
+    __slots__ = (
+        "backend",
+        "cmode",
+        "code",
+        "correction",
+        "eps",
+        "identity",
+        "loo",
+        "mult_cols",
+        "mult_lams",
+        "off",
+        "raw",
+        "slots",
+        "tau",
+        "w",
+    )
+
+    def __init__(self, **kw: Any) -> None:
+        for k, v in kw.items():
+            setattr(self, k, v)
+
+
+def _job(
+    x_sorted,
+    offsets,
+    *,
+    code,
+    p0,
+    p1,
+    weights,
+    eps,
+    correction,
+    singleton,
+    baseline,
+    order,
+    mult_cols,
+    mult_lams,
+    conflict,
+    conflict_threshold,
+    backend,
+) -> _Job:
+    if backend not in FUSED_BACKENDS:
+        raise ValueError(f"backend must be one of {FUSED_BACKENDS}; got {backend!r}")
+    try:
+        fcode = FusedCode(int(code))
+    except (TypeError, ValueError):
         raise ValueError(
-            f"backend={backend!r} has no kernel for method {method!r}: its reduction is an "
-            "order statistic that cannot be merged across reward blocks; use "
-            "backend='auto', 'numpy' or 'torch'"
-        )
-    filt = _conflict_filter(agg, conflict, conflict_threshold)
-    if filt is not None and backend in FUSED_BACKENDS and backend not in CONFLICT_BACKENDS:
+            f"code must be a FusedCode ({', '.join(f'{c.name}={c.value}' for c in FusedCode)}); "
+            f"got {code!r}"
+        ) from None
+    if order not in ORDERS:
+        raise ValueError(f"order must be one of {ORDERS}; got {order!r}")
+    raw = order == "reduce_then_normalize"
+    if fcode in RAW_ONLY and not raw:
         raise ValueError(
-            f"backend={backend!r} has no conflict filter yet (the numba pass and the array "
-            "path have it); use backend='auto', 'numba', 'numpy' or 'torch'"
+            f"code {fcode.name} is defined for non-negative raw rewards only: it needs "
+            "order='reduce_then_normalize'"
         )
-    name = resolve_backend(rewards, backend)
-    if name in FUSED_BACKENDS and (
-        name not in _fused_backends(agg) or (filt is not None and name not in CONFLICT_BACKENDS)
-    ):  # "auto": the array path in the input's library
-        name = "torch" if is_torch(rewards) else "numpy"
-    stage1 = dict(eps=float(eps), correction=float(correction))
-    opts = dict(singleton=singleton, baseline=baseline, validate=validate, filt=filt)
-    s, bad, keep = _RUNNERS[name](rewards, off, w, agg, bound, stage1, **opts)
-    if validate and bad:
-        _raise_inf(rewards)
-    return (s, keep) if return_keep else s
+    slots = (float(p0), float(p1))
+    off, w = _check(x_sorted, offsets, weights, eps, correction, singleton, baseline)
+    n_rew = int(x_sorted.shape[1])
+    cols = tuple(int(c) for c in mult_cols)
+    lams = tuple(float(v) for v in mult_lams)
+    if len(cols) != len(lams):
+        raise ValueError(
+            f"mult_cols and mult_lams must have the same length; got {len(cols)} and {len(lams)}"
+        )
+    if any(not 0 <= c < n_rew for c in cols) or not all(math.isfinite(v) for v in lams):
+        raise ValueError(
+            f"mult_cols must be columns in [0, {n_rew}) and mult_lams finite numbers; "
+            f"got {cols} and {lams}"
+        )
+    if conflict not in (None, "hard", "snr"):
+        raise ValueError(f"conflict must be None, 'hard' or 'snr'; got {conflict!r}")
+    tau = float(conflict_threshold)
+    if not 0.0 <= tau <= 1.0:
+        raise ValueError(f"conflict_threshold must be in [0, 1]; got {conflict_threshold!r}")
+    if conflict is not None and raw:
+        raise ValueError(
+            f"conflict={conflict!r} compares per-reward advantages (group z-scores); "
+            "order='reduce_then_normalize' reduces the raw rewards instead"
+        )
+    name = resolve_backend(x_sorted, backend)
+    if name == "triton" and fcode == FusedCode.POWER_MEAN:
+        raise ValueError(
+            "backend='triton' has no power mean yet (the numba pass has it); use "
+            "backend='numba' or the array path"
+        )
+    if name == "triton" and fcode not in TRITON_CODES:
+        raise ValueError(
+            f"backend='triton' has no kernel for code {fcode.name}: its reduction is an order "
+            "statistic that cannot be merged across reward blocks; use backend='numba' or "
+            "the array path"
+        )
+    return _Job(
+        backend=name,
+        code=int(fcode),
+        slots=slots,
+        off=off,
+        w=w,
+        eps=float(eps),
+        correction=float(correction),
+        identity=singleton == "identity",
+        loo=baseline == "leave_one_out",
+        raw=raw,
+        mult_cols=cols,
+        mult_lams=lams,
+        cmode=0 if conflict is None else 1 + ("hard", "snr").index(conflict),
+        tau=tau,
+    )
 
 
-def _conflict_filter(agg: Any, conflict: Any, threshold: Any) -> Any:
-    from rewardagg._src.conflict import check_conflict
-
-    return check_conflict(agg, conflict, threshold, True, "normalize_then_reduce")
-
-
-def _run_array(rewards, off, w, agg, params, stage1, *, singleton, baseline, validate, filt, lib):
-    """The core's array path (stage 1 by cells, then the table's reducer), on sorted rows."""
-    from rewardagg._src.aggregators import row_weights
-    from rewardagg._src.conflict import conflict_rows
-    from rewardagg._src.grouping import make_layout
-    from rewardagg._src.namespace import ops_for
-    from rewardagg._src.normalisation import standardize_sorted
-
-    x = rewards
-    to_numpy = lib == "torch" and not is_torch(x)
-    if to_numpy:
-        import torch
-
-        x = torch.from_numpy(np.ascontiguousarray(x))
-    ops = ops_for(x)
-    x = ops.asarray(x, like=x)
-    if ops.name == "torch":
-        x = x.detach()
-        if x.dtype not in (ops.torch.float32, ops.torch.float64):
-            x = x.to(ops.torch.float32)
-    elif x.dtype not in (np.float32, np.float64):
-        x = x.astype(np.float32)
-    keep = np.ones(int(x.shape[0]), dtype=bool)
-    inf = ops.isinf(x)
-    n_inf = int(inf.sum())
-    if n_inf:  # validate=False: a cell holding +-inf has no score (NaN rows below)
-        x = ops.where(inf, ops.nan, x)
-    missing = ops.isnan(x)
-    missing = missing if ops.any(missing) else None
-    groups = np.repeat(np.arange(off.size - 1), np.diff(off))
-    layout = make_layout(int(x.shape[0]), group_ids=groups) if off.size > 1 else None
-    with np.errstate(all="ignore"):
-        if layout is None or x.shape[0] == 0:
-            s = ops.full((int(x.shape[0]),), ops.nan, like=x)
-        else:
-            xs = layout.sort_rows(x, ops)
-            ms = None if missing is None else layout.sort_rows(missing, ops)
-            z, _ = standardize_sorted(
-                xs, ms, layout, ops, singleton=singleton, baseline=baseline, **stage1
-            )
-            rw = row_weights(z, w, ops, ms)
-            s = layout.unsort_rows(agg.kernel(z, rw, ops, **params), ops)
-            if filt is not None:
-                drop = layout.unsort_rows(conflict_rows(z, rw, ops, filt)[0], ops)
-                keep = ~np.asarray(ops.to_numpy(drop), dtype=bool)
-    if n_inf:
-        bad_groups = np.zeros(off.size - 1)
-        np.add.at(bad_groups, groups, ops.to_numpy(inf).any(1))
-        s = ops.where(ops.bool_like(bad_groups[groups] > 0, s), ops.nan, s)
-    if to_numpy:
-        s = s.numpy()
-    return s, n_inf, keep
+def _run_fused(rewards: Any, job: _Job) -> tuple[Any, int, np.ndarray]:
+    """``(S, number of infinite rewards or bad cells, keep)`` of a validated job."""
+    return (_run_numba if job.backend == "numba" else _run_triton)(rewards, job)
 
 
-def _run_numba(rewards, off, w, agg, params, stage1, *, singleton, baseline, validate, filt):
+def _run_numba(rewards: Any, job: _Job) -> tuple[Any, int, np.ndarray]:
     from rewardagg.kernels import numba_kernel
 
     is_t = is_torch(rewards)
@@ -379,22 +468,27 @@ def _run_numba(rewards, off, w, agg, params, stage1, *, singleton, baseline, val
         x = np.asarray(rewards)
         if x.dtype not in (np.float32, np.float64):
             x = x.astype(np.float32)
-    code, slots = agg.fused_args(params)
-    first = not numba_kernel.is_warm(x.dtype.name)
+    wide = x.dtype == np.float64 or job.cmode > 0 or job.raw
+    key = numba_kernel._key(x.dtype, np.dtype(np.float64) if wide else x.dtype)
+    first = not numba_kernel.is_warm(key)
     s, bad, keep = numba_kernel.stage12_numba(
         x,
-        off,
-        w,
-        code=code,
-        slots=slots,
-        identity=singleton == "identity",
-        loo=baseline == "leave_one_out",
-        conflict=0 if filt is None else 1 + ("hard", "snr").index(filt.mode),
-        tau=0.8 if filt is None else filt.tau,
-        **stage1,
+        job.off,
+        job.w,
+        code=job.code,
+        slots=job.slots,
+        eps=job.eps,
+        correction=job.correction,
+        identity=job.identity,
+        loo=job.loo,
+        conflict=job.cmode,
+        tau=job.tau,
+        raw=job.raw,
+        mult_cols=job.mult_cols,
+        mult_lams=job.mult_lams,
     )
     if first:
-        _report_compile(x.dtype.name, numba_kernel.last_first_call_seconds.get(x.dtype.name, 0.0))
+        _report_compile(key, numba_kernel.last_first_call_seconds.get(key, 0.0))
     if is_t:
         import torch
 
@@ -414,38 +508,32 @@ def _report_compile(dtype: str, secs: float) -> None:
         )
 
 
-def _run_triton(rewards, off, w, agg, params, stage1, *, singleton, baseline, validate, filt):
+def _run_triton(rewards: Any, job: _Job) -> tuple[Any, int, np.ndarray]:
     import torch
 
     from rewardagg.kernels.triton_kernel import stage12_triton
 
-    code, slots = agg.fused_args(params)
+    off = job.off
     max_group = int(np.max(np.diff(off))) if off.size > 1 else 1
     with torch.no_grad():
         s, bad_groups, keep = stage12_triton(
             rewards.detach(),
             torch.from_numpy(off),
-            torch.from_numpy(w),
-            code=code,
-            slots=slots,
-            identity=singleton == "identity",
-            loo=baseline == "leave_one_out",
-            conflict=0 if filt is None else 1 + ("hard", "snr").index(filt.mode),
-            tau=0.8 if filt is None else filt.tau,
+            torch.from_numpy(job.w),
+            code=job.code,
+            slots=job.slots,
+            eps=job.eps,
+            correction=job.correction,
+            identity=job.identity,
+            loo=job.loo,
+            conflict=job.cmode,
+            tau=job.tau,
+            raw=job.raw,
+            mult_cols=job.mult_cols,
+            mult_lams=job.mult_lams,
             max_group=max_group,
-            **stage1,
         )
-    return s, (int(bad_groups.sum()) if validate else 0), keep.cpu().numpy().astype(bool)
-
-
-_RUNNERS = {
-    "numpy": lambda *a, **k: _run_array(*a, lib="numpy", **k),
-    "torch": lambda *a, **k: _run_array(*a, lib="torch", **k),
-    "numba": _run_numba,
-    "triton": _run_triton,
-}
-"""Backend name -> runner ``(rewards, offsets, weights, entry, params, stage1, **options)``
-returning ``(S, number of infinite rewards or bad cells, keep)``."""
+    return s, int(bad_groups.sum()), keep.cpu().numpy().astype(bool)
 
 
 def warmup(dtypes: tuple[str, ...] = ("float32", "float64")) -> dict[str, float]:

@@ -40,9 +40,9 @@ from numba.extending import intrinsic, overload
 
 __all__ = ["is_warm", "stage12_numba", "tiles", "warmup"]
 
-# Stage-2 codes are the method table's ``fused_code`` (rewardagg._src.methods): 0 weighted
-# sum, 1 weighted mean, 2 softmin (p0 = kappa), 3 mean minus p0 * variance, 4 minimum,
-# 5 CVaR (p0 = alpha).
+# Stage-2 codes: rewardagg.kernels.codes.FusedCode (0 weighted sum, 1 weighted mean,
+# 2 softmin (p0 = kappa), 3 mean minus p0 * variance, 4 minimum, 5 CVaR (p0 = alpha),
+# 6 power mean (p0 = p, raw order only)); any other code raises.
 
 TILE_VALUES = 1 << 16
 """Rewards per tile (256 KiB of float32): the tile and its per-cell and per-row arrays stay
@@ -429,6 +429,163 @@ def _row_z(t, i, w, sh, sc, cen, fac, z, wsum, acc, zmin, want_acc):
             zmin[j] = zz if zz < zmin[j] else zmin[j]
 
 
+@njit(cache=True, nogil=True, error_model="numpy", fastmath=_FM)
+def _row_raw(t, i, w, z, wsum, acc, zmin, want_acc):
+    """:func:`_row_z` for the raw-reward order: the raw values of row ``i`` into ``z``
+    (+inf where missing or of weight 0), with the same row totals."""
+    n_rew, _, m = t.shape
+    ft = t.dtype.type
+    inf = ft(np.inf)
+    zero = ft(0.0)
+    for j in range(m):
+        wsum[j] = zero
+        acc[j] = zero
+        zmin[j] = inf
+    for k in range(n_rew):
+        zk = z[k]
+        wk = ft(w[k])
+        if not wk > zero:
+            for j in range(m):
+                zk[j] = inf
+            continue
+        xk = t[k, i]
+        for j in range(m):
+            x = xk[j]
+            p = x == x
+            zz = x if p else inf
+            zk[j] = zz
+            wsum[j] += wk if p else zero
+            if want_acc:
+                acc[j] += wk * zz if p else zero
+            zmin[j] = zz if zz < zmin[j] else zmin[j]
+
+
+@njit(cache=True, nogil=True, error_model="numpy", fastmath=_FM)
+def _row_mult(t, i, mcols, mlams, sh, sc, cen, fac, out):
+    """``out = sum_c lam_c Z_ic`` over the constrained columns (0 where missing), whatever
+    the columns' weights."""
+    m = t.shape[2]
+    ft = t.dtype.type
+    zero = ft(0.0)
+    for j in range(m):
+        out[j] = zero
+    for c in range(mcols.shape[0]):
+        k = mcols[c]
+        lam = ft(mlams[c])
+        xk = t[k, i]
+        shk = sh[k]
+        sck = sc[k]
+        cenk = cen[k]
+        fack = fac[k]
+        for j in range(m):
+            x = xk[j]
+            zz = ((x * sck[j] - shk[j]) - cenk[j]) * fack[j]
+            out[j] += lam * zz if x == x else zero
+
+
+@njit(cache=True, nogil=True, error_model="numpy", fastmath=_FM)
+def _power_mean(z, w, p, wsum, s):
+    """``S = (sum_k v_k x_k^p)^(1/p)`` of raw values ``x >= 0`` (DESIGN.md 2b), in float64
+    and scaled by the row's max (``p > 0``) or min (``p < 0``) so that no power overflows;
+    ``p = 0`` the geometric mean, ``p = +-inf`` the max/min, 0 when some ``x = 0`` and
+    ``p <= 0``. A negative ``x`` gives NaN (the caller refuses such input)."""
+    n_rew, m = z.shape
+    ft = z.dtype.type
+    for j in range(m):
+        if not wsum[j] > 0.0:
+            s[j] = ft(np.nan)
+            continue
+        lo = np.inf
+        hi = -np.inf
+        for k in range(n_rew):
+            x = np.float64(z[k, j])
+            if w[k] > 0.0 and x < np.inf:
+                lo = min(lo, x)
+                hi = max(hi, x)
+        if lo < 0.0:
+            s[j] = ft(np.nan)
+        elif p == -np.inf:
+            s[j] = ft(lo)
+        elif p == np.inf:
+            s[j] = ft(hi)
+        elif p <= 0.0 and lo == 0.0:
+            s[j] = ft(0.0)
+        elif p > 0.0 and hi == 0.0:
+            s[j] = ft(0.0)
+        elif p == 0.0:
+            acc = 0.0
+            for k in range(n_rew):
+                x = np.float64(z[k, j])
+                if w[k] > 0.0 and x < np.inf:
+                    acc += w[k] * math.log(x)
+            s[j] = ft(math.exp(acc / np.float64(wsum[j])))
+        else:
+            ref = hi if p > 0.0 else lo  # every (x / ref)^p <= 1
+            acc = 0.0
+            for k in range(n_rew):
+                x = np.float64(z[k, j])
+                if w[k] > 0.0 and x < np.inf:
+                    acc += w[k] * math.exp(p * math.log(x / ref)) if x > 0.0 else 0.0
+            s[j] = ft(ref * math.exp(math.log(acc / np.float64(wsum[j])) / p))
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _group_z(sraw, offsets, g0, eps, correction, identity, loo, out, madd):
+    """The raw-reward order's second step: each group's scores ``sraw`` (``(G, m)``,
+    float64, NaN = no score) standardised inside the group exactly as stage 1 standardises
+    one reward, in float64, plus the multiplier terms ``madd``; written to ``out``."""
+    m = sraw.shape[1]
+    for j in range(m):
+        start = offsets[g0 + j]
+        size = offsets[g0 + j + 1] - start
+        n = 0.0
+        lo = np.inf
+        hi = -np.inf
+        for i in range(size):
+            x = sraw[i, j]
+            if x == x:
+                n += 1.0
+                lo = min(lo, x)
+                hi = max(hi, x)
+        signal = (hi > lo) and (n - correction > 0.0)
+        span = hi - lo if signal else 1.0
+        if not span < np.inf:  # scores beyond half the float64 range: halve first
+            span = 0.5 * hi - 0.5 * lo
+            scale = 0.5 / span
+        else:
+            scale = 1.0 / span
+        base = lo if signal else 0.0
+        s1 = 0.0
+        for i in range(size):
+            x = sraw[i, j]
+            if x == x:
+                s1 += (x * scale - base * scale) if signal else 0.0
+        mean_u = s1 / (n if n > 0.0 else 1.0)
+        m2 = 0.0
+        for i in range(size):
+            x = sraw[i, j]
+            if x == x:
+                d = (x * scale - base * scale) - mean_u
+                m2 += d * d
+        nd = n - correction
+        sd = math.sqrt(m2 / (nd if nd > 0.0 else 1.0))
+        f = 1.0 / (sd + eps * scale)
+        if loo:
+            f *= n / ((n if n > 2.0 else 2.0) - 1.0)
+        for i in range(size):
+            x = sraw[i, j]
+            if not x == x:
+                out[start + i] = np.nan
+                continue
+            if identity and n == 1.0:
+                zz = x / (1.0 + eps)
+            elif signal:
+                zz = ((x * scale - base * scale) - mean_u) * f
+            else:
+                zz = 0.0
+            out[start + i] = zz + madd[i, j]
+
+
 U_EXACT = 2.0**-10
 """Rows whose softmin sum ``u = sum_k v_k exp(-kappa (Z_k - m))`` falls below this (a
 minimum of small weight under a large kappa: ``u >= v`` of the minimum) are recomputed in
@@ -606,6 +763,10 @@ def _stage12(
     loo,
     cmode,
     tau,
+    raw,
+    mcols,
+    mlams,
+    proto,
     exact_range,
     out,
     keep,
@@ -613,26 +774,36 @@ def _stage12(
     t_end,
 ):
     """Tiles ``t_begin`` to ``t_end`` (groups ``tile_starts[t]`` to ``tile_starts[t+1]``):
-    ``out`` (S) and ``keep``; returns the number of cells with +-inf."""
+    ``out`` (S) and ``keep``; returns the number of cells with +-inf. The tile is computed
+    in ``proto``'s dtype (float64 for float32 input where the conflict test or the raw
+    order needs it: the values are exact in float64); ``raw`` selects the raw-reward order;
+    ``mcols``/``mlams`` the multiplier terms."""
     n_rew = r.shape[1]
-    ft = r.dtype.type
+    ft = proto.dtype.type
     big = 1
     m_max = 1
+    g_max = 1
     for t in range(t_begin, t_end):
         mt = tile_starts[t + 1] - tile_starts[t]
-        big = max(big, n_rew * _tile_rows(offsets, tile_starts[t], mt)[0] * mt)
+        gt = _tile_rows(offsets, tile_starts[t], mt)[0]
+        big = max(big, n_rew * gt * mt)
         m_max = max(m_max, mt)
+        g_max = max(g_max, gt)
     # scratch, reused by every tile (flat, reshaped per tile so that numba sees C layout)
-    buf = np.empty(big, r.dtype)
-    params = np.empty((5, n_rew * m_max), r.dtype)  # sh, sc, cen, fac, Z
+    buf = np.empty(big, proto.dtype)
+    params = np.empty((5, n_rew * m_max), proto.dtype)  # sh, sc, cen, fac, Z
     cells = np.empty((5, m_max))
-    rows = np.empty((4, m_max), r.dtype)
+    rows = np.empty((5, m_max), proto.dtype)
     conflict_sums = np.empty((2, m_max))
-    zmin_buf = np.empty(m_max, r.dtype)
-    q_buf = np.empty(m_max, r.dtype)
+    zmin_buf = np.empty(m_max, proto.dtype)
+    q_buf = np.empty(m_max, proto.dtype)
     kp_buf = np.empty(m_max, np.uint8)
     flags = np.empty((2, m_max), np.bool_)
+    n_side = g_max * m_max if raw else 1
+    sraw_buf = np.empty(n_side)  # raw order: the tile's scores and multiplier terms
+    madd_buf = np.empty(n_side)
     n_bad = 0
+    nan = ft(np.nan)
     for t in range(t_begin, t_end):
         g0 = tile_starts[t]
         m = tile_starts[t + 1] - g0
@@ -653,11 +824,16 @@ def _stage12(
         n_bad += _cells(
             tile, eps, correction, identity, loo, exact_range, shm, scm, cenm, facm, acc5
         )
-        wsum, acc, s, tmp = rows[0, :m], rows[1, :m], rows[2, :m], rows[3, :m]
+        wsum, acc, s, tmp, madd = rows[0, :m], rows[1, :m], rows[2, :m], rows[3, :m], rows[4, :m]
         zmin, q, kp = zmin_buf[:m], q_buf[:m], kp_buf[:m]
+        sraw = sraw_buf[: g * m].reshape((g, m)) if raw else sraw_buf[:1].reshape((1, 1))
+        mside = madd_buf[: g * m].reshape((g, m)) if raw else madd_buf[:1].reshape((1, 1))
         want_acc = code in (0, 1, 3) or (code == 2 and p0 == 0.0)
         for i in range(g):
-            _row_z(tile, i, w, shm, scm, cenm, facm, z, wsum, acc, zmin, want_acc)
+            if raw:
+                _row_raw(tile, i, w, z, wsum, acc, zmin, want_acc)
+            else:
+                _row_z(tile, i, w, shm, scm, cenm, facm, z, wsum, acc, zmin, want_acc)
             if code == 0:
                 for j in range(m):
                     s[j] = acc[j]
@@ -669,11 +845,22 @@ def _stage12(
                     s[j] = zmin[j]
             elif code == 2:
                 _softmin(z, w, p0, wsum, zmin, s, tmp)
+            elif code == 3:
+                _mean_variance(z, w, p0, wsum, acc, s)
             elif code == 5:
                 _cvar(z, w, p0, wsum, s, q, tmp)
+            elif code == 6:
+                _power_mean(z, w, p0, wsum, s)
             else:
-                _mean_variance(z, w, p0, wsum, acc, s)
+                raise ValueError("rewardagg.kernels: unknown fused reducer code")
+            if mcols.shape[0] > 0:
+                _row_mult(tile, i, mcols, mlams, shm, scm, cenm, facm, madd)
+            else:
+                for j in range(m):
+                    madd[j] = ft(0.0)
             if cmode > 0:
+                if raw:  # the test reads Z: the stage-1 values of the row
+                    _row_z(tile, i, w, shm, scm, cenm, facm, z, tmp, acc, q, False)
                 _conflict(
                     z,
                     w,
@@ -688,8 +875,14 @@ def _stage12(
             for j in range(m):
                 row = offsets[g0 + j] + i
                 if row < offsets[g0 + j + 1]:  # not a padding row
-                    out[row] = s[j] if wsum[j] > 0.0 else ft(np.nan)
+                    if raw:
+                        sraw[i, j] = np.float64(s[j]) if wsum[j] > 0.0 else np.nan
+                        mside[i, j] = np.float64(madd[j])
+                    else:
+                        out[row] = s[j] + madd[j] if wsum[j] > 0.0 else nan
                     keep[row] = kp[j] if cmode > 0 and wsum[j] > 0.0 else 1
+        if raw:
+            _group_z(sraw, offsets, g0, eps, correction, identity, loo, out, mside)
     return n_bad
 
 
@@ -753,21 +946,33 @@ def stage12_numba(
     loo: bool,
     conflict: int = 0,
     tau: float = 0.8,
+    raw: bool = False,
+    mult_cols: tuple[int, ...] = (),
+    mult_lams: tuple[float, ...] = (),
 ) -> tuple[np.ndarray, int, np.ndarray]:
     """``(S, number of cells holding +-inf, keep)``; ``r`` C-contiguous float32/float64.
 
     ``conflict`` 0 (none), 1 (GD²PO "hard") or 2 ("snr" with threshold ``tau``) fills
-    ``keep`` (uint8, 0 for a row the filter drops) in the same pass.
+    ``keep`` (uint8, 0 for a row the filter drops) in the same pass; ``raw`` runs the
+    raw-reward order (stage 2 on the rewards, then the group z-score of the score);
+    ``mult_cols``/``mult_lams`` add the terms ``sum_c lam_c Z_ic``. float32 input is
+    computed in float32, except with ``conflict`` or ``raw``: then its tiles are float64
+    (the values are exact there), so that the conflict test sees float64 Z and the raw
+    scores keep their digits; the result is float32 either way.
 
     Large batches are cut into runs of whole tiles (balanced by rows, a few per thread) and
     run on a small thread pool: the compiled function releases the GIL. numba's own
     ``parallel=True`` runtime is not used: under torch it would start a second OpenMP
     runtime whose spinning threads slow both down by several times.
     """
+    if int(code) not in _CODES:
+        raise ValueError(f"unknown fused reducer code {code!r}; known: {sorted(_CODES)}")
     if r.dtype not in (np.float32, np.float64):
         r = r.astype(np.float32)
     r = np.ascontiguousarray(r)
-    key = r.dtype.name
+    wide = r.dtype == np.float64 or conflict > 0 or raw
+    compute = np.dtype(np.float64 if wide else np.float32)
+    key = _key(r.dtype, compute)
     out = np.empty(r.shape[0], dtype=r.dtype)
     keep = np.empty(r.shape[0], dtype=np.uint8)
     offsets = np.ascontiguousarray(offsets, dtype=np.int64)
@@ -786,7 +991,11 @@ def stage12_numba(
         bool(loo),
         int(conflict),
         float(tau),
-        r.dtype == np.float64,  # exact min/max per cell (float32: sum d^2 > 0 is exact)
+        bool(raw),
+        np.asarray(mult_cols, dtype=np.int64).reshape(-1),
+        np.asarray(mult_lams, dtype=np.float64).reshape(-1),
+        np.empty(0, compute),
+        compute == np.float64,  # exact min/max per cell (float32: sum d^2 > 0 is exact)
         out,
         keep,
     )
@@ -811,6 +1020,17 @@ def stage12_numba(
         _warm.add(key)
         last_first_call_seconds[key] = time.perf_counter() - t0
     return out, int(bad), keep
+
+
+_CODES = frozenset(range(7))
+"""The reducer codes the pass implements (:class:`rewardagg.kernels.codes.FusedCode`)."""
+
+
+def _key(dtype: np.dtype, compute: np.dtype) -> str:
+    """The compiled variant: ``"float32"``, ``"float64"`` or ``"float32+float64"`` (float32
+    input in float64 tiles)."""
+    name = np.dtype(dtype).name
+    return name if np.dtype(compute) == np.dtype(dtype) else f"{name}+{np.dtype(compute).name}"
 
 
 MIN_ELEMENTS_PER_THREAD = 1 << 14
@@ -845,14 +1065,18 @@ def _pool():
     return _POOL[0]
 
 
-def warmup(dtypes: tuple[str, ...] = ("float32", "float64")) -> dict[str, float]:
-    """Compile (or load from the on-disk cache) the kernels now; returns seconds per dtype."""
+def warmup(
+    dtypes: tuple[str, ...] = ("float32", "float64", "float32+float64"),
+) -> dict[str, float]:
+    """Compile (or load from the on-disk cache) the kernels now; returns seconds per
+    variant (``"float32+float64"``: float32 input in float64 tiles, the conflict test's
+    and the raw order's)."""
     times = {}
     for dt in dtypes:
         if dt in _warm:
             times[dt] = 0.0
             continue
-        r = np.zeros((2, 1), dtype=dt)
+        r = np.zeros((2, 1), dtype=dt.split("+")[0])
         t0 = time.perf_counter()
         stage12_numba(
             r,
@@ -864,6 +1088,7 @@ def warmup(dtypes: tuple[str, ...] = ("float32", "float64")) -> dict[str, float]
             correction=1.0,
             identity=False,
             loo=False,
+            raw="+" in dt,
         )
         times[dt] = time.perf_counter() - t0
     return times

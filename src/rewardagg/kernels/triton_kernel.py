@@ -20,10 +20,12 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-__all__ = ["stage12_triton"]
+__all__ = ["TRITON_CODES", "group_zscore", "stage12_triton"]
 
-# Stage-2 codes are the method table's ``fused_code`` (rewardagg._src.methods): 0 weighted
-# sum, 1 weighted mean, 2 softmin (p0 = kappa), 3 mean minus p0 * variance, 4 minimum.
+# Stage-2 codes: rewardagg.kernels.codes.FusedCode 0 weighted sum, 1 weighted mean,
+# 2 softmin (p0 = kappa), 3 mean minus p0 * variance, 4 minimum; any other code raises
+# (CVaR's quantile cannot be merged across reward blocks; the power mean is numba's).
+TRITON_CODES = frozenset(range(5))
 
 
 @triton.jit
@@ -50,7 +52,9 @@ def _stage12_kernel(
     r_ptr,
     off_ptr,
     w_ptr,
+    lam_ptr,
     out_ptr,
+    madd_ptr,
     bad_ptr,
     keep_ptr,
     n_rew,
@@ -64,10 +68,13 @@ def _stage12_kernel(
     CONFLICT: tl.constexpr,
     IDENTITY: tl.constexpr,
     LOO: tl.constexpr,
+    RAW: tl.constexpr,
+    MULT: tl.constexpr,
     BLOCK_R: tl.constexpr,
     BLOCK_K: tl.constexpr,
     ACC: tl.constexpr,
 ):
+    tl.static_assert((METHOD >= 0) & (METHOD <= 4), "unknown fused reducer code")
     g = tl.program_id(0)
     start = tl.load(off_ptr + g).to(tl.int64)
     end = tl.load(off_ptr + g + 1).to(tl.int64)
@@ -85,6 +92,7 @@ def _stage12_kernel(
         c_pos = tl.zeros((BLOCK_R,), dtype=tl.int32)  # GD2PO: some term w z > 1e-8
         c_neg = tl.zeros((BLOCK_R,), dtype=tl.int32)  # ... and some term < -1e-8
         c_abs = tl.zeros((BLOCK_R,), dtype=ACC)  # sum |w z| (the signed sum is acc)
+        madd = tl.zeros((BLOCK_R,), dtype=ACC)  # sum_c lam_c Z_ic (0 where missing)
         for kb in range(0, n_rew, BLOCK_K):
             ks = kb + ak
             kmask = ks < n_rew
@@ -137,6 +145,11 @@ def _stage12_kernel(
             z = ((x - base[None, :]) * inv[None, :] - mean_u[None, :]) * fac[None, :]
             if IDENTITY:
                 z = tl.where((cnt == 1.0)[None, :], x / (1.0 + eps), z)
+            if MULT:
+                lk = tl.load(lam_ptr + ks, mask=kmask, other=0.0).to(ACC)
+                madd += tl.sum(tl.where(x == x, lk[None, :] * z, 0.0), axis=1)
+            if RAW:  # the reducer reads the raw rewards; Z only feeds the multipliers
+                z = x
             wk = tl.load(w_ptr + ks, mask=kmask, other=0.0).to(ACC)
             use = (x == x) & (wk > 0.0)[None, :]
             wz = tl.where(use, wk[None, :], 0.0)
@@ -181,7 +194,12 @@ def _stage12_kernel(
         else:
             s = zmin
         s = tl.where(has, s, float("nan"))
-        tl.store(out_ptr + rows, s.to(out_ptr.dtype.element_ty), mask=rmask)
+        if RAW:  # the group z-score of s follows (it spans row blocks)
+            tl.store(madd_ptr + rows, madd, mask=rmask)
+            tl.store(out_ptr + rows, s.to(madd_ptr.dtype.element_ty), mask=rmask)
+        else:
+            s = s + madd
+            tl.store(out_ptr + rows, s.to(out_ptr.dtype.element_ty), mask=rmask)
         if CONFLICT > 0:
             mixed = (c_pos > 0) & (c_neg > 0)
             if CONFLICT == 2:
@@ -192,6 +210,45 @@ def _stage12_kernel(
 
 def _next_pow2(n: int) -> int:
     return 1 << max(0, int(n) - 1).bit_length()
+
+
+def group_zscore(s, offsets, *, eps, correction, identity, loo):
+    """Each group's scores ``s`` (float64, NaN = no score) standardised inside the group as
+    stage 1 standardises one reward (DESIGN.md section 2b's raw-reward order), with torch
+    segment sums over the ``offsets``: ``(s - mu) / (sigma + eps)`` in the overflow-free
+    form ``(u - mean u) / (sd u + eps / span)``, ``u = (s - min) / (max - min)``."""
+    import torch
+
+    n_groups = offsets.numel() - 1
+    sizes = offsets[1:] - offsets[:-1]
+    gid = torch.repeat_interleave(torch.arange(n_groups, device=s.device), sizes)
+    present = s == s
+    sp = torch.where(present, s, 0.0)
+
+    def seg(v, how="sum"):
+        if how == "sum":
+            return torch.zeros(n_groups, dtype=v.dtype, device=v.device).index_add_(0, gid, v)
+        fill = float("inf") if how == "amin" else float("-inf")
+        init = torch.full((n_groups,), fill, dtype=v.dtype, device=v.device)
+        return init.scatter_reduce_(0, gid, v, reduce=how, include_self=True)
+
+    n = seg(present.to(s.dtype))
+    lo = seg(torch.where(present, s, float("inf")), "amin")
+    hi = seg(torch.where(present, s, float("-inf")), "amax")
+    signal = (hi > lo) & (n - correction > 0)
+    span = torch.where(signal, hi - lo, 1.0)
+    u = torch.where(present, (sp - torch.where(signal, lo, 0.0)[gid]) / span[gid], 0.0)
+    mean_u = seg(u) / torch.clamp(n, min=1.0)
+    d = torch.where(present, u - mean_u[gid], 0.0)
+    nd = n - correction
+    sd = torch.sqrt(seg(d * d) / torch.where(nd > 0, nd, 1.0))
+    fac = 1.0 / (sd + eps / span)
+    if loo:
+        fac = fac * n / (torch.clamp(n, min=2.0) - 1.0)
+    z = d * torch.where(signal, fac, 0.0)[gid]
+    if identity:
+        z = torch.where((n == 1)[gid] & present, s / (1.0 + eps), z)
+    return torch.where(present, z, float("nan"))
 
 
 def stage12_triton(
@@ -207,28 +264,49 @@ def stage12_triton(
     loo: bool,
     conflict: int = 0,
     tau: float = 0.8,
+    raw: bool = False,
+    mult_cols: tuple[int, ...] = (),
+    mult_lams: tuple[float, ...] = (),
     max_group: int | None = None,
     block_r: int | None = None,
     block_k: int | None = None,
 ):
     """``(S, per-group count of reward blocks holding +-inf, keep)``; torch tensors on one
     device. ``conflict`` 1 ("hard") or 2 ("snr", threshold ``tau``) runs GD²PO's test in
-    the same pass: ``keep`` (uint8) is 0 for a dropped row, 1 otherwise.
+    the same pass: ``keep`` (uint8) is 0 for a dropped row, 1 otherwise. ``mult_cols`` /
+    ``mult_lams`` add ``sum_c lam_c Z_ic`` (a sum across reward blocks); ``raw`` runs the
+    raw-reward order (the reducer over the raw rewards in the pass, then the O(N) group
+    z-score of the scores with torch segment sums, :func:`group_zscore`).
+
+    float32 input is computed in float32, except with ``conflict`` (the test reads float64
+    Z, so that float32 and float64 copies of the same values drop the same rows) or ``raw``
+    (float64 sums for the scores): then in float64; the result is float32 either way.
 
     ``block_r`` / ``block_k`` override the tile shape (tests use them to reach the
     multi-block paths with small inputs).
     """
     import torch
 
+    if int(code) not in TRITON_CODES:
+        raise ValueError(
+            f"the Triton kernel has no reducer code {code!r} (it runs {sorted(TRITON_CODES)}; "
+            "CVaR is an order statistic that cannot be merged across reward blocks)"
+        )
     if r.dtype not in (torch.float16, torch.bfloat16, torch.float32, torch.float64):
         r = r.to(torch.float32)
     if r.stride(1) != 1:
         r = r.contiguous()
     n_rows, n_rew = r.shape
     offsets = offsets.to(device=r.device, dtype=torch.int64).contiguous()
-    w = w.to(device=r.device, dtype=torch.float64 if r.dtype == torch.float64 else torch.float32)
+    wide = r.dtype == torch.float64 or conflict > 0 or raw
+    cdt = torch.float64 if wide else torch.float32
+    w = w.to(device=r.device, dtype=cdt)
+    lam = torch.zeros(max(n_rew, 1), dtype=torch.float64)
+    for c, v in zip(mult_cols, mult_lams, strict=True):
+        lam[int(c)] += float(v)
+    lam = lam.to(device=r.device, dtype=cdt)
     n_groups = offsets.numel() - 1
-    acc = tl.float64 if r.dtype == torch.float64 else tl.float32
+    acc = tl.float64 if wide else tl.float32
     out = torch.empty(
         n_rows, device=r.device, dtype=torch.float64 if r.dtype == torch.float64 else torch.float32
     )
@@ -236,6 +314,8 @@ def stage12_triton(
     keep = torch.ones(n_rows, device=r.device, dtype=torch.uint8)
     if n_groups == 0 or n_rows == 0:
         return out, bad, keep
+    side = torch.empty(n_rows if raw else 1, device=r.device, dtype=torch.float64)
+    s_raw = torch.empty(n_rows, device=r.device, dtype=torch.float64) if raw else out
     if max_group is None:
         max_group = int((offsets[1:] - offsets[:-1]).max())
     bk = block_k or min(_next_pow2(max(n_rew, 1)), 64)
@@ -244,7 +324,9 @@ def stage12_triton(
         r,
         offsets,
         w,
-        out,
+        lam,
+        s_raw,
+        side,
         bad,
         keep,
         n_rew,
@@ -258,8 +340,15 @@ def stage12_triton(
         CONFLICT=int(conflict),
         IDENTITY=bool(identity),
         LOO=bool(loo),
+        RAW=bool(raw),
+        MULT=len(mult_cols) > 0,
         BLOCK_R=br,
         BLOCK_K=bk,
         ACC=acc,
     )
+    if raw:
+        z = group_zscore(
+            s_raw, offsets, eps=float(eps), correction=float(correction), identity=identity, loo=loo
+        )
+        out.copy_(z + side)
     return out, bad, keep
