@@ -209,69 +209,31 @@ def _fused(plan: Plan, prep: Prepared) -> tuple[Any, Any]:
     x = plan.layout.sort_rows(prep.values, ops)
     filt = plan.conflict
     try:
-        if hasattr(kernels, "fused_scores"):
-            code, slots = plan.reducer.fused_args(plan.reducer_params)
-            s, keep = kernels.fused_scores(
-                x,
-                plan.layout.offsets,
-                code=code,
-                p0=slots[0],
-                p1=slots[1],
-                weights=plan.weights_or_ones(),
-                eps=plan.stage1.eps,
-                correction=plan.stage1.correction,
-                singleton=plan.stage1.singleton,
-                baseline=plan.stage1.baseline,
-                order=plan.order,
-                mult_cols=plan.cols,
-                mult_lams=plan.lams,
-                conflict=None if filt is None else filt.mode,
-                conflict_threshold=0.8 if filt is None else filt.tau,
-                backend=plan.backend,
-            )
-        else:  # the older entry point: z-score order; the constraint terms added here
-            s, keep = _stage12_then_terms(plan, x, ops)
+        code, slots = plan.reducer.fused_args(plan.reducer_params)
+        s, keep = kernels.fused_scores(
+            x,
+            plan.layout.offsets,
+            code=code,
+            p0=slots[0],
+            p1=slots[1],
+            weights=plan.weights_or_ones(),
+            eps=plan.stage1.eps,
+            correction=plan.stage1.correction,
+            singleton=plan.stage1.singleton,
+            baseline=plan.stage1.baseline,
+            order=plan.order,
+            mult_cols=plan.cols,
+            mult_lams=plan.lams,
+            conflict=None if filt is None else filt.mode,
+            conflict_threshold=0.8 if filt is None else filt.tau,
+            backend=plan.backend,
+        )
     except ValueError:
         # the kernel found +-inf in its pass; name the caller's row, not the sorted one
         check_finite_or_nan(prep.values, ops, "rewards")
         raise
     s = finite_scores(s, plan.method.name)
     return s, None if keep is None else ~np.asarray(_numpy(keep, ops), dtype=bool)
-
-
-def _stage12_then_terms(plan: Plan, x: Any, ops: Ops) -> tuple[Any, Any]:
-    filt = plan.conflict
-    opts: dict[str, Any] = {}
-    if filt is not None:
-        opts = dict(conflict=filt.mode, conflict_threshold=filt.tau, return_keep=True)
-    st = plan.stage1
-    out = kernels.stage12(
-        x,
-        plan.layout.offsets,
-        weights=plan.weights_or_ones(),
-        method=plan.reducer.name,
-        backend=plan.backend,
-        eps=st.eps,
-        correction=st.correction,
-        singleton=st.singleton,
-        baseline=st.baseline,
-        **opts,
-        **plan.reducer_params,
-    )
-    s, keep = out if filt is not None else (out, None)
-    if plan.cols:
-        xc = x[:, list(plan.cols)]
-        missing = ops.isnan(xc)
-        missing = missing if ops.any(missing) else None
-        terms = constraint_terms(xc, missing, None, _columns_plan(plan), ops)
-        s = s + ops.asarray(_numpy(terms, ops), like=s)
-    return s, keep
-
-
-def _columns_plan(plan: Plan) -> Plan:
-    from dataclasses import replace
-
-    return replace(plan, cols=tuple(range(len(plan.cols))))
 
 
 # -- stage 3 ----------------------------------------------------------------------------------

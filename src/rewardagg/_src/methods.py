@@ -29,6 +29,7 @@ from rewardagg._src.validation import (
     check_real,
     check_unit_interval,
 )
+from rewardagg.kernels.codes import FusedCode
 
 __all__ = [
     "BUILTINS",
@@ -144,7 +145,7 @@ class Aggregator:
     specs: tuple[Param, ...] = ()
     order: str = "normalize_then_reduce"
     orders: tuple[str, ...] = ORDERS
-    fused_code: int | None = None
+    fused_code: FusedCode | None = None
     fused_slots: tuple[str, ...] = ()
     fused_backends: tuple[str, ...] = ("numba", "triton")
     sweep: tuple[Mapping[str, Any], ...] = ({},)
@@ -205,7 +206,7 @@ class Aggregator:
             )
         return order
 
-    def fused_args(self, params: Mapping[str, Any]) -> tuple[int, tuple[float, ...]]:
+    def fused_args(self, params: Mapping[str, Any]) -> tuple[FusedCode, tuple[float, ...]]:
         """``(code, (p0, p1, ...))`` for the fused kernels (unused slots are 0)."""
         if self.fused_code is None:
             raise ValueError(f"method {self.name!r} has no fused kernel")
@@ -279,7 +280,7 @@ BUILTINS: tuple[Aggregator, ...] = (
         agg.weighted_sum,
         kernel=agg.weighted_sum_kernel,
         attention=agg.weighted_sum_attention,
-        fused_code=0,
+        fused_code=FusedCode.SUM,
         summary="weighted sum of group z-scores (GDPO; TRL normalize_then_sum)",
     ),
     Aggregator(
@@ -287,7 +288,7 @@ BUILTINS: tuple[Aggregator, ...] = (
         agg.weighted_mean,
         kernel=agg.weighted_mean_kernel,
         attention=agg.weighted_mean_attention,
-        fused_code=1,
+        fused_code=FusedCode.MEAN,
         summary="weighted mean of group z-scores (softmin at kappa 0)",
     ),
     Aggregator(
@@ -296,7 +297,7 @@ BUILTINS: tuple[Aggregator, ...] = (
         kernel=agg.softmin_kernel,
         attention=agg.softmin_attention,
         specs=(KAPPA,),
-        fused_code=2,
+        fused_code=FusedCode.SOFTMIN,
         fused_slots=("kappa",),
         sweep=({"kappa": 0.5}, {"kappa": 1.0}, {"kappa": 2.0}),
         limits=_softmin_limits,
@@ -308,7 +309,7 @@ BUILTINS: tuple[Aggregator, ...] = (
         kernel=agg.mean_variance_kernel,
         attention=agg.mean_variance_attention,
         specs=(LAM,),
-        fused_code=3,
+        fused_code=FusedCode.MEAN_VARIANCE,
         fused_slots=("lam",),
         sweep=({"lam": 0.5},),
         summary="mean minus lam times the variance of group z-scores (softmin's twin)",
@@ -319,7 +320,7 @@ BUILTINS: tuple[Aggregator, ...] = (
         agg.weighted_min,
         kernel=agg.weighted_min_kernel,
         attention=agg.weighted_min_attention,
-        fused_code=4,
+        fused_code=FusedCode.MIN,
         summary="worst group z-score (softmin at kappa inf)",
     ),
     Aggregator(
@@ -328,7 +329,7 @@ BUILTINS: tuple[Aggregator, ...] = (
         kernel=agg.cvar_kernel,
         attention=agg.cvar_attention,
         specs=(ALPHA,),
-        fused_code=5,
+        fused_code=FusedCode.CVAR,
         fused_slots=("alpha",),
         fused_backends=("numba",),
         sweep=({"alpha": 0.25}, {"alpha": 0.5}),
@@ -341,6 +342,9 @@ BUILTINS: tuple[Aggregator, ...] = (
         kernel=agg.power_mean_kernel,
         attention=agg.power_mean_attention,
         specs=(POWER,),
+        fused_code=FusedCode.POWER_MEAN,
+        fused_slots=("p",),
+        fused_backends=("numba",),
         order="reduce_then_normalize",
         orders=("reduce_then_normalize",),
         sweep=({"p": -1.0}, {"p": 0.0}),

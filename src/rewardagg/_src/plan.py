@@ -35,6 +35,7 @@ from rewardagg._src.validation import (
     prepare_rewards,
     prepare_weights,
 )
+from rewardagg.kernels.codes import FusedCode
 
 __all__ = ["CENTERS", "Plan", "Stage1", "make_plan"]
 
@@ -114,51 +115,60 @@ class Plan:
         return np.ones(self.n_rewards) if self.weights is None else self.weights
 
 
+REAL_LIMITS = {
+    ("triton", FusedCode.CVAR): "its reduction is an order statistic that "
+    "cannot be merged across the reward blocks Triton reduces online"
+}
+"""(backend, code) pairs a fused kernel cannot run by its nature."""
+
+
 def fused_limit(method: Aggregator, backend: str) -> str:
     """Why the fused ``backend`` cannot run ``method`` at all ("" when it can): a real
     limit, not a missing feature."""
     if method.kind == "sum_first":
-        return ""  # composed: grpo's stages 1-2 run on the array path of the input
+        return ""  # a composition: its stages 1-2 run on the array path of the input
     if method.fused_code is None:
         return (
-            f"runs the methods with a fused kernel ({', '.join(kernels.fused_methods())}); "
+            f"runs the methods with a fused kernel ({', '.join(fused_method_names())}); "
             f"method {method.name!r} is Python code with none"
         )
-    if backend not in method.fused_backends:
-        return (
-            f"has no kernel for method {method.name!r}: its reduction is an order statistic "
-            "that cannot be merged across reward blocks"
-        )
-    return ""
+    why = REAL_LIMITS.get((backend, FusedCode(method.fused_code)), "")
+    return f"has no kernel for method {method.name!r}: {why}" if why else ""
 
 
-def kernel_carries(plan_like: Mapping[str, Any]) -> bool:
-    """Whether the fused kernel contract (``kernels.fused_scores``) carries these options;
-    options it does not carry run stages 1-2 on the array path of the input's library."""
-    if plan_like["sum_first"] or not plan_like["scale"]:
-        return False  # grpo's weight-0 rule and the centring-only stage 1
-    if hasattr(kernels, "fused_scores"):
-        return True
-    # the older kernel entry point: z-score order, no multipliers (they are added here)
-    return bool(plan_like["order"] == "normalize_then_reduce")
+def fused_method_names() -> tuple[str, ...]:
+    from rewardagg._src.registry import available_methods
+
+    names = available_methods()
+    return tuple(n for n in names if get_aggregator(n).fused_code is not None)
+
+
+def kernel_carries(method: Aggregator, backend: str, *, scale: bool) -> bool:
+    """Whether ``backend``'s fused kernel (:func:`rewardagg.kernels.fused_scores`) carries
+    this plan; what it does not carry, without a real limit (grpo's composition, the
+    centring-only stage 1, a code not written for that kernel yet), runs its stages 1-2 on
+    the array path of the input's library, so every option runs under every backend."""
+    if method.kind == "sum_first" or not scale or method.fused_code is None:
+        return False
+    return backend in method.fused_backends
 
 
 def _choose_backend(
-    backend: str, rewards: Any, method: Aggregator, carries: bool
+    backend: str, rewards: Any, method: Aggregator, scale: bool
 ) -> tuple[str, bool]:
-    """``(backend, fused)``: the backend that runs the plan, and whether its fused kernel
-    runs stages 1-2."""
+    """``(backend, fused)``: the backend that runs the plan ("auto": the input's array
+    library), and whether its fused kernel runs stages 1-2."""
     if backend == "auto":
         name = kernels.resolve_backend(rewards) if hasattr(rewards, "shape") else "numpy"
-        if name in kernels.FUSED_BACKENDS and (fused_limit(method, name) or not carries):
-            return "auto", False
-        return name, name in kernels.FUSED_BACKENDS
+        if name in kernels.FUSED_BACKENDS and kernel_carries(method, name, scale=scale):
+            return name, True
+        return "auto", False
     if backend in kernels.FUSED_BACKENDS:
         kernels.resolve_backend(rewards, backend)  # a missing package or a wrong device
         why = fused_limit(method, backend)
         if why:
             raise ValueError(f"backend={backend!r} {why}; use backend='auto', 'numpy' or 'torch'")
-        return backend, carries
+        return backend, kernel_carries(method, backend, scale=scale)
     return backend, False
 
 
@@ -212,10 +222,7 @@ def make_plan(
     stage1 = Stage1(eps, correction, singleton, baseline, group_scale)
     limit = entry.limits(params) if entry.limits is not None else None
     reducer, reducer_params = (get_aggregator(limit[0]), limit[1]) if limit else (entry, params)
-    carries = kernel_carries(
-        dict(sum_first=entry.kind == "sum_first", scale=group_scale, order=order)
-    )
-    name, fused = _choose_backend(backend, rewards, entry, carries)
+    name, fused = _choose_backend(backend, rewards, entry, group_scale)
     library = {"numba": "auto", "triton": "torch"}.get(backend, backend)
     prep = prepare_rewards(rewards, mask, library=library, check_finite=False)
     if not fused:  # stages 1-2 on the array path of the prepared rewards' library
