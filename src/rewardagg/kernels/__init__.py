@@ -28,6 +28,7 @@ trigger it under ``"auto"``; :func:`warmup` does it up front.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import logging
 import math
@@ -333,29 +334,24 @@ def fused_scores(
     return s, (keep if conflict is not None else None)
 
 
+@dataclasses.dataclass(frozen=True)
 class _Job:
     """The validated, plain arguments of one fused pass (no method names: codes only)."""
 
-    __slots__ = (
-        "backend",
-        "cmode",
-        "code",
-        "correction",
-        "eps",
-        "identity",
-        "loo",
-        "mult_cols",
-        "mult_lams",
-        "off",
-        "raw",
-        "slots",
-        "tau",
-        "w",
-    )
-
-    def __init__(self, **kw: Any) -> None:
-        for k, v in kw.items():
-            setattr(self, k, v)
+    backend: str
+    code: int
+    slots: tuple[float, ...]
+    off: np.ndarray
+    w: np.ndarray
+    eps: float
+    correction: float
+    identity: bool
+    loo: bool
+    raw: bool
+    mult_cols: tuple[int, ...]
+    mult_lams: tuple[float, ...]
+    cmode: int
+    tau: float
 
 
 def _job(
@@ -471,7 +467,7 @@ def _run_numba(rewards: Any, job: _Job) -> tuple[Any, int, np.ndarray]:
     wide = x.dtype == np.float64 or job.cmode > 0 or job.raw
     key = numba_kernel._key(x.dtype, np.dtype(np.float64) if wide else x.dtype)
     first = not numba_kernel.is_warm(key)
-    s, bad, keep = numba_kernel.stage12_numba(
+    s_np, bad, keep = numba_kernel.stage12_numba(
         x,
         job.off,
         job.w,
@@ -489,10 +485,11 @@ def _run_numba(rewards: Any, job: _Job) -> tuple[Any, int, np.ndarray]:
     )
     if first:
         _report_compile(key, numba_kernel.last_first_call_seconds.get(key, 0.0))
+    s: Any = s_np
     if is_t:
         import torch
 
-        s = torch.from_numpy(s).to(rewards.device)
+        s = torch.from_numpy(s_np).to(rewards.device)
     return s, bad, keep.astype(bool)
 
 
