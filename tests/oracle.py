@@ -254,3 +254,17 @@ def zscores(R, **kw):
     groups = _groups(R.shape[0], kw.pop("group_size", None), kw.pop("group_ids", None))
     Z = stage1(R, groups, **kw)
     return np.array([[np.nan if z is None else float(z) for z in row] for row in Z])
+
+
+def drops(R, *, mode, tau=0.8, weights=None, group_size=None, group_ids=None, **stage1_kw):
+    """DESIGN.md 2c: the rows the conflict filter drops (rows with a score only), on the
+    exact stage-1 values of ``R`` (``stage1_kw``: eps, correction, singleton, baseline,
+    scale)."""
+    R = np.array(R, dtype=np.float64)
+    n, k = R.shape
+    w = [1.0] * k if weights is None else [float(x) for x in weights]
+    opts = dict(eps=1e-6, correction=1, **stage1_kw)
+    Z = stage1(R, _groups(n, group_size, group_ids), **opts)
+    return np.array(
+        [bool(_participating(Z[i], w)) and dropped(Z[i], w, mode, tau) for i in range(n)]
+    )

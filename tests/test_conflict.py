@@ -190,3 +190,54 @@ def test_bad_input_names_the_argument(kwargs, err, match):
     kwargs = {"method": "gdpo", **kwargs}
     with pytest.raises(err, match=match):
         ra.advantages(R, group_size=4, **kwargs)
+
+
+# ---- the dtype-independent rule (issue 23): the verdict on float64 stage-1 values --------
+
+
+def _threshold_batch(n_groups=40, seed=23):
+    """Groups of 3 rows, 2 rewards, float32 values whose z-score terms sit on the sign
+    threshold 1e-8: reward 0 is ``[-1, 1, d]`` with ``d`` in [1e-8, 6e-8], so row 2's
+    z-score is about ``2 d / 3`` in exact arithmetic (above 1e-8 for most ``d``) but 0 in
+    float32 arithmetic (``1 + d`` rounds to 1); reward 1 ``[1, 1, 0]`` makes row 2's
+    other term clearly negative; with tau = 1 "snr" drops a row whose ratio is 1 - 5e-8."""
+    rng = np.random.default_rng(seed)
+    d = rng.uniform(1e-8, 6e-8, n_groups).astype(np.float32)
+    r = np.zeros((3 * n_groups, 2), np.float32)
+    r[0::3, 0], r[1::3, 0], r[2::3, 0] = -1.0, 1.0, d
+    r[0::3, 1], r[1::3, 1], r[2::3, 1] = 1.0, 1.0, 0.0
+    return r
+
+
+@pytest.mark.parametrize("mode", ["hard", "snr"])
+def test_issue23_conflict_rule_same_rows_for_float32_and_float64(mode):
+    """float32 and float64 copies of the same float32 values drop the same rows on numpy
+    and torch (and numba when installed), equal to the oracle's verdict (exact arithmetic
+    on the same values); the batch then gives the same advantages within float32."""
+    r32 = _threshold_batch()
+    r64 = r32.astype(np.float64)
+    z32 = ra.group_standardize(r32, group_size=3)
+    assert np.any(np.abs(z32[2::3, 0]) <= 1e-8)  # float32 arithmetic: on the threshold
+    kw = dict(method="gdpo", group_size=3, conflict=mode, conflict_threshold=1.0)
+    want = oracle.drops(r64, mode=mode, tau=1.0, group_size=3)
+    assert want[2::3].sum() > 10  # the exact verdict drops most threshold rows
+    backends = ["numpy", "torch"] + (["numba"] if "numba" in kernels.available_backends() else [])
+    for backend in backends:
+        for r in (r32, r64):
+            x = torch.from_numpy(r) if backend == "torch" else r
+            _, info = ra.advantages(x, backend=backend, return_info=True, **kw)
+            np.testing.assert_array_equal(info.dropped, want, err_msg=f"{backend} {r.dtype}")
+
+
+def test_issue23_dropped_mask_in_callers_row_order():
+    """``info.dropped`` is the caller's row order (shuffled labels), None without a filter,
+    and its rows get advantage exactly 0."""
+    R, labels, w = ragged(3)
+    adv, info = ra.advantages(R, method="gd2po", group_ids=labels, weights=w, return_info=True)
+    assert info.dropped.shape == (R.shape[0],) and info.dropped.dtype == bool
+    assert int(info.dropped.sum()) == info.conflict_dropped > 0
+    assert np.all(adv[info.dropped] == 0.0)
+    want = oracle.drops(R, mode="hard", weights=w, group_ids=labels)
+    np.testing.assert_array_equal(info.dropped, want)
+    _, plain = ra.advantages(R, group_ids=labels, return_info=True)
+    assert plain.dropped is None
