@@ -160,8 +160,14 @@ def advantages(
     conflict=None,
     conflict_threshold=None,
     reweight_groups=True,
+    group_scale=True,
 ):
     """float64 advantages computed from ``R`` (any float dtype) at 60 digits.
+
+    ``group_scale=False``: stage 1 only centres, R[i, k] - mu[g(i), k] (no division;
+    the issue-23 contract); everything that reads stage 1 (the reducer in the default order,
+    the raw-order score's group step, the multipliers' terms, the conflict test) reads the
+    centred values.
 
     ``multipliers`` is ``{column index: lambda}``; ``order=None`` is the method's default
     (``"reduce_then_normalize"`` for power_mean, ``"normalize_then_reduce"`` otherwise)."""
@@ -201,7 +207,9 @@ def advantages(
             else:
                 a = [mp.mpf(0)] * n
         return np.array([float(x) for x in a])
-    opts = dict(eps=eps, correction=correction, singleton=singleton, baseline=baseline)
+    opts = dict(
+        eps=eps, correction=correction, singleton=singleton, baseline=baseline, scale=group_scale
+    )
     Z = stage1(R, groups, **opts)
     params = dict(kappa=kappa, lam=lam, alpha=alpha, p=p)
     order = order or (

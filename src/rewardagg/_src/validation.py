@@ -281,3 +281,38 @@ def check_choice(value: Any, name: str, choices: tuple[str, ...]) -> str:
     if value not in choices:
         raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}; got {value!r}")
     return value
+
+
+TRUE_WORDS = ("true", "1", "yes", "on")
+FALSE_WORDS = ("false", "0", "no", "off")
+
+
+def parse_real(
+    value: Any, name: str, *, low: float | None = None, allow_inf: bool = False
+) -> float:
+    """``value`` from a config file or command line as a float (a string is converted):
+    not NaN, finite unless ``allow_inf``, ``>= low`` when given; errors name ``name``
+    (the host's setting)."""
+    if isinstance(value, bool):
+        raise TypeError(f"{name} must be a number; got {value!r}")
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        error = ValueError if isinstance(value, str) else TypeError
+        raise error(f"{name} must be a number; got {value!r}") from None
+    if math.isnan(v) or (math.isinf(v) and not allow_inf):
+        rule = "a number (inf allowed)" if allow_inf else "a finite number"
+        raise ValueError(f"{name} must be {rule}; got {value!r}")
+    if low is not None and v < low:
+        raise ValueError(f"{name} must be >= {low:g}; got {value!r}")
+    return v
+
+
+def parse_flag(value: Any, name: str) -> bool:
+    """A bool, or a config file's / command line's ``true``/``false`` (``1``/``0``,
+    ``yes``/``no``, ``on``/``off``)."""
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, str) and value.strip().lower() in TRUE_WORDS + FALSE_WORDS:
+        return value.strip().lower() in TRUE_WORDS
+    raise TypeError(f"{name} must be true or false; got {value!r}")

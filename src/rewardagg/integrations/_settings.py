@@ -46,7 +46,7 @@ from rewardagg._src.conflict import check_conflict
 from rewardagg._src.methods import CONFLICTS, ORDERS, Aggregator, Param, parse_value
 from rewardagg._src.normalisation import BASELINES, SINGLETONS
 from rewardagg._src.pipeline import CENTERS
-from rewardagg._src.validation import prepare_weights
+from rewardagg._src.validation import check_choice, parse_flag, parse_real, prepare_weights
 
 __all__ = [
     "CONSTRAINT_OPTIONS",
@@ -291,8 +291,6 @@ SHARED_OPTION_HELP = {
     "constraint_kp": "proportional gain, PID Lagrangian (default 0)",
     "constraint_kd": "derivative gain, PID Lagrangian (default 0)",
 }
-_TRUE = ("true", "1", "yes", "on")
-_FALSE = ("false", "0", "no", "off")
 
 
 @dataclass(frozen=True)
@@ -384,53 +382,15 @@ def _as_index(key: Any) -> int | None:
     return None
 
 
-def _real(value: Any, setting: str, *, low: float | None = None, allow_inf: bool = False):
-    """``value`` as a float (a string from a command line is converted): not NaN, finite
-    unless ``allow_inf``, ``>= low`` when given; errors name ``setting``."""
-    if isinstance(value, bool):
-        raise TypeError(f"{setting} must be a number; got {value!r}")
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        error = ValueError if isinstance(value, str) else TypeError
-        raise error(f"{setting} must be a number; got {value!r}") from None
-    if math.isnan(v) or (math.isinf(v) and not allow_inf):
-        rule = "a number (inf allowed)" if allow_inf else "a finite number"
-        raise ValueError(f"{setting} must be {rule}; got {value!r}")
-    if low is not None and v < low:
-        raise ValueError(f"{setting} must be >= {low:g}; got {value!r}")
-    return v
-
-
-def _flag(value: Any, setting: str) -> bool:
-    """A bool, or a command line's ``true``/``false`` (``1``/``0``, ``yes``/``no``)."""
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.strip().lower() in _TRUE + _FALSE:
-        return value.strip().lower() in _TRUE
-    raise TypeError(f"{setting} must be true or false; got {value!r}")
-
-
-def _choice(value: Any, setting: str, choices: tuple[str, ...]) -> str:
-    if value not in choices:
-        raise ValueError(f"{setting} must be one of {', '.join(map(repr, choices))}; got {value!r}")
-    return value
-
-
 # --------------------------------------------------------------------------------------
 # stage-1 options and reward weights: the core's rules, checked with the host's names
 # --------------------------------------------------------------------------------------
 
 
-def check_choice(value: Any, setting: str, choices: tuple[str, ...]) -> str:
-    """``value`` if it is one of ``choices``; ``ValueError`` naming ``setting`` otherwise."""
-    return _choice(value, setting, choices)
-
-
 def check_eps(value: Any, setting: str) -> float | None:
     """An epsilon: ``None`` (the host's default), or a finite number ``>= 0`` (a command
     line's string is converted); errors name ``setting``."""
-    return None if value is None else _real(value, setting, low=0.0)
+    return None if value is None else parse_real(value, setting, low=0.0)
 
 
 def check_stage_options(
@@ -459,9 +419,9 @@ def check_stage_options(
     if eps is not None:
         out["eps"] = check_eps(eps, settings["eps"])
     if singleton is not None:
-        out["singleton"] = _choice(singleton, settings["singleton"], SINGLETONS)
+        out["singleton"] = check_choice(singleton, settings["singleton"], SINGLETONS)
     if baseline is not None:
-        out["baseline"] = _choice(baseline, settings["baseline"], BASELINES)
+        out["baseline"] = check_choice(baseline, settings["baseline"], BASELINES)
     return out
 
 
@@ -473,7 +433,7 @@ def check_weights(weights: Any, setting: str, n_rewards: int | None = None) -> l
         return None
     if isinstance(weights, (str, bytes, Mapping)) or not isinstance(weights, Iterable):
         raise TypeError(f"{setting} must be a list of numbers; got {weights!r}")
-    values = [_real(w, f"{setting}[{i}]") for i, w in enumerate(weights)]
+    values = [parse_real(w, f"{setting}[{i}]") for i, w in enumerate(weights)]
     try:
         prepare_weights(values, len(values) if n_rewards is None else n_rewards)
     except (TypeError, ValueError) as err:
@@ -510,7 +470,7 @@ def parse_targets(value: Any, setting: str) -> tuple[tuple[str | int, float], ..
     for key, target in pairs:
         if not isinstance(key, (str, int)) or isinstance(key, bool):
             raise TypeError(f"{setting}: a reward is a name or a column index; got {key!r}")
-        out.append((key, _real(target, f"{setting}[{key!r}]")))
+        out.append((key, parse_real(target, f"{setting}[{key!r}]")))
     if len({str(k) for k, _ in out}) != len(out):
         raise ValueError(f"{setting}: a reward is named twice ({[k for k, _ in out]})")
     return tuple(out)
@@ -520,21 +480,21 @@ def _pipeline(given: Mapping[str, Any], aggregator: Aggregator, spelling: Spelli
     name = spelling.option
     order = given.get("order")
     if order is not None:
-        order = _choice(order, name("order"), ORDERS)
+        order = check_choice(order, name("order"), ORDERS)
         try:
             aggregator.check_order(order)
         except ValueError as err:
             raise ValueError(f"{name('order')}={order!r}: {err}") from None
-    center = _choice(given.get("center", "batch"), name("center"), CENTERS)
+    center = check_choice(given.get("center", "batch"), name("center"), CENTERS)
     conflict = given.get("conflict")
     if conflict is not None:
-        conflict = _choice(conflict, name("conflict"), CONFLICTS)
+        conflict = check_choice(conflict, name("conflict"), CONFLICTS)
     tau = given.get("conflict_threshold")
     if tau is not None:
-        tau = _real(tau, name("conflict_threshold"))
+        tau = parse_real(tau, name("conflict_threshold"))
         if not 0.0 <= tau <= 1.0:
             raise ValueError(f"{name('conflict_threshold')} must be in [0, 1]; got {tau!r}")
-    reweight = _flag(given.get("reweight_groups", True), name("reweight_groups"))
+    reweight = parse_flag(given.get("reweight_groups", True), name("reweight_groups"))
     if aggregator.kind == "sum_first" and center != "batch":
         raise ValueError(
             f"{name('center')}={center!r}: method {aggregator.name!r} sums the rewards first "
@@ -571,16 +531,16 @@ def _constraints(given: Mapping[str, Any], aggregator: Aggregator, spelling: Spe
             "has no per-reward z-scores to weight; use a z-score method (gdpo with order "
             "'reduce_then_normalize' is GRPO's score)"
         )
-    lr = _real(given.get("constraint_lr", 0.1), name("constraint_lr"), low=0.0)
-    lam_max = _real(
+    lr = parse_real(given.get("constraint_lr", 0.1), name("constraint_lr"), low=0.0)
+    lam_max = parse_real(
         given.get("constraint_lambda_max", math.inf),
         name("constraint_lambda_max"),
         low=0.0,
         allow_inf=True,
     )
-    init = _real(given.get("constraint_init", 0.0), name("constraint_init"), low=0.0)
-    kp = _real(given.get("constraint_kp", 0.0), name("constraint_kp"), low=0.0)
-    kd = _real(given.get("constraint_kd", 0.0), name("constraint_kd"), low=0.0)
+    init = parse_real(given.get("constraint_init", 0.0), name("constraint_init"), low=0.0)
+    kp = parse_real(given.get("constraint_kp", 0.0), name("constraint_kp"), low=0.0)
+    kd = parse_real(given.get("constraint_kd", 0.0), name("constraint_kd"), low=0.0)
     options = ConstraintOptions(targets, lr, lam_max, init, kp, kd)
     names = [str(k) for k, _ in targets]
     try:  # the tracker's own checks, with the keys as stand-in reward names

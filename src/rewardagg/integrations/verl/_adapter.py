@@ -18,7 +18,6 @@ import torch
 from verl.trainer.ppo import core_algos
 
 import rewardagg
-from rewardagg._src.conflict import TINY
 from rewardagg.integrations import _patching
 from rewardagg.integrations._hooks import run_after_import
 from rewardagg.integrations._settings import (
@@ -282,90 +281,7 @@ def _has_reward(r: np.ndarray, weights: list[float] | None) -> np.ndarray:
     return present.any(axis=1)
 
 
-def _centre(
-    x: np.ndarray, group_ids: Any, settings: RewardAggVerlSettings, eps: float
-) -> np.ndarray:
-    """Each column of ``x`` minus its group mean (no scaling), with verl's conventions."""
-    return np.asarray(
-        rewardagg.group_standardize(
-            x,
-            group_ids=group_ids,
-            eps=eps,
-            correction=1,
-            singleton=settings.singleton,
-            baseline=settings.baseline,
-            scale=False,
-        )
-    )
-
-
-# -- GD2PO's conflict filter (DESIGN.md 2c), for what the core does not hand back -------------
-
-
-def _conflict_mode(settings: RewardAggVerlSettings) -> tuple[str, float] | None:
-    """``(mode, tau)`` of the filter the batch runs (the method's when not set), or None."""
-    aggregator = rewardagg.get_aggregator(settings.method)
-    mode = settings.pipeline.conflict or aggregator.conflict
-    if mode is None:
-        return None
-    tau = settings.pipeline.conflict_threshold
-    return mode, aggregator.conflict_threshold if tau is None else tau
-
-
-def _conflict_drops(
-    adv: np.ndarray, weights: list[float] | None, mode: str, tau: float
-) -> np.ndarray:
-    """Rows whose per-reward terms ``w_k adv_ik`` disagree in sign ("hard"), and mostly
-    cancel ("snr": ``|sum| / (sum |.| + 1e-8) < tau``); NaN and zero weights take no part."""
-    w = np.ones(adv.shape[1]) if weights is None else np.asarray(weights, dtype=np.float64)
-    t = np.where(np.isnan(adv) | (w[None, :] <= 0), 0.0, adv * w[None, :])
-    drop = (t > TINY).any(axis=1) & (t < -TINY).any(axis=1)
-    if mode == "snr":
-        drop &= np.abs(t.sum(axis=1)) / (np.abs(t).sum(axis=1) + TINY) < tau
-    return np.asarray(drop, dtype=bool)
-
-
-def _kept_share(drop: np.ndarray, scored: np.ndarray, group_ids: Any) -> np.ndarray:
-    """Per row, its group's kept share rho: kept rows / rows with a score (1 if none)."""
-    _, group = np.unique(np.asarray(group_ids), return_inverse=True)
-    with_score = np.bincount(group, weights=scored.astype(np.float64))
-    kept = np.bincount(group, weights=(scored & ~drop).astype(np.float64))
-    rho = np.where(with_score > 0, kept / np.maximum(with_score, 1.0), 1.0)
-    return rho[group]
-
-
-def _core_drops(
-    r: np.ndarray, group_ids: Any, settings: RewardAggVerlSettings, eps: float, s, info
-) -> np.ndarray:
-    """The rows the core's filter dropped, for the token mask of verl's whitening.
-
-    ``AggregationInfo`` reports only their number, so the same test runs here on the same
-    stage-1 z-scores; a row the core kept (its score is not 0) is never taken as dropped,
-    and a count that still differs (a ratio within rounding of ``tau``) is logged.
-    """
-    mode, tau = _conflict_mode(settings)  # type: ignore[misc]
-    z = rewardagg.group_standardize(
-        r,
-        group_ids=group_ids,
-        eps=eps,
-        correction=1,
-        singleton=settings.singleton,
-        baseline=settings.baseline,
-    )
-    drop = _conflict_drops(np.asarray(z), settings.weights, mode, tau)
-    drop &= _has_reward(r, settings.weights) & (s == 0)
-    if int(drop.sum()) != info.conflict_dropped:
-        logger.warning(
-            "rewardagg: the conflict filter dropped %d rows, the token mask of the "
-            "whitening %d (a ratio within rounding of conflict_threshold); the others "
-            "enter its statistics with advantage 0",
-            info.conflict_dropped,
-            int(drop.sum()),
-        )
-    return drop
-
-
-# -- the row scores -----------------------------------------------------------------------
+# -- the row scores: the core's, with verl's conventions -----------------------------------
 
 
 def _row_scores(
@@ -377,25 +293,20 @@ def _row_scores(
     scale_by_std: bool,
     multipliers: Mapping[str, float] | None = None,
 ) -> tuple[np.ndarray, Any, np.ndarray]:
-    """Stages 1-2 (and 3 for ``batch_norm="rows"``) in float64; 0 for rows without reward.
+    """Stages 1-2 (and 3 for ``batch_norm="rows"``) by the core in float64; 0 for rows
+    without reward. ``norm_adv_by_std_in_grpo=False`` is the core's centring-only stage 1
+    (``group_scale=False``; grpo's ``scale="none"``), as verl's GDPO and GD2PO read it.
 
-    Returns ``(scores, info, dropped)``: ``info`` is ``None`` for the centring-only path,
-    ``dropped`` the rows the conflict filter dropped (all False without one).
+    Returns ``(scores, info, dropped)``: ``dropped`` the rows the conflict filter dropped
+    (``info.dropped``; all False without a filter).
     """
     group_ids = np.arange(r.shape[0]) if index is None else index
-    if settings.kind == "sum_first" or scale_by_std:
-        s, info = _core_scores(r, group_ids, settings, eps, scale_by_std, multipliers)
-        if _conflict_mode(settings) is None:
-            return s, info, np.zeros(r.shape[0], bool)
-        return s, info, _core_drops(r, group_ids, settings, eps, s, info)
-    return _centred_scores(r, group_ids, settings, eps, multipliers)
-
-
-def _core_scores(r, group_ids, settings, eps, scale_by_std, multipliers):
     params = dict(settings.method_params)
-    if settings.kind == "sum_first" and not scale_by_std:
-        # verl's norm_adv_by_std_in_grpo=False is the sum-first method's centring-only scale
-        params.setdefault("scale", "none")
+    if settings.kind == "sum_first":
+        if not scale_by_std:
+            params.setdefault("scale", "none")
+    else:
+        params["group_scale"] = scale_by_std
     s, info = rewardagg.advantages(
         r,
         method=settings.method,
@@ -412,50 +323,8 @@ def _core_scores(r, group_ids, settings, eps, scale_by_std, multipliers):
         **settings.pipeline.kwargs(),
         **params,
     )
-    return np.asarray(s, dtype=np.float64), info
-
-
-def _centred_scores(r, group_ids, settings, eps, multipliers):
-    """``norm_adv_by_std_in_grpo=False``: stage 1 only centres each reward in its group (as
-    verl's GDPO and GD2PO do with that flag); stage 2, the multipliers, the conflict filter
-    (on the centred rewards, as GD2PO) and stage 3 follow as configured."""
-    aggregator = rewardagg.get_aggregator(settings.method)
-    params = aggregator.bind(settings.method_params)  # the method's defaults filled in
-    centred = _centre(r, group_ids, settings, eps)
-    if aggregator.check_order(settings.pipeline.order) == "normalize_then_reduce":
-        s = np.asarray(aggregator.reduce(centred, weights=settings.weights, **params))
-    else:  # reduce the raw rewards, then centre the score
-        s = np.asarray(aggregator.reduce(r, weights=settings.weights, **params))
-        s = _centre(s.astype(np.float64)[:, None], group_ids, settings, eps)[:, 0]
-    s = s.astype(np.float64)
-    for name, lam in (multipliers or {}).items():  # lambda_c times the centred reward c
-        col = np.nan_to_num(centred[:, settings.reward_names.index(name)])
-        s = s + lam * col
-    drop = np.zeros(r.shape[0], bool)
-    conflict = _conflict_mode(settings)
-    if conflict is not None:
-        scored = ~np.isnan(s)
-        drop = _conflict_drops(centred, settings.weights, *conflict) & scored
-        rho = _kept_share(drop, scored, group_ids) if settings.pipeline.reweight_groups else 1.0
-        s = np.where(drop, np.nan, s * rho)
-    if settings.pipeline.center == "group":  # each group's mean over its scored rows
-        s = np.asarray(
-            rewardagg.group_standardize(s[:, None], group_ids=group_ids, correction=0, scale=False)
-        )[:, 0]
-    if settings.batch_norm == "rows":
-        s = _rows_stage3(s, eps, centre=settings.pipeline.center == "batch")
-    return np.where(np.isnan(s), 0.0, s), None, drop
-
-
-def _rows_stage3(s: np.ndarray, eps: float, *, centre: bool) -> np.ndarray:
-    """Stage 3 over the rows with a score; ``centre=False`` (group-centred scores) only
-    divides by their standard deviation (0 for all when fewer than two or all equal)."""
-    if centre:
-        return np.asarray(rewardagg.batch_standardize(s, eps=eps, correction=1), np.float64)
-    scored = s[~np.isnan(s)]
-    if scored.size < 2 or np.all(scored == scored[0]):
-        return np.where(np.isnan(s), np.nan, 0.0)
-    return s / (np.std(scored, ddof=1) + eps)
+    dropped = np.zeros(r.shape[0], bool) if info.dropped is None else info.dropped
+    return np.asarray(s, dtype=np.float64), info, dropped
 
 
 def _whiten_verl(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -573,8 +442,6 @@ def _metrics(settings, r, info, tracker, dropped) -> dict[str, float]:
     out = _reward_metrics(r, settings.reward_names)
     if info is not None:
         out.update(info.to_metrics(settings.reward_names, prefix="rewardagg/"))
-    if info is None and _conflict_mode(settings) is not None:
-        out["rewardagg/conflict_dropped"] = float(dropped.sum())
     if tracker is not None:
         out.update(tracker.metrics(prefix="rewardagg/"))
     return out
@@ -669,9 +536,8 @@ _FUNCTIONS = {"rvpo": compute_rvpo_advantage, "rewardagg": compute_rewardagg_adv
 
 
 def last_info() -> rewardagg.AggregationInfo | None:
-    """Diagnostics of the last estimator call in this process (``None`` before any call,
-    and for ``norm_adv_by_std_in_grpo=False``); ``last_info().to_metrics(names)`` gives a
-    flat dict for a logger."""
+    """Diagnostics of the last estimator call in this process (``None`` before any call);
+    ``last_info().to_metrics(names)`` gives a flat dict for a logger."""
     return _state["last_info"]
 
 
