@@ -37,6 +37,9 @@ __all__ = [
     "FUSED_SLOTS",
     "ORDERS",
     "Aggregator",
+    "DisplayPart",
+    "FusedPart",
+    "MathPart",
     "Param",
     "parse_value",
 ]
@@ -105,6 +108,41 @@ def parse_value(param: Param, value: Any) -> Any:
 
 
 @dataclass(frozen=True)
+class MathPart:
+    r"""What a method computes: its stage-2 reducer on validated arrays
+    ``kernel(z, row_weights, ops, **params)``, its attention :math:`\partial S/\partial Z`
+    (same signature; ``None``: unknown), ``limits(params) -> (name, params) | None`` (the
+    entry that computes it exactly for these parameters), and whether it is defined for
+    non-negative values only."""
+
+    kernel: Callable[..., Any] | None
+    attention: Callable[..., Any] | None = None
+    limits: Callable[[Mapping[str, Any]], tuple[str, dict] | None] | None = None
+    nonnegative: bool = False
+
+
+@dataclass(frozen=True)
+class FusedPart:
+    """How the fused kernels run it: a :class:`~rewardagg.kernels.FusedCode` (``None``:
+    the array path only), the parameter filling each float slot, and the fused backends
+    that implement the code."""
+
+    code: FusedCode | None = None
+    slots: tuple[str, ...] = ()
+    backends: tuple[str, ...] = ("numba", "triton")
+
+
+@dataclass(frozen=True)
+class DisplayPart:
+    """How people see it: a one-line summary, a short label and the settings the demo and
+    the audit sweep."""
+
+    summary: str = ""
+    short: str = ""
+    sweep: tuple[Mapping[str, Any], ...] = ({},)
+
+
+@dataclass(frozen=True)
 class Aggregator:
     """A method: one entry of the table (built in or registered).
 
@@ -162,6 +200,50 @@ class Aggregator:
         specs = self.specs + missing
         object.__setattr__(self, "specs", specs)
         object.__setattr__(self, "params", MappingProxyType({p.name: p.default for p in specs}))
+
+    @classmethod
+    def of(
+        cls,
+        name: str,
+        reduce: Callable[..., Any],
+        *,
+        math: MathPart,
+        fused: FusedPart = FusedPart(),
+        display: DisplayPart = DisplayPart(),
+        **rest: Any,
+    ) -> Aggregator:
+        """An entry from its typed parts (``rest``: ``specs``, ``kind``, ``order``,
+        ``orders``, ``conflict``, ``conflict_threshold``)."""
+        return cls(
+            name,
+            reduce,
+            kernel=math.kernel,
+            attention=math.attention,
+            limits=math.limits,
+            nonnegative=math.nonnegative,
+            fused_code=fused.code,
+            fused_slots=fused.slots,
+            fused_backends=fused.backends,
+            summary=display.summary,
+            short=display.short,
+            sweep=display.sweep,
+            **rest,
+        )
+
+    @property
+    def math(self) -> MathPart:
+        """The math part: reducer, attention, limits."""
+        return MathPart(self.kernel, self.attention, self.limits, self.nonnegative)
+
+    @property
+    def fused(self) -> FusedPart:
+        """The fused part: kernel code, parameter slots, backends."""
+        return FusedPart(self.fused_code, self.fused_slots, self.fused_backends)
+
+    @property
+    def display(self) -> DisplayPart:
+        """The display part: summary, short label, sweep."""
+        return DisplayPart(self.summary, self.short, self.sweep)
 
     def spec(self, name: str) -> Param:
         """The :class:`Param` called ``name``."""
@@ -264,93 +346,86 @@ POWER = Param("p", -1.0, check_real, "p", "power-mean exponent (1 mean, 0 geomet
 SCALE = Param("scale", "group", _scale, "", "grpo: 'group', 'batch' or 'none' (Dr. GRPO)")
 
 BUILTINS: tuple[Aggregator, ...] = (
-    Aggregator(
+    Aggregator.of(
         "grpo",
         agg.weighted_sum,
         kind="sum_first",
-        kernel=agg.weighted_sum_kernel,
-        attention=agg.weighted_sum_attention,
         specs=(SCALE,),
         order="reduce_then_normalize",
         orders=("reduce_then_normalize",),
-        summary="sum the raw rewards, then group z-score; no stage 3 (TRL's default)",
+        math=MathPart(agg.weighted_sum_kernel, agg.weighted_sum_attention),
+        display=DisplayPart("sum the raw rewards, then group z-score; no stage 3 (TRL's default)"),
     ),
-    Aggregator(
+    Aggregator.of(
         "gdpo",
         agg.weighted_sum,
-        kernel=agg.weighted_sum_kernel,
-        attention=agg.weighted_sum_attention,
-        fused_code=FusedCode.SUM,
-        summary="weighted sum of group z-scores (GDPO; TRL normalize_then_sum)",
+        math=MathPart(agg.weighted_sum_kernel, agg.weighted_sum_attention),
+        fused=FusedPart(FusedCode.SUM),
+        display=DisplayPart("weighted sum of group z-scores (GDPO; TRL normalize_then_sum)"),
     ),
-    Aggregator(
+    Aggregator.of(
         "mean",
         agg.weighted_mean,
-        kernel=agg.weighted_mean_kernel,
-        attention=agg.weighted_mean_attention,
-        fused_code=FusedCode.MEAN,
-        summary="weighted mean of group z-scores (softmin at kappa 0)",
+        math=MathPart(agg.weighted_mean_kernel, agg.weighted_mean_attention),
+        fused=FusedPart(FusedCode.MEAN),
+        display=DisplayPart("weighted mean of group z-scores (softmin at kappa 0)"),
     ),
-    Aggregator(
+    Aggregator.of(
         "softmin",
         agg.softmin,
-        kernel=agg.softmin_kernel,
-        attention=agg.softmin_attention,
         specs=(KAPPA,),
-        fused_code=FusedCode.SOFTMIN,
-        fused_slots=("kappa",),
-        sweep=({"kappa": 0.5}, {"kappa": 1.0}, {"kappa": 2.0}),
-        limits=_softmin_limits,
-        summary="SoftMin of group z-scores: mean minus a variance penalty (RVPO)",
+        math=MathPart(agg.softmin_kernel, agg.softmin_attention, _softmin_limits),
+        fused=FusedPart(FusedCode.SOFTMIN, ("kappa",)),
+        display=DisplayPart(
+            "SoftMin of group z-scores: mean minus a variance penalty (RVPO)",
+            sweep=({"kappa": 0.5}, {"kappa": 1.0}, {"kappa": 2.0}),
+        ),
     ),
-    Aggregator(
+    Aggregator.of(
         "mean_variance",
         agg.mean_variance,
-        kernel=agg.mean_variance_kernel,
-        attention=agg.mean_variance_attention,
         specs=(LAM,),
-        fused_code=FusedCode.MEAN_VARIANCE,
-        fused_slots=("lam",),
-        sweep=({"lam": 0.5},),
-        summary="mean minus lam times the variance of group z-scores (softmin's twin)",
-        short="mean_var",
+        math=MathPart(agg.mean_variance_kernel, agg.mean_variance_attention),
+        fused=FusedPart(FusedCode.MEAN_VARIANCE, ("lam",)),
+        display=DisplayPart(
+            "mean minus lam times the variance of group z-scores (softmin's twin)",
+            short="mean_var",
+            sweep=({"lam": 0.5},),
+        ),
     ),
-    Aggregator(
+    Aggregator.of(
         "min",
         agg.weighted_min,
-        kernel=agg.weighted_min_kernel,
-        attention=agg.weighted_min_attention,
-        fused_code=FusedCode.MIN,
-        summary="worst group z-score (softmin at kappa inf)",
+        math=MathPart(agg.weighted_min_kernel, agg.weighted_min_attention),
+        fused=FusedPart(FusedCode.MIN),
+        display=DisplayPart("worst group z-score (softmin at kappa inf)"),
     ),
-    Aggregator(
+    Aggregator.of(
         "cvar",
         agg.cvar,
-        kernel=agg.cvar_kernel,
-        attention=agg.cvar_attention,
         specs=(ALPHA,),
-        fused_code=FusedCode.CVAR,
-        fused_slots=("alpha",),
-        fused_backends=("numba",),
-        sweep=({"alpha": 0.25}, {"alpha": 0.5}),
-        limits=_alpha_limits,
-        summary="mean of the worst alpha share of a row's values (CVaR)",
+        math=MathPart(agg.cvar_kernel, agg.cvar_attention, _alpha_limits),
+        # Triton merges reward blocks online, which an order statistic cannot
+        fused=FusedPart(FusedCode.CVAR, ("alpha",), backends=("numba",)),
+        display=DisplayPart(
+            "mean of the worst alpha share of a row's values (CVaR)",
+            sweep=({"alpha": 0.25}, {"alpha": 0.5}),
+        ),
     ),
-    Aggregator(
+    Aggregator.of(
         "power_mean",
         agg.power_mean,
-        kernel=agg.power_mean_kernel,
-        attention=agg.power_mean_attention,
         specs=(POWER,),
-        fused_code=FusedCode.POWER_MEAN,
-        fused_slots=("p",),
-        fused_backends=("numba",),
         order="reduce_then_normalize",
         orders=("reduce_then_normalize",),
-        sweep=({"p": -1.0}, {"p": 0.0}),
-        limits=_power_limits,
-        nonnegative=True,
-        summary="power mean of the raw rewards, then group z-score (p=0 geometric, -inf min)",
+        math=MathPart(
+            agg.power_mean_kernel, agg.power_mean_attention, _power_limits, nonnegative=True
+        ),
+        fused=FusedPart(FusedCode.POWER_MEAN, ("p",), backends=("numba",)),
+        display=DisplayPart(
+            "power mean of the raw rewards, then group z-score (p=0 geometric, -inf min)",
+            sweep=({"p": -1.0}, {"p": 0.0}),
+        ),
     ),
 )
 

@@ -127,12 +127,12 @@ def fused_limit(method: Aggregator, backend: str) -> str:
     limit, not a missing feature."""
     if method.kind == "sum_first":
         return ""  # a composition: its stages 1-2 run on the array path of the input
-    if method.fused_code is None:
+    if method.fused.code is None:
         return (
             f"runs the methods with a fused kernel ({', '.join(fused_method_names())}); "
             f"method {method.name!r} is Python code with none"
         )
-    why = REAL_LIMITS.get((backend, FusedCode(method.fused_code)), "")
+    why = REAL_LIMITS.get((backend, FusedCode(method.fused.code)), "")
     return f"has no kernel for method {method.name!r}: {why}" if why else ""
 
 
@@ -140,7 +140,7 @@ def fused_method_names() -> tuple[str, ...]:
     from rewardagg._src.registry import available_methods
 
     names = available_methods()
-    return tuple(n for n in names if get_aggregator(n).fused_code is not None)
+    return tuple(n for n in names if get_aggregator(n).fused.code is not None)
 
 
 def kernel_carries(method: Aggregator, backend: str, *, scale: bool) -> bool:
@@ -148,9 +148,9 @@ def kernel_carries(method: Aggregator, backend: str, *, scale: bool) -> bool:
     this plan; what it does not carry, without a real limit (grpo's composition, the
     centring-only stage 1, a code not written for that kernel yet), runs its stages 1-2 on
     the array path of the input's library, so every option runs under every backend."""
-    if method.kind == "sum_first" or not scale or method.fused_code is None:
+    if method.kind == "sum_first" or not scale or method.fused.code is None:
         return False
-    return backend in method.fused_backends
+    return backend in method.fused.backends
 
 
 def _choose_backend(
