@@ -377,3 +377,27 @@ def test_issue23_fused_layer_imports_nothing_from_src():
             assert not any(m.startswith("rewardagg._src") for m in mods), (name, mods)
     for path in (SRC.parent / "_src").glob("*.py"):
         assert "kernels.named" not in path.read_text(), path
+
+
+@pytest.mark.parametrize("code", ["sum", "mean", "softmin", "mean_variance", "cvar"])
+def test_raw_order_float32_errs_relative_to_the_spread_not_the_offset(code):
+    """float32 rewards around 1e4 with unit spread: the raw-order pass reduces each row
+    relative to its minimum, so its error is float32's relative to the spread (a plain
+    float32 reduction would be off by about 1e4 * 6e-8 = 6e-4 in S)."""
+    r, off, w = make_case([16] * 40, 6, seed=4, zero_weight=False)
+    r = (r / np.nanstd(r, 0) + 1e4).astype(np.float32)
+    fcode, (p0, _p1), name, params = CODES[code]
+    got, _ = K.fused_scores(
+        r,
+        off,
+        code=fcode,
+        p0=p0,
+        weights=w,
+        order="reduce_then_normalize",
+        backend="numba",
+        **STAGE1,
+    )
+    want, _ = fused_reference(
+        r, off, weights=w, method=name, order="reduce_then_normalize", **params, **STAGE1
+    )
+    _check(got, want, "float32")

@@ -464,7 +464,7 @@ def _run_numba(rewards: Any, job: _Job) -> tuple[Any, int, np.ndarray]:
         x = np.asarray(rewards)
         if x.dtype not in (np.float32, np.float64):
             x = x.astype(np.float32)
-    wide = x.dtype == np.float64 or job.cmode > 0 or job.raw
+    wide = x.dtype == np.float64 or job.cmode > 0
     key = numba_kernel._key(x.dtype, np.dtype(np.float64) if wide else x.dtype)
     first = not numba_kernel.is_warm(key)
     s_np, bad, keep = numba_kernel.stage12_numba(
