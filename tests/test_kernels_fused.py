@@ -153,7 +153,7 @@ def test_raw_order_zero_spread_group_is_exactly_zero():
         assert np.all(s[:3] == 0.0) and np.all(s[3:] != 0.0)
 
 
-@pytest.mark.parametrize("p", [-math.inf, -3.0, -1.0, 0.0, 0.5, 1.0, 2.5])
+@pytest.mark.parametrize("p", [-math.inf, -3.0, -1.0, 0.0, 0.5, 1.0, 2.5, math.inf])
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 def test_power_mean_raw_order(p, dtype):
     """DESIGN.md 2b: (sum v x^p)^(1/p) of non-negative rewards; p = 0 geometric, p = -inf
