@@ -401,3 +401,29 @@ def test_raw_order_float32_errs_relative_to_the_spread_not_the_offset(code):
         r, off, weights=w, method=name, order="reduce_then_normalize", **params, **STAGE1
     )
     _check(got, want, "float32")
+
+
+def test_raw_order_and_multipliers_bit_identical_for_any_thread_count():
+    import numba
+
+    rng = np.random.default_rng(5)
+    r, off, w = make_case(rng.integers(1, 60, 2500), 7, seed=5)
+    kw = dict(
+        code=FusedCode.SOFTMIN,
+        p0=1.0,
+        weights=w,
+        order="reduce_then_normalize",
+        mult_cols=(2,),
+        mult_lams=(0.5,),
+        backend="numba",
+        **STAGE1,
+    )
+    before = numba.get_num_threads()
+    results = []
+    try:
+        for n in sorted({1, numba.config.NUMBA_NUM_THREADS}):
+            numba.set_num_threads(n)
+            results.append(K.fused_scores(r.astype(np.float32), off, **kw)[0])
+    finally:
+        numba.set_num_threads(before)
+    np.testing.assert_array_equal(results[0], results[-1])

@@ -11,8 +11,8 @@ rows) reads its rows from memory once; the repeated tile reads hit the cache. La
 re-read their rows per row block. Input is cast to float32 (float64 for float64 input) on
 load; no atomics, so results are identical run to run.
 
-Only ``tl.load/store/where/sum/min/max/exp/log/sqrt`` are used: the kernel compiles with
-Triton 3.0 and later (tested under the 3.9 interpreter; the GPU image has 3.6).
+Only ``tl.load/store/where/sum/min/max/exp/log/sqrt`` (and ``tl.static_assert``) are used:
+the kernel compiles with Triton 3.0 and later (tested under the 3.9 interpreter; the GPU image has 3.6).
 """
 
 from __future__ import annotations
