@@ -25,8 +25,9 @@ ratio to the copy, to ``naive_numpy`` and verl's (both id types) to it, and the 
 ``tracemalloc`` and the resident high-water mark; ``advantages(auto)`` also with numba
 blocked, i.e. the numpy path that ``pip install rewardagg`` runs).
 ``--reducers`` times every method with a fused kernel (read from the method table) on the
-fused backend of the device at N=2^20, K in {4, 17}, as a ratio to softmin in the same run
-(round-robin), against the goal of 1.5x.
+fused backend of the device at N=2^20, K in {4, 17}, and softmin with the raw-reward order
+(``softmin[raw order]``) and with one constrained column (``softmin[multipliers]``), as a
+ratio to softmin in the same run (round-robin), against the goal of 1.5x.
 
     PYTHONPATH=src python benchmarks/bench_kernels.py            # CPU, N = 2^12..2^22
     PYTHONPATH=src python benchmarks/bench_kernels.py --device cuda --memory
@@ -207,9 +208,23 @@ def reducer_ratios(device, n=2**20, ks=(4, 17), budget=0.5):
             for m in K.fused_methods()
             if backend in rewardagg.get_aggregator(m).fused_backends
         }
+        fns.update(issue23_rows(r, off, w, backend))
         best = time_calls(fns, device, budget, slow=set())
         out[k] = {m: t / best["softmin"] for m, t in best.items()}
     return out
+
+
+def issue23_rows(r, off, w, backend):
+    """Softmin (kappa 1) with the raw-reward order and with one constrained column
+    (multiplier 0.5 on reward 1), through :func:`rewardagg.kernels.fused_scores`."""
+    stage1 = dict(eps=1e-6, correction=1.0, singleton="zero", baseline="mean")
+    kw = dict(code=K.FusedCode.SOFTMIN, p0=1.0, weights=w, backend=backend, **stage1)
+    return {
+        "softmin[raw order]": lambda: K.fused_scores(r, off, order="reduce_then_normalize", **kw),
+        "softmin[multipliers]": lambda: K.fused_scores(
+            r, off, mult_cols=(1,), mult_lams=(0.5,), **kw
+        ),
+    }
 
 
 def render_reducers(ratios, backend):

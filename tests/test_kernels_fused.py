@@ -153,7 +153,7 @@ def test_raw_order_zero_spread_group_is_exactly_zero():
         assert np.all(s[:3] == 0.0) and np.all(s[3:] != 0.0)
 
 
-@pytest.mark.parametrize("p", [-math.inf, -3.0, -1.0, 0.0, 0.5, 1.0, 2.5])
+@pytest.mark.parametrize("p", [-math.inf, -3.0, -1.0, 0.0, 0.5, 1.0, 2.5, math.inf])
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 def test_power_mean_raw_order(p, dtype):
     """DESIGN.md 2b: (sum v x^p)^(1/p) of non-negative rewards; p = 0 geometric, p = -inf
@@ -377,3 +377,53 @@ def test_issue23_fused_layer_imports_nothing_from_src():
             assert not any(m.startswith("rewardagg._src") for m in mods), (name, mods)
     for path in (SRC.parent / "_src").glob("*.py"):
         assert "kernels.named" not in path.read_text(), path
+
+
+@pytest.mark.parametrize("code", ["sum", "mean", "softmin", "mean_variance", "cvar"])
+def test_raw_order_float32_errs_relative_to_the_spread_not_the_offset(code):
+    """float32 rewards around 1e4 with unit spread: the raw-order pass reduces each row
+    relative to its minimum, so its error is float32's relative to the spread (a plain
+    float32 reduction would be off by about 1e4 * 6e-8 = 6e-4 in S)."""
+    r, off, w = make_case([16] * 40, 6, seed=4, zero_weight=False)
+    r = (r / np.nanstd(r, 0) + 1e4).astype(np.float32)
+    fcode, (p0, _p1), name, params = CODES[code]
+    got, _ = K.fused_scores(
+        r,
+        off,
+        code=fcode,
+        p0=p0,
+        weights=w,
+        order="reduce_then_normalize",
+        backend="numba",
+        **STAGE1,
+    )
+    want, _ = fused_reference(
+        r, off, weights=w, method=name, order="reduce_then_normalize", **params, **STAGE1
+    )
+    _check(got, want, "float32")
+
+
+def test_raw_order_and_multipliers_bit_identical_for_any_thread_count():
+    import numba
+
+    rng = np.random.default_rng(5)
+    r, off, w = make_case(rng.integers(1, 60, 2500), 7, seed=5)
+    kw = dict(
+        code=FusedCode.SOFTMIN,
+        p0=1.0,
+        weights=w,
+        order="reduce_then_normalize",
+        mult_cols=(2,),
+        mult_lams=(0.5,),
+        backend="numba",
+        **STAGE1,
+    )
+    before = numba.get_num_threads()
+    results = []
+    try:
+        for n in sorted({1, numba.config.NUMBA_NUM_THREADS}):
+            numba.set_num_threads(n)
+            results.append(K.fused_scores(r.astype(np.float32), off, **kw)[0])
+    finally:
+        numba.set_num_threads(before)
+    np.testing.assert_array_equal(results[0], results[-1])

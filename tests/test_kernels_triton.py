@@ -363,22 +363,53 @@ def test_issue23_conflict_rule_float32_equals_float64_at_threshold(mode, tau):
     assert (~want).any() and want[1::3].any()
 
 
-def test_issue23_triton_refuses_cvar_and_power_mean_saying_why():
+def test_issue23_triton_refuses_cvar_saying_why():
     r, off, w = make_case([4, 4], 3, seed=1)
     kw = dict(weights=w, eps=1e-6, correction=1.0, singleton="zero", baseline="mean")
-    x = torch.from_numpy(r)
     with pytest.raises(ValueError, match="order statistic that cannot be merged"):
-        K.fused_scores(x, off, code=K.FusedCode.CVAR, p0=0.25, backend="triton", **kw)
-    with pytest.raises(ValueError, match="no power mean"):
         K.fused_scores(
-            x.abs(),
-            off,
-            code=K.FusedCode.POWER_MEAN,
-            p0=-1.0,
-            order="reduce_then_normalize",
-            backend="triton",
-            **kw,
+            torch.from_numpy(r), off, code=K.FusedCode.CVAR, p0=0.25, backend="triton", **kw
         )
+
+
+@pytest.mark.parametrize("p", [-np.inf, -3.0, -1.0, 0.0, 0.5, 1.0, 2.5, np.inf])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=str)
+def test_issue23_power_mean_online_across_reward_blocks(p, dtype):
+    """DESIGN.md 2b's power mean, merged across reward blocks with a running max/min
+    reference (rescaled when it moves), zeros and all."""
+    rng = np.random.default_rng(7)
+    r, off, w = make_case([1, 5, 16, 9, 30], 10, seed=8)
+    r = np.abs(r)
+    r[rng.random(r.shape) < 0.08] = 0.0
+    x = torch.from_numpy(r).to(dtype)
+    got, _, _ = stage12_triton(
+        x,
+        torch.from_numpy(off),
+        torch.from_numpy(w),
+        code=6,
+        slots=(p, 0.0),
+        eps=1e-6,
+        correction=1.0,
+        identity=False,
+        loo=False,
+        raw=True,
+        mult_cols=(2,),
+        mult_lams=(0.4,),
+        block_r=8,
+        block_k=4,
+    )
+    want, _ = fused_reference(
+        x.double().numpy(),
+        off,
+        weights=w,
+        method="power_mean",
+        p=p,
+        order="reduce_then_normalize",
+        multipliers=((2, 0.4),),
+    )
+    g = got.double().numpy()
+    np.testing.assert_array_equal(np.isnan(g), np.isnan(want))
+    assert np.nanmax(np.abs(g - want) / (1 + np.abs(want))) <= FUSED_TOL[dtype]
 
 
 def test_issue23_unknown_code_raises_in_the_triton_kernel():

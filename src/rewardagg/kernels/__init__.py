@@ -66,9 +66,9 @@ AUTO_NUMBA_MIN_ELEMENTS = 1 << 15
 
 ORDERS = ("normalize_then_reduce", "reduce_then_normalize")
 """Stage orders of :func:`fused_scores` (DESIGN.md section 2b)."""
-TRITON_CODES = frozenset(FusedCode) - {FusedCode.CVAR, FusedCode.POWER_MEAN}
+TRITON_CODES = frozenset(FusedCode) - {FusedCode.CVAR}
 """Codes the Triton pass runs: it merges reward blocks online, which an order statistic
-(CVaR's quantile) cannot; the power mean runs on numba only (not written for Triton yet)."""
+(CVaR's quantile) cannot."""
 SINGLETONS = ("zero", "identity")
 BASELINES = ("mean", "leave_one_out")
 
@@ -415,11 +415,6 @@ def _job(
             "order='reduce_then_normalize' reduces the raw rewards instead"
         )
     name = resolve_backend(x_sorted, backend)
-    if name == "triton" and fcode == FusedCode.POWER_MEAN:
-        raise ValueError(
-            "backend='triton' has no power mean yet (the numba pass has it); use "
-            "backend='numba' or the array path"
-        )
     if name == "triton" and fcode not in TRITON_CODES:
         raise ValueError(
             f"backend='triton' has no kernel for code {fcode.name}: its reduction is an order "
@@ -464,7 +459,7 @@ def _run_numba(rewards: Any, job: _Job) -> tuple[Any, int, np.ndarray]:
         x = np.asarray(rewards)
         if x.dtype not in (np.float32, np.float64):
             x = x.astype(np.float32)
-    wide = x.dtype == np.float64 or job.cmode > 0 or job.raw
+    wide = x.dtype == np.float64 or job.cmode > 0
     key = numba_kernel._key(x.dtype, np.dtype(np.float64) if wide else x.dtype)
     first = not numba_kernel.is_warm(key)
     s_np, bad, keep = numba_kernel.stage12_numba(

@@ -430,17 +430,37 @@ def _row_z(t, i, w, sh, sc, cen, fac, z, wsum, acc, zmin, want_acc):
 
 
 @njit(cache=True, nogil=True, error_model="numpy", fastmath=_FM)
-def _row_raw(t, i, w, z, wsum, acc, zmin, want_acc):
+def _row_raw(t, i, w, z, wsum, acc, zmin, shift, want_acc):
     """:func:`_row_z` for the raw-reward order: the raw values of row ``i`` into ``z``
-    (+inf where missing or of weight 0), with the same row totals."""
+    (+inf where missing or of weight 0), with the same row totals; with ``shift`` relative
+    to the row's minimum ``m`` (``z = x - m``, ``acc = sum w (x - m)``, ``m`` into
+    ``shift`` and ``zmin = 0``), so that a float32 reducer errs relative to the row's
+    spread, not to the rewards' magnitude (every reducer but the power mean moves with a
+    common shift: ``S(x) = S(x - m) + m``, the weighted sum by ``m sum w``)."""
     n_rew, _, m = t.shape
     ft = t.dtype.type
     inf = ft(np.inf)
     zero = ft(0.0)
+    do_shift = shift.shape[0] > 0
     for j in range(m):
         wsum[j] = zero
         acc[j] = zero
         zmin[j] = inf
+    for k in range(n_rew):
+        wk = ft(w[k])
+        if not wk > zero:
+            continue
+        xk = t[k, i]
+        for j in range(m):
+            x = xk[j]
+            p = x == x
+            wsum[j] += wk if p else zero
+            zz = x if p else inf
+            zmin[j] = zz if zz < zmin[j] else zmin[j]
+    if do_shift:
+        for j in range(m):
+            shift[j] = zmin[j] if wsum[j] > zero else zero
+            zmin[j] = zero if wsum[j] > zero else inf
     for k in range(n_rew):
         zk = z[k]
         wk = ft(w[k])
@@ -449,15 +469,22 @@ def _row_raw(t, i, w, z, wsum, acc, zmin, want_acc):
                 zk[j] = inf
             continue
         xk = t[k, i]
-        for j in range(m):
-            x = xk[j]
-            p = x == x
-            zz = x if p else inf
-            zk[j] = zz
-            wsum[j] += wk if p else zero
-            if want_acc:
-                acc[j] += wk * zz if p else zero
-            zmin[j] = zz if zz < zmin[j] else zmin[j]
+        if do_shift:
+            for j in range(m):
+                x = xk[j]
+                p = x == x
+                zz = x - shift[j] if p else inf
+                zk[j] = zz
+                if want_acc:
+                    acc[j] += wk * zz if p else zero
+        else:
+            for j in range(m):
+                x = xk[j]
+                p = x == x
+                zz = x if p else inf
+                zk[j] = zz
+                if want_acc:
+                    acc[j] += wk * zz if p else zero
 
 
 @njit(cache=True, nogil=True, error_model="numpy", fastmath=_FM)
@@ -490,7 +517,7 @@ def _power_mean(z, w, p, wsum, s):
     ``p = 0`` the geometric mean, ``p = +-inf`` the max/min, 0 when some ``x = 0`` and
     ``p <= 0``. A negative ``x`` gives NaN (the caller refuses such input)."""
     n_rew, m = z.shape
-    ft = z.dtype.type
+    ft = s.dtype.type
     for j in range(m):
         if not wsum[j] > 0.0:
             s[j] = ft(np.nan)
@@ -802,6 +829,8 @@ def _stage12(
     n_side = g_max * m_max if raw else 1
     sraw_buf = np.empty(n_side)  # raw order: the tile's scores and multiplier terms
     madd_buf = np.empty(n_side)
+    shift_buf = np.empty(m_max if raw and code != 6 else 0, proto.dtype)
+    s64_buf = np.empty(m_max)
     n_bad = 0
     nan = ft(np.nan)
     for t in range(t_begin, t_end):
@@ -831,7 +860,17 @@ def _stage12(
         want_acc = code in (0, 1, 3) or (code == 2 and p0 == 0.0)
         for i in range(g):
             if raw:
-                _row_raw(tile, i, w, z, wsum, acc, zmin, want_acc)
+                _row_raw(
+                    tile,
+                    i,
+                    w,
+                    z,
+                    wsum,
+                    acc,
+                    zmin,
+                    shift_buf[: min(m, shift_buf.shape[0])],
+                    want_acc,
+                )
             else:
                 _row_z(tile, i, w, shm, scm, cenm, facm, z, wsum, acc, zmin, want_acc)
             if code == 0:
@@ -850,7 +889,7 @@ def _stage12(
             elif code == 5:
                 _cvar(z, w, p0, wsum, s, q, tmp)
             elif code == 6:
-                _power_mean(z, w, p0, wsum, s)
+                _power_mean(z, w, p0, wsum, s64_buf[:m])
             else:
                 raise ValueError("rewardagg.kernels: unknown fused reducer code")
             if mcols.shape[0] > 0:
@@ -876,7 +915,13 @@ def _stage12(
                 row = offsets[g0 + j] + i
                 if row < offsets[g0 + j + 1]:  # not a padding row
                     if raw:
-                        sraw[i, j] = np.float64(s[j]) if wsum[j] > 0.0 else np.nan
+                        if code == 6:
+                            sj = s64_buf[j]
+                        elif code == 0:  # S(x) = S(x - m) + m sum w
+                            sj = np.float64(s[j]) + np.float64(shift_buf[j]) * np.float64(wsum[j])
+                        else:
+                            sj = np.float64(s[j]) + np.float64(shift_buf[j])
+                        sraw[i, j] = sj if wsum[j] > 0.0 else np.nan
                         mside[i, j] = np.float64(madd[j])
                     else:
                         out[row] = s[j] + madd[j] if wsum[j] > 0.0 else nan
@@ -956,9 +1001,10 @@ def stage12_numba(
     ``keep`` (uint8, 0 for a row the filter drops) in the same pass; ``raw`` runs the
     raw-reward order (stage 2 on the rewards, then the group z-score of the score);
     ``mult_cols``/``mult_lams`` add the terms ``sum_c lam_c Z_ic``. float32 input is
-    computed in float32, except with ``conflict`` or ``raw``: then its tiles are float64
-    (the values are exact there), so that the conflict test sees float64 Z and the raw
-    scores keep their digits; the result is float32 either way.
+    computed in float32, except with ``conflict``: then its tiles are float64 (the values
+    are exact there), so that the conflict test sees float64 Z; the result is float32
+    either way. The raw order reduces each row relative to its minimum (exact shift) and
+    standardises the scores in float64.
 
     Large batches are cut into runs of whole tiles (balanced by rows, a few per thread) and
     run on a small thread pool: the compiled function releases the GIL. numba's own
@@ -970,7 +1016,7 @@ def stage12_numba(
     if r.dtype not in (np.float32, np.float64):
         r = r.astype(np.float32)
     r = np.ascontiguousarray(r)
-    wide = r.dtype == np.float64 or conflict > 0 or raw
+    wide = r.dtype == np.float64 or conflict > 0
     compute = np.dtype(np.float64 if wide else np.float32)
     key = _key(r.dtype, compute)
     out = np.empty(r.shape[0], dtype=r.dtype)
@@ -1069,8 +1115,8 @@ def warmup(
     dtypes: tuple[str, ...] = ("float32", "float64", "float32+float64"),
 ) -> dict[str, float]:
     """Compile (or load from the on-disk cache) the kernels now; returns seconds per
-    variant (``"float32+float64"``: float32 input in float64 tiles, the conflict test's
-    and the raw order's)."""
+    variant (``"float32+float64"``: float32 input in float64 tiles, the conflict
+    test's)."""
     times = {}
     for dt in dtypes:
         if dt in _warm:
@@ -1088,7 +1134,7 @@ def warmup(
             correction=1.0,
             identity=False,
             loo=False,
-            raw="+" in dt,
+            conflict=1 if "+" in dt else 0,
         )
         times[dt] = time.perf_counter() - t0
     return times

@@ -11,8 +11,8 @@ rows) reads its rows from memory once; the repeated tile reads hit the cache. La
 re-read their rows per row block. Input is cast to float32 (float64 for float64 input) on
 load; no atomics, so results are identical run to run.
 
-Only ``tl.load/store/where/sum/min/max/exp/log/sqrt`` are used: the kernel compiles with
-Triton 3.0 and later (tested under the 3.9 interpreter; the GPU image has 3.6).
+Only ``tl.load/store/where/sum/min/max/exp/log/sqrt`` (and ``tl.static_assert``) are used:
+the kernel compiles with Triton 3.0 and later (tested under the 3.9 interpreter; the GPU image has 3.6).
 """
 
 from __future__ import annotations
@@ -23,9 +23,9 @@ import triton.language as tl
 __all__ = ["TRITON_CODES", "group_zscore", "stage12_triton"]
 
 # Stage-2 codes: rewardagg.kernels.codes.FusedCode 0 weighted sum, 1 weighted mean,
-# 2 softmin (p0 = kappa), 3 mean minus p0 * variance, 4 minimum; any other code raises
-# (CVaR's quantile cannot be merged across reward blocks; the power mean is numba's).
-TRITON_CODES = frozenset(range(5))
+# 2 softmin (p0 = kappa), 3 mean minus p0 * variance, 4 minimum, 6 power mean (p0 = p,
+# raw order); any other code raises (CVaR's quantile cannot be merged across reward blocks).
+TRITON_CODES = frozenset({0, 1, 2, 3, 4, 6})
 
 
 @triton.jit
@@ -74,7 +74,7 @@ def _stage12_kernel(
     BLOCK_K: tl.constexpr,
     ACC: tl.constexpr,
 ):
-    tl.static_assert((METHOD >= 0) & (METHOD <= 4), "unknown fused reducer code")
+    tl.static_assert((METHOD >= 0) & (METHOD <= 6) & (METHOD != 5), "unknown fused reducer code")
     g = tl.program_id(0)
     start = tl.load(off_ptr + g).to(tl.int64)
     end = tl.load(off_ptr + g + 1).to(tl.int64)
@@ -89,6 +89,12 @@ def _stage12_kernel(
         zmin = tl.full((BLOCK_R,), float("inf"), dtype=ACC)
         tsum = tl.zeros((BLOCK_R,), dtype=ACC)  # softmin: sum w expm1(-kappa (z - zmin))
         mv_m2 = tl.zeros((BLOCK_R,), dtype=ACC)  # mean_variance: sum w (z - mean)^2
+        pm_hi = tl.full((BLOCK_R,), float("-inf"), dtype=ACC)  # power mean: running max,
+        pm_lo = tl.full((BLOCK_R,), float("inf"), dtype=ACC)  # min, sum w (x / ref)^p,
+        pm_sum = tl.zeros((BLOCK_R,), dtype=ACC)  # sum w log x (p = 0), some x = 0,
+        pm_log = tl.zeros((BLOCK_R,), dtype=ACC)  # some x < 0
+        pm_zero = tl.zeros((BLOCK_R,), dtype=tl.int32)
+        pm_neg = tl.zeros((BLOCK_R,), dtype=tl.int32)
         c_pos = tl.zeros((BLOCK_R,), dtype=tl.int32)  # GD2PO: some term w z > 1e-8
         c_neg = tl.zeros((BLOCK_R,), dtype=tl.int32)  # ... and some term < -1e-8
         c_abs = tl.zeros((BLOCK_R,), dtype=ACC)  # sum |w z| (the signed sum is acc)
@@ -179,6 +185,25 @@ def _stage12_kernel(
                 mv_m2 = mv_m2 + m2_blk + dm * dm * wsum * w_blk / tl.where(w_new > 0.0, w_new, 1.0)
             elif METHOD == 4:
                 zmin = tl.minimum(zmin, tl.min(tl.where(use, z, float("inf")), axis=1))
+            elif METHOD == 6:  # power mean of raw x >= 0, scaled by the running max (p > 0)
+                # or min (p < 0) so that no power overflows; rescaled when that moves
+                pos = use & (z > 0.0)
+                pm_zero = tl.maximum(pm_zero, tl.max((use & (z == 0.0)).to(tl.int32), axis=1))
+                pm_neg = tl.maximum(pm_neg, tl.max((use & (z < 0.0)).to(tl.int32), axis=1))
+                pm_log += tl.sum(tl.where(pos, wz * tl.log(tl.where(pos, z, 1.0)), 0.0), axis=1)
+                hi_new = tl.maximum(pm_hi, tl.max(tl.where(use, z, float("-inf")), axis=1))
+                lo_new = tl.minimum(pm_lo, tl.min(tl.where(pos, z, float("inf")), axis=1))
+                ref_old = tl.where(p0 > 0.0, pm_hi, pm_lo)
+                ref_new = tl.where(p0 > 0.0, hi_new, lo_new)
+                ok_new = (ref_new > 0.0) & (ref_new < float("inf"))
+                ok = (ref_old > 0.0) & (ref_old < float("inf")) & ok_new
+                q = tl.where(ok, ref_old / tl.where(ok, ref_new, 1.0), 1.0)
+                pm_sum = tl.where(ok, pm_sum * tl.exp(p0 * tl.log(q)), pm_sum)
+                take = pos & ok_new[:, None]
+                ratio = tl.where(take, z / tl.where(ok_new, ref_new, 1.0)[:, None], 1.0)
+                pm_sum += tl.sum(tl.where(take, wz * tl.exp(p0 * tl.log(ratio)), 0.0), axis=1)
+                pm_hi = hi_new
+                pm_lo = lo_new
             wsum += w_blk
             acc += a_blk
         has = wsum > 0.0
@@ -191,8 +216,21 @@ def _stage12_kernel(
             s = zmin - _log1p_neg(tl.maximum(tsum / wdiv, -1.0)) / p0
         elif METHOD == 3:
             s = acc / wdiv - p0 * (mv_m2 / wdiv)
-        else:
+        elif METHOD == 4:
             s = zmin
+        else:  # METHOD == 6: the power mean (p0 = p)
+            ref = tl.where(p0 > 0.0, pm_hi, pm_lo)
+            mean_p = tl.where(pm_sum > 0.0, pm_sum / wdiv, 1.0)
+            p_safe = tl.where(p0 == 0.0, 1.0, p0)
+            s = ref * tl.exp(tl.log(mean_p) / p_safe)
+            s = tl.where(p0 == 0.0, tl.exp(pm_log / wdiv), s)
+            s = tl.where(
+                p0 == float("-inf"), tl.minimum(pm_lo, tl.where(pm_zero > 0, 0.0, pm_lo)), s
+            )
+            s = tl.where(p0 == float("inf"), pm_hi, s)
+            s = tl.where((p0 <= 0.0) & (pm_zero > 0), 0.0, s)
+            s = tl.where((p0 > 0.0) & (pm_hi == 0.0), 0.0, s)
+            s = tl.where(pm_neg > 0, float("nan"), s)
         s = tl.where(has, s, float("nan"))
         if RAW:  # the group z-score of s follows (it spans row blocks)
             tl.store(madd_ptr + rows, madd, mask=rmask)
