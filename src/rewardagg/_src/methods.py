@@ -421,7 +421,7 @@ BUILTINS: tuple[Aggregator, ...] = (
         math=MathPart(
             agg.power_mean_kernel, agg.power_mean_attention, _power_limits, nonnegative=True
         ),
-        fused=FusedPart(FusedCode.POWER_MEAN, ("p",), backends=("numba",)),
+        fused=FusedPart(FusedCode.POWER_MEAN, ("p",)),
         display=DisplayPart(
             "power mean of the raw rewards, then group z-score (p=0 geometric, -inf min)",
             sweep=({"p": -1.0}, {"p": 0.0}),
