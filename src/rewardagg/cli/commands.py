@@ -126,7 +126,7 @@ def run_demo_command(args: argparse.Namespace) -> int:
     )
     from rewardagg.demo.runner import total_work
     from rewardagg.demo.scenarios import QUICK_SCENARIOS
-    from rewardagg.demo.takeaway import TAKEAWAY, TAKEAWAY_HEADER
+    from rewardagg.demo.takeaway import TAKEAWAY_HEADER, takeaway_text
     from rewardagg.demo.tidy import VERDICT_METRICS, paired_verdicts, seed_rows
 
     names = args.scenario or (list(QUICK_SCENARIOS) if args.quick else ["rubric"])
@@ -174,7 +174,7 @@ def run_demo_command(args: argparse.Namespace) -> int:
     if any(res.scenario.family == "rubric" for res in results):
         print()
         print(TAKEAWAY_HEADER)
-        print(TAKEAWAY)
+        print(takeaway_text())
     paths = write_outputs(
         results,
         config,

@@ -57,7 +57,7 @@ from rewardagg.demo.settings import (
     make_controller,
     register_controller,
 )
-from rewardagg.demo.takeaway import TAKEAWAY
+from rewardagg.demo.takeaway import TAKEAWAY_HEADER, takeaway_text
 from rewardagg.demo.tidy import (
     paired_verdicts,
     read_rows,
@@ -72,7 +72,7 @@ __all__ = [
     "METRICS",
     "REFERENCE_CSV",
     "REFERENCE_NEGLECT_CSV",
-    "TAKEAWAY",
+    "TAKEAWAY_HEADER",
     "VARIANTS",
     "ConstraintEnv",
     "ControllerContext",
@@ -106,6 +106,7 @@ __all__ = [
     "run_scenario",
     "seed_rows",
     "select_scenarios",
+    "takeaway_text",
     "tidy_rows",
     "verdict_lines",
     "write_outputs",

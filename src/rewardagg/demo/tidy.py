@@ -244,7 +244,7 @@ def _verdict(scenario: str, metric: str, mine: Sequence[Mapping[str, Any]]) -> d
     if metric in LEARNED_METRICS:
         starts = _by_method(mine, "start")
         start_all = np.concatenate([v for v in starts.values()])
-        if np.isfinite(start_all).any():
+        if np.isfinite(start_all).any() and math.isfinite(lo):  # 2 seeds or more
             gains = [paired_ci(values[m], starts[m]) for m in values]
             extra["start"] = _round(float(np.nanmean(start_all)))
             if not any(g[1] > 0 for g in gains):
@@ -307,7 +307,10 @@ def verdict_text(v: Mapping[str, Any]) -> str:
         )
     if v.get("runner_up") is None:
         return f"{metric}: {_named(v)} {v['best_mean']:.2f} (the only setting)"
-    ci = f"paired diff {v['diff']:+.3f} [{v['ci_low']:+.3f}, {v['ci_high']:+.3f}]"
+    if v.get("ci_low") is None:
+        ci = f"paired diff {v['diff']:+.3f}, one seed: no interval"
+    else:
+        ci = f"paired diff {v['diff']:+.3f} [{v['ci_low']:+.3f}, {v['ci_high']:+.3f}]"
     if kind == "best":
         return (
             f"{metric}: {_named(v)} best, {v['best_mean']:.2f} vs {v['runner_up_mean']:.2f} "
