@@ -698,6 +698,12 @@ def test_issue25_not_learned_when_no_setting_leaves_its_start_rate():
     (v,) = paired_verdicts(still)
     assert v["kind"] == "not learned" and v["start"] == pytest.approx(0.1)
     assert verdict_lines([v]) == ["s: critical_met: no method learned it (start 0.10; top a 0.10)"]
+    # a tiny but consistent gain (paired interval above 0) inside the final value's own
+    # CI is not learning (power_mean at k17-rare-clean: 0.101 -> 0.103 +- 0.004)
+    tiny = start + np.array([0.001, 0.003, 0.002, 0.002, 0.001, 0.003])
+    assert paired_ci(tiny, start)[1] > 0
+    (v,) = paired_verdicts(_seeds("critical_met", {"a": tiny, "b": start - 0.01}, start))
+    assert v["kind"] == "not learned"
     moved = _seeds("critical_met", {"a": start + 0.3, "b": start - 0.001}, start)
     (v,) = paired_verdicts(moved)
     assert (v["kind"], v["best"]) == ("best", "a")

@@ -319,7 +319,8 @@ def _colours(labels: Sequence[str]) -> dict[str, Any]:
         base = to_rgba(_FIXED_COLOURS.get(head, other(n % 10)))
         shade = seen.get(head, 0)
         seen[head] = shade + 1
-        out[lab] = (*(c + (1 - c) * 0.45 * shade for c in base[:3]), 1.0)
+        lighter = 1.0 - 0.6**shade  # 0, 0.4, 0.64, ...: lighter, never past white
+        out[lab] = (*(c + (1 - c) * lighter for c in base[:3]), 1.0)
     return out
 
 
