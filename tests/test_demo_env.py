@@ -81,6 +81,7 @@ from rewardagg.demo.tidy import (
     verdict,
     verdict_lines,
     write_rows,
+    write_seed_rows,
 )
 from rewardagg.method_settings import expand_sweep, method_settings
 
@@ -716,6 +717,16 @@ def test_issue25_settings_identical_per_seed_are_named_together():
     )
     assert (v["best"], v["same_as"], v["runner_up"]) == ("p=-1", ["p=0"], "gdpo")
     assert verdict_lines([v])[0].startswith("s: rubric_score: p=-1 (= p=0) best, 0.70 vs 0.60")
+    legend = format_legend(default_methods(["power_mean", "gdpo"]), ["rubric_score"])
+    assert "note: power_mean p=-1 and power_mean p=0 are the same rule on 0/1 rewards" in legend
+    assert "note:" not in format_legend(default_methods(["gdpo", "softmin"]), ["rubric_score"])
+    # one seed: a difference without an interval, never "best"
+    (v,) = paired_verdicts(_seeds("rubric_score", {"a": [0.9], "b": [0.1]}))
+    assert v["kind"] == "no clear difference" and v["ci_low"] is None
+    assert verdict_lines([v]) == [
+        "s: rubric_score: no clear difference between a 0.90 and b 0.10 "
+        "(paired diff +0.800, one seed: no interval)"
+    ]
 
 
 def tidy_rows_of(seeds):
@@ -853,6 +864,8 @@ def test_issue25_reference_seed_rows_reproduce_the_tidy_rows():
     os.environ.get("REWARDAGG_FULL_DEMO") != "1", reason="a full default run (~1 min)"
 )
 def test_reference_run_is_the_default_demo(tmp_path):
-    rows = tidy_rows(run_demo(select_scenarios(["rubric"]), DemoConfig()))
-    write_rows(rows, tmp_path / "demo.csv")
+    results = run_demo(select_scenarios(["rubric"]), DemoConfig())
+    write_rows(tidy_rows(results), tmp_path / "demo.csv")
     assert read_rows(tmp_path / "demo.csv") == reference_rows()
+    write_seed_rows(seed_rows(results), tmp_path / "demo_seeds.csv")
+    assert read_seed_rows(tmp_path / "demo_seeds.csv") == reference_seed_rows()

@@ -31,8 +31,8 @@ _TEMPLATE = """\
   ships with every rubric: the best rubric_score at k17-common ({n[rubric|k17-common-clean|gdpo_point_weights|rubric_score]} clean, {n[rubric|k17-common-noisy|gdpo_point_weights|rubric_score]} noisy)
   and k5-rare ({n[rubric|k5-rare-clean|gdpo_point_weights|rubric_score]}, {n[rubric|k5-rare-noisy|gdpo_point_weights|rubric_score]}).
 - gdpo+lagrange is the informed setting (told the critical column, its target and the
-  judge's flip rate): in the default grid, the best critical_met wherever it is learned
-  except k5-common, where the points lead by 0.01-0.02 (k17-common {n[rubric|k17-common-clean|gdpo+lagrange|critical_met]} / {n[rubric|k17-common-noisy|gdpo+lagrange|critical_met]}, k5-rare {n[rubric|k5-rare-clean|gdpo+lagrange|critical_met]} / {n[rubric|k5-rare-noisy|gdpo+lagrange|critical_met]}).
+  judge's flip rate): the best critical_met at k17-common ({n[rubric|k17-common-clean|gdpo+lagrange|critical_met]} / {n[rubric|k17-common-noisy|gdpo+lagrange|critical_met]})
+  and k5-rare ({n[rubric|k5-rare-clean|gdpo+lagrange|critical_met]} / {n[rubric|k5-rare-noisy|gdpo+lagrange|critical_met]}); at k5-common the points lead by 0.01-0.02.
 - k17-rare says one thing: a critical criterion met by 10% among 16 others is learned by
   no setting in 200 updates, informed ones included ("not learned"). Its rubric_score
   differences are the easy criteria's; it cannot rank rules on discovering a criterion.
