@@ -225,7 +225,9 @@ def test_readme_set_up():
     demo, tests = commands
     assert "\n" not in demo and demo.endswith("rewardagg demo")
     assert "\n" not in tests and tests.endswith("python -m pytest")
-    assert "--index-url https://download.pytorch.org/whl/cpu" in tests
+    # PyTorch's CPU index as an extra index: Linux takes its +cpu wheel, macOS PyPI's.
+    assert "--extra-index-url https://download.pytorch.org/whl/cpu --retries 1" in tests
+    assert " --index-url" not in tests
     ci = (ROOT / ".ci" / "run").read_text().splitlines()
     marker = next(i for i, line in enumerate(ci) if line.startswith("# The README's test command"))
     ran = next(line for line in ci[marker:] if not line.startswith("#"))
