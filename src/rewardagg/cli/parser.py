@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from rewardagg._src.registry import available_methods
+from rewardagg.cli.doctor import DESCRIPTION as DOCTOR_DESCRIPTION
 from rewardagg.method_settings import parameters_taken
 from rewardagg.rollouts_io import FORMATS
 from rewardagg.trainer_logs import TRAINERS
@@ -381,6 +382,13 @@ COMMANDS: list[Command] = [
         configure_audit,
         "rewardagg.cli.commands:run_audit_command",
         AUDIT_DESCRIPTION,
+    ),
+    Command(
+        "doctor",
+        "import each installed host adapter (TRL, verl, OpenRLHF); print the fix if one fails",
+        "rewardagg.cli.doctor:configure",
+        "rewardagg.cli.doctor:run",
+        DOCTOR_DESCRIPTION,
     ),
     # Command("bench", "...", "rewardagg.<module>:configure", "rewardagg.<module>:run"),
 ]
