@@ -1379,10 +1379,10 @@ def test_issue26_every_documented_example_command_composes(monkeypatch):
     for command in _EXAMPLE_COMMANDS:
         argv = shell_argv(command)
         assert argv[:2] == ["-m", "rewardagg.integrations.verl"], argv
-        seen = {}
-        monkeypatch.setattr(main_ppo, "run_ppo", lambda config, **kw: seen.update(config=config))
+        seen: dict = {}
+        monkeypatch.setattr(main_ppo, "run_ppo", lambda config, _s=seen, **kw: _s.update(c=config))
         main(argv[2:])
-        algorithm = seen["config"].algorithm
+        algorithm = seen["c"].algorithm
         settings = rv.RewardAggVerlSettings(algorithm, estimator=algorithm.adv_estimator)
         variant = _variant(command)
         estimator, method, params = _EXPECTED[variant]

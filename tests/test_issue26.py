@@ -54,8 +54,7 @@ def test_issue26_doctor_prints_the_kernels_fix(monkeypatch, capsys):
     out = capsys.readouterr().out
     assert "FAIL  kernels 0.19.0 is installed, but transformers 5.10.4 declares kernels" in out
     assert (
-        "FAIL  trl 1.16.0: adapter import failed: ValueError: Either a revision or a version"
-        in out
+        "FAIL  trl 1.16.0: adapter import failed: ValueError: Either a revision or a version" in out
     )
     # the exact command, with the range transformers itself declares, under both lines
     assert out.count('fix: python -m pip install "kernels<0.13,>=0.12.0"') == 2

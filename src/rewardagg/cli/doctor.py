@@ -218,7 +218,9 @@ def check_host(host: Host, pair_findings: Sequence[Finding] = ()) -> Finding:
             f"{host.name} {version}: adapter import failed: {type(err).__name__}: {message}",
             fixes=fixes,
         )
-    notes = sorted({str(w.message).splitlines()[0] for w in caught if "rewardagg" in str(w.message)})
+    notes = sorted(
+        {str(w.message).splitlines()[0] for w in caught if "rewardagg" in str(w.message)}
+    )
     return Finding(
         host.name,
         True,
