@@ -1391,3 +1391,32 @@ def test_issue26_every_documented_example_command_composes(monkeypatch):
         assert settings.reward_keys == ["format", "correct", "concise"]
         covered.add(variant)
     assert covered == set(_EXPECTED)
+
+
+def test_issue26_gdpo_without_std_scaling_through_verls_compute_advantage():
+    """verl 0.9.1's compute_advantage does not pass norm_adv_by_std_in_grpo to its gdpo
+    (it divides by the group std either way); rewardagg's estimator gets the flag and only
+    centres, as verl's gdpo function does when it is given the flag. The docs state this
+    with the figure of scripts/verl_gdpo_parity.py (1.9 over 50 batches)."""
+    seed = 4
+    cfg = algo(rewardagg={"method": "gdpo"}, norm_adv_by_std_in_grpo=False)
+    kw = dict(norm_adv_by_std_in_grpo=False, config=cfg)
+    verl_off = VERL_COMPUTE_ADVANTAGE(make_batch(seed), adv_estimator="gdpo", **kw)
+    verl_on = VERL_COMPUTE_ADVANTAGE(
+        make_batch(seed), adv_estimator="gdpo", config=algo(rewardagg={"method": "gdpo"})
+    )
+    # verl's own behaviour: the flag does not reach its gdpo
+    torch.testing.assert_close(verl_off.batch["advantages"], verl_on.batch["advantages"])
+    ours = ray_trainer.compute_advantage(make_batch(seed), adv_estimator="rewardagg", **kw)
+    data = make_batch(seed)
+    centred, _ = core_algos.compute_gdpo_outcome_advantage(
+        token_level_rewards=data.batch["token_level_rewards"],
+        response_mask=data.batch["response_mask"],
+        index=data.non_tensor_batch["uid"],
+        non_tensor_batch=data.non_tensor_batch,
+        batch=data.batch,
+        **kw,
+    )
+    torch.testing.assert_close(ours.batch["advantages"], centred, atol=1e-5, rtol=0)
+    gap = (ours.batch["advantages"] - verl_off.batch["advantages"]).abs().max().item()
+    assert gap > 0.1, gap  # the documented difference; if verl starts passing the flag, fix docs
