@@ -4,6 +4,8 @@ checks that do not need a host framework (the host-specific ones are in
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 
@@ -137,3 +139,80 @@ def test_issue26_rvpo_is_an_alias_of_softmin():
         ra.advantages(rewards, method="rvp", group_size=4)
     with pytest.raises(ValueError, match="alias of the built-in 'softmin'"):
         ra.register_aggregator("rvpo", lambda z, *, weights=None: z[..., 0])
+
+
+# ----------------------------------------------------------------------------- audit
+
+ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
+
+
+def _audit(capsys, monkeypatch, *args):
+    monkeypatch.chdir(ROOT)
+    assert main(["audit", *args]) == 0
+    return capsys.readouterr().out
+
+
+def _wide_rollouts(tmp_path):
+    """8 rewards with long names, 6 groups of 5: every built-in method runs."""
+    rng = np.random.default_rng(26)
+    names = [f"criterion_{k}_{'x' * k}" for k in range(8)]
+    lines = ["prompt_id," + ",".join(names)]
+    for g in range(6):
+        for _ in range(5):
+            lines.append(f"p{g}," + ",".join(f"{v:.3f}" for v in rng.random(8)))
+    path = tmp_path / "wide.csv"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_issue26_default_audit_report_fits_100_columns(capsys, monkeypatch, tmp_path):
+    for target in ("examples/rollouts.jsonl", str(_wide_rollouts(tmp_path))):
+        out = _audit(capsys, monkeypatch, target)
+        wide = [line for line in out.splitlines() if len(line) > 100]
+        assert not wide, wide
+        folded = _audit(capsys, monkeypatch, target, "--spearman")
+        assert not [line for line in folded.splitlines() if len(line) > 100]
+
+
+def test_issue26_audit_lists_the_pairs_that_disagree_most(capsys, monkeypatch):
+    import json
+
+    out = _audit(capsys, monkeypatch, "examples/rollouts.jsonl")
+    report = json.loads(_audit(capsys, monkeypatch, "examples/rollouts.jsonl", "--json"))
+    labels = report["spearman"]["labels"]
+    rho = np.array(report["spearman"]["matrix"], dtype=float)
+    pairs = [(i, j) for i in range(len(labels)) for j in range(i + 1, len(labels))]
+    pairs.sort(key=lambda ij: rho[ij])  # stable: ties in the table's order
+    expected = [(rho[i, j], labels[i], labels[j]) for i, j in pairs[:5]]
+    section = out.split("disagree most\n", 1)[1].split("\n\n", 1)[0].splitlines()[3:]
+    shown = [(line[2:].rsplit(None, 1)) for line in section]
+    assert [float(v) for _, v in shown] == [round(float(v), 3) for v, _, _ in expected]
+    for (pair, _), (_, a, b) in zip(shown, expected, strict=True):
+        assert pair.split()[0] == a.split()[0] and b.split()[0] in pair
+    # the matrix is behind --spearman, every cell of it
+    full = _audit(capsys, monkeypatch, "examples/rollouts.jsonl", "--spearman")
+    assert full.count(f"{rho[0, 1]:.3f}") >= 2
+
+
+def test_issue26_audit_plot_integer_counts_and_readable_labels(tmp_path):
+    matplotlib = pytest.importorskip("matplotlib")
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from rewardagg.audit import run_audit
+    from rewardagg.audit.plots import make_figure
+
+    x = np.random.default_rng(0).random((40, 4))
+    rep = run_audit(x, np.repeat(np.arange(8), 5), reward_names=["a", "b", "c", "d"])
+    assert len(rep.methods) >= 10
+    fig = make_figure(rep)
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    counts_ax, _, spearman_ax = fig.axes[:3]
+    ticks = counts_ax.get_yticks()
+    assert np.all(ticks == np.round(ticks)), ticks  # no 0.5, 1.5, ...
+    for axis_labels in (spearman_ax.get_xticklabels(), spearman_ax.get_yticklabels()):
+        boxes = [t.get_window_extent(renderer) for t in axis_labels]
+        for first, second in itertools.pairwise(boxes):
+            assert not first.overlaps(second), (first, second)
+    plt.close(fig)

@@ -365,6 +365,12 @@ def configure_audit(p: argparse.ArgumentParser) -> None:
         help="print the report as one JSON object (every number of the text report, and "
         "the verdict) instead of the text, for scripts",
     )
+    p.add_argument(
+        "--spearman",
+        action="store_true",
+        help="print the whole Spearman rank-correlation matrix of the methods' advantages "
+        "(folded into blocks of columns) instead of the 5 method pairs that disagree most",
+    )
 
 
 # ---------------------------------------------------------------------------- wiring
