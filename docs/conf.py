@@ -66,7 +66,6 @@ extensions = [
     "sphinx.ext.napoleon",  # the docstrings are Google style (Args:, Returns:, ...)
     "sphinx.ext.mathjax",
     "sphinx.ext.viewcode",
-    "sphinxarg.ext",  # sphinx-argparse: cli.md is rendered from rewardagg.cli's parsers
 ]
 # Deliberately no sphinx.ext.intersphinx: the build must not touch the network.
 

@@ -20,7 +20,7 @@ import sys
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "tests"))
 
-from test_integration_verl import (  # noqa: E402
+from test_integration_verl import (
     VERL_COMPUTE_ADVANTAGE,
     algo,
     core_algos,

@@ -260,7 +260,8 @@ rows failing one reward each method still rewards. --json prints all of it as on
 object instead. A method defined for non-negative rewards only (a power mean) is
 skipped, with a note, on rewards with a negative value.
 
-The file format and every column of the report: docs/rollouts.md and docs/audit.md.
+The file format and every column of the report: the documentation's pages "The rollout
+file" and "Reading the audit" (in the source repository: docs/rollouts.md, docs/audit.md).
 """
 
 
