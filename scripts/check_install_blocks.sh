@@ -9,7 +9,8 @@
 #   VENV=/tmp/x KEEP=1 bash scripts/check_install_blocks.sh trl verl
 #
 # pip uses its configuration as is (on this project's offline machines: the local wheel
-# mirror and package proxy). About 5-10 minutes for trl + verl (downloads not counted).
+# mirror and package proxy). trl + verl took 31 minutes on this project's shared 2-core
+# machine (downloads and builds included; most of it unpacking torch, Ray and verl's deps).
 # CI does not run it (it installs the hosts twice more: too slow for every push); run it
 # when a page's block, a pin in .ci/run or a host version changes.
 set -euo pipefail
