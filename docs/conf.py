@@ -66,7 +66,6 @@ extensions = [
     "sphinx.ext.napoleon",  # the docstrings are Google style (Args:, Returns:, ...)
     "sphinx.ext.mathjax",
     "sphinx.ext.viewcode",
-    "sphinxarg.ext",  # sphinx-argparse: cli.md is rendered from rewardagg.cli's parsers
 ]
 # Deliberately no sphinx.ext.intersphinx: the build must not touch the network.
 
@@ -123,10 +122,13 @@ def _importable(name: str) -> bool:
 # OpenRLHF imports flash_attn (GPU only) at module level; on a CPU machine where it is
 # installed with --no-deps (as CI does) it cannot be imported, so it is mocked like an absent
 # host. Its GPU dependencies themselves are not mocked: TRL would then see a fake vllm.
+# transformers is mocked with TRL when absent: the TRL adapter imports it directly (a
+# checkpoint-folder constant), and the docs extra installs neither of them.
 autodoc_mock_imports = [
     name
     for name, usable in (
         ("trl", _importable("trl")),
+        ("transformers", _importable("transformers")),
         ("verl", _importable("verl")),
         ("openrlhf", _importable("openrlhf") and _importable("flash_attn")),
     )

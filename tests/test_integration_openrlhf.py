@@ -1019,3 +1019,76 @@ def test_untested_openrlhf_versions_warn(found, ok):
     else:
         with pytest.warns(UserWarning, match=r"tested on openrlhf>=0\.11,<0\.12"):
             assert not check_openrlhf_version(found)
+
+
+# --------------------------------------------------------------------------------------
+# issue 26: every documented command of the example, as the shell runs it
+# --------------------------------------------------------------------------------------
+
+from example_commands import documented_commands, shell_argv  # noqa: E402
+from rewardagg.integrations.openrlhf._argv import drop_flags  # noqa: E402
+
+# each documented command: (estimator, method, method parameters, colocated)
+_EXPECTED_COMMANDS = {
+    "": ("rvpo", "softmin", {}, True),
+    "--rewardagg.kappa 2.0": ("rvpo", "softmin", {"kappa": 2.0}, True),
+    "--algo.advantage.estimator rewardagg --rewardagg.method mean_variance --rewardagg.lam 0.5": (
+        "rewardagg",
+        "mean_variance",
+        {"lam": 0.5},
+        True,
+    ),
+    "--rewardagg.drop --train.colocate_all": ("rvpo", "softmin", {}, False),
+}
+
+
+def test_issue26_every_documented_example_command_parses(monkeypatch):
+    """Each command of the example's README, run by bash with a stub python, parses with
+    OpenRLHF's own parser plus ours and passes the checks up to ray.init, configuring the
+    method it names (kappa is not in args.txt, so another method's parameters apply)."""
+    ray = pytest.importorskip("ray")
+    from openrlhf.utils.config import hierarchize
+
+    import rewardagg.integrations.openrlhf.__main__ as launcher
+    from rewardagg.integrations.openrlhf._adapter import settings_from_args
+
+    def fake_init(*args, **kwargs):
+        raise _StopAtRayInit
+
+    monkeypatch.setattr(ray, "init", fake_init)
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    commands = documented_commands(EXAMPLE / "README.md")
+    covered = set()
+    for command in commands:
+        argv = shell_argv(command)
+        assert argv[:2] == ["-m", "rewardagg.integrations.openrlhf"], argv
+        variant = " ".join(command.split("run.sh", 1)[1].split())
+        estimator, method, params, colocated = _EXPECTED_COMMANDS[variant]
+        with gpu_stubs(), pytest.raises(_StopAtRayInit):
+            launcher.main(argv[2:])
+        flat = vars(launcher.last_args)
+        settings = settings_from_args(hierarchize(SimpleNamespace(**flat)))
+        assert flat["algo.advantage.estimator"] == estimator, command
+        assert (settings.method, settings.method_params) == (method, params), command
+        assert flat["train.colocate_all"] is colocated, command
+        covered.add(variant)
+    assert covered == set(_EXPECTED_COMMANDS)
+
+
+def test_issue26_drop_flags():
+    argv = ["--a", "1", "--b", "--c", "x", "y", "--a=3", "--rewardagg.drop", "--a", "--d"]
+    assert drop_flags(argv) == ["--b", "--c", "x", "y", "--d"]
+    # a flag given again after the drop is kept; = spelling of the drop itself
+    assert drop_flags(["--b", "--rewardagg.drop=--b", "--b"]) == ["--b"]
+    assert drop_flags(["--x", "-1", "--rewardagg.drop", "--x"]) == []
+    with pytest.raises(ValueError, match="expects a flag"):
+        drop_flags(["--rewardagg.drop"])
+    with pytest.raises(ValueError, match="starting with '--'"):
+        drop_flags(["--rewardagg.drop=kappa"])
+
+
+def test_issue26_launcher_refuses_a_drop_without_flag():
+    import rewardagg.integrations.openrlhf.__main__ as launcher
+
+    with pytest.raises(SystemExit, match=r"rewardagg: --rewardagg\.drop expects a flag"):
+        launcher.main(["--rewardagg.drop"])

@@ -19,6 +19,7 @@ import copy
 import importlib.util
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -925,3 +926,71 @@ def test_shared_option_errors_name_the_config_field(tiny, tmp_path):
             args=_config(tmp_path, advantage_constraints={"format": 0.9}),
             train_dataset=dataset,
         )
+
+
+# -- issue 26: the logged keys are the documented ones; settings checked at config time ----
+DOCS_TRL = Path(__file__).resolve().parents[1] / "docs" / "integrations_trl.md"
+
+
+def _documented_key_patterns(names):
+    """The keys of the "Logged metrics" table as regular expressions: ``<name>`` is one of
+    the run's reward names, ``<param>`` a parameter of the method table; ``/min`` after a
+    key is that key's sibling."""
+    section = DOCS_TRL.read_text().split("## Logged metrics", 1)[1].split("\n## ", 1)[0]
+    params = sorted(ra_trl.param_specs())
+    subs = {
+        "<name>": "(" + "|".join(map(re.escape, names)) + ")",
+        "<param>": "(" + "|".join(params) + ")",
+    }
+    patterns = []
+    for row in re.findall(r"^\| (`.*?) \|", section, flags=re.M):
+        last = None
+        for key in re.findall(r"`([^`]+)`", row.split(" | ")[0]):
+            if key.startswith("/") and last is not None:
+                key = last.rsplit("/", 1)[0] + key
+            last = key
+            rx = re.escape(key)
+            for placeholder, alternatives in subs.items():
+                rx = rx.replace(re.escape(placeholder), alternatives)
+            patterns.append(re.compile(rx + r"\Z"))
+    return patterns
+
+
+def test_issue26_logged_keys_are_documented(softmin_run, constrained_run):
+    """Every rewardagg key a tiny run logs (constraints, a conflict filter, group centring;
+    and a plain softmin run) is in the docs' table; the multipliers are named by reward."""
+    patterns = _documented_key_patterns(NAMES)
+    logged = set()
+    for trainer in (softmin_run, constrained_run[0]):
+        for entry in trainer.state.log_history:
+            logged |= {k for k in entry if k.startswith("rewardagg/")}
+    assert "rewardagg/method/multiplier/fmt" in logged  # by name, not column index
+    assert "rewardagg/method/conflict_threshold" in logged and "rewardagg/lambda/fmt" in logged
+    undocumented = sorted(k for k in logged if not any(p.match(k) for p in patterns))
+    assert not undocumented, undocumented
+
+
+@pytest.mark.parametrize(
+    ("overrides", "match"),
+    [
+        (dict(advantage_backend="nmba"), "advantage_backend must be one of"),
+        (dict(advantage_backend="numpy"), "advantage_backend='numpy' takes numpy arrays"),
+        (dict(advantage_batch_norm="yes"), "advantage_batch_norm must be True or False"),
+    ],
+)
+def test_issue26_backend_and_flags_checked_when_the_config_is_built(tmp_path, overrides, match):
+    with pytest.raises((ValueError, TypeError), match=match):
+        _config(tmp_path, **overrides)
+
+
+def test_issue26_triton_backend_refused_on_cpu_training(tmp_path, monkeypatch):
+    pytest.importorskip("triton")
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    with pytest.raises(ValueError, match="advantage_backend='triton' needs the rewards on CUDA"):
+        _config(tmp_path, advantage_backend="triton")
+
+
+def test_issue26_rvpo_alias_in_the_config(tmp_path):
+    config = _config(tmp_path, advantage_method="rvpo", kappa=2.0)
+    assert config.advantage_method == "softmin"
+    assert config.rewardagg_kwargs()["kappa"] == 2.0

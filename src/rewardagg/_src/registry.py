@@ -24,6 +24,10 @@ __all__ = [
 ]
 
 _REGISTRY: dict[str, Aggregator] = {a.name: a for a in BUILTINS}
+#: Other names of registered methods, resolved by :func:`get_aggregator` (not listed by
+#: :func:`available_methods`, which lists each method once): RVPO's SoftMin is verl's
+#: and OpenRLHF's estimator ``rvpo``.
+ALIASES: dict[str, str] = {"rvpo": "softmin"}
 
 
 def register_aggregator(
@@ -68,6 +72,8 @@ def register_aggregator(
         raise TypeError(f"fn must be callable; got {fn!r}")
     if name in _BUILTIN_NAMES:
         raise ValueError(f"method {name!r} is built in and cannot be replaced")
+    if name in ALIASES:
+        raise ValueError(f"method {name!r} is an alias of the built-in {ALIASES[name]!r}")
     if name in _REGISTRY and not overwrite:
         raise ValueError(
             f"method {name!r} is already registered; pass overwrite=True to replace it"
@@ -134,12 +140,15 @@ def _checked_output(name: str, s: Any, z: Any, ops: Any) -> Any:
 
 
 def get_aggregator(name: str) -> Aggregator:
-    """The registered method ``name``; ``ValueError`` listing the known names otherwise."""
+    """The registered method ``name`` (or the method an alias of :data:`ALIASES` names:
+    ``"rvpo"`` is ``"softmin"``); ``ValueError`` listing the known names otherwise."""
     try:
-        return _REGISTRY[name]
+        return _REGISTRY[ALIASES.get(name, name)]
     except (KeyError, TypeError):
+        aliases = ", ".join(f"{a} (= {m})" for a, m in ALIASES.items())
         raise ValueError(
-            f"unknown method {name!r}; available: {', '.join(available_methods())}"
+            f"unknown method {name!r}; available: {', '.join(available_methods())}; "
+            f"aliases: {aliases}"
         ) from None
 
 

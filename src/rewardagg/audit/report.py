@@ -1,6 +1,8 @@
 """The text report of ``rewardagg audit`` (:func:`format_report`): a header, the per-reward
-table, the masked-failures table, the Spearman matrix and the verdict line (every column
-is defined in ``docs/audit.md``)."""
+table, the masked-failures table, the method pairs whose advantages rank completions most
+differently (the full Spearman matrix with ``spearman=True``, folded into blocks of columns)
+and the verdict, folded at ``"; "`` (every column is defined in ``docs/audit.md``). The
+default report fits :data:`WIDTH` columns unless a reward or method name alone is wider."""
 
 from __future__ import annotations
 
@@ -12,7 +14,12 @@ import numpy as np
 from rewardagg.audit.compute import AuditReport
 from rewardagg.audit.verdict import audit_verdict, format_verdict
 
-__all__ = ["format_report"]
+__all__ = ["TOP_PAIRS", "WIDTH", "fold", "fold_verdict", "format_report"]
+
+#: The width the text report keeps to.
+WIDTH = 100
+#: How many method pairs the default report lists (lowest Spearman correlation first).
+TOP_PAIRS = 5
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
@@ -34,8 +41,9 @@ def _skipped_lines(skipped: Sequence[tuple[str, str]]) -> list[str]:
     return ["  not run on these rewards:"] + [f"    {label} {why}" for label, why in skipped]
 
 
-def format_report(rep: AuditReport) -> str:
-    """The text report printed by ``rewardagg audit``."""
+def format_report(rep: AuditReport, *, spearman: bool = False) -> str:
+    """The text report printed by ``rewardagg audit`` (``spearman``: the whole Spearman
+    matrix instead of the pairs that disagree most)."""
     names = rep.reward_names
     out = [f"rewardagg audit: {rep.source}" if rep.source else "rewardagg audit"]
     lo, hi = rep.group_sizes
@@ -113,17 +121,86 @@ def format_report(rep: AuditReport) -> str:
         ]
         rows.append(row)
     out += ["  " + line for line in _table(header, rows)]
-    out.append(f"  (per reward in the order: {', '.join(names)})")
+    out += fold(f"  (per reward in the order: {', '.join(names)})")
     out += _skipped_lines(rep.skipped)
     out.append("")
 
-    out.append("Spearman rank correlation of the advantages")
-    labels = [m.label for m in rep.methods]
-    rows = [
-        [labels[i]] + ["–" if math.isnan(v) else f"{v:.3f}" for v in rep.spearman[i]]
-        for i in range(len(labels))
-    ]
-    out += ["  " + line for line in _table(["", *labels], rows)]
+    out += _spearman_lines(rep, full=spearman)
     out.append("")
-    out.append(format_verdict(audit_verdict(rep)))
+    out += fold_verdict(format_verdict(audit_verdict(rep)))
     return "\n".join(out)
+
+
+def _rho(v: float) -> str:
+    return "–" if math.isnan(v) else f"{v:.3f}"
+
+
+def _spearman_lines(rep: AuditReport, *, full: bool) -> list[str]:
+    """The method pairs that disagree most (lowest Spearman correlation), or with
+    ``full`` the whole matrix folded into blocks of columns that fit :data:`WIDTH`."""
+    labels = [m.label for m in rep.methods]
+    n = len(labels)
+    if not full:
+        pairs = [
+            (rep.spearman[i, j], labels[i], labels[j])
+            for i in range(n)
+            for j in range(i + 1, n)
+            if not math.isnan(rep.spearman[i, j])
+        ]
+        pairs.sort(key=lambda t: t[0])
+        shown = pairs[:TOP_PAIRS]
+        out = [
+            "Spearman rank correlation of the advantages: the method pairs that disagree most",
+            f"  ({len(shown)} of {len(pairs)} pairs, lowest first; --spearman prints the matrix)",
+        ]
+        if shown:
+            wa = max(len("method"), *(len(a) for _, a, _ in shown))
+            wb = max(len("method"), *(len(b) for _, _, b in shown))
+            out.append(f"  {'method':<{wa}}  {'method':<{wb}}    rho")
+            out.append(f"  {'-' * wa}  {'-' * wb}  -----")
+            out += [f"  {a:<{wa}}  {b:<{wb}}  {_rho(v):>5}" for v, a, b in shown]
+        return out
+    out = ["Spearman rank correlation of the advantages"]
+    first = max((len(x) for x in labels), default=0)
+    start = 0
+    while start < n:  # as many columns as fit, at least one
+        width, stop = 2 + first, start
+        while stop < n and (stop == start or width + 2 + max(len(labels[stop]), 5) <= WIDTH):
+            width += 2 + max(len(labels[stop]), 5)
+            stop += 1
+        cols = range(start, stop)
+        rows = [[labels[i]] + [_rho(rep.spearman[i, j]) for j in cols] for i in range(n)]
+        if start:
+            out.append("")
+        out += ["  " + line for line in _table(["", *(labels[j] for j in cols)], rows)]
+        start = stop
+    return out
+
+
+def fold(line: str, width: int = WIDTH) -> list[str]:
+    """``line`` folded at spaces to fit ``width`` (continuation lines indented two spaces
+    more than ``line``); a word longer than the width stays whole."""
+    import textwrap
+
+    indent = line[: len(line) - len(line.lstrip())]
+    return textwrap.wrap(
+        line,
+        width,
+        subsequent_indent=indent + "  ",
+        break_long_words=False,
+        break_on_hyphens=False,
+    ) or [line]
+
+
+def fold_verdict(line: str, width: int = WIDTH) -> list[str]:
+    """The verdict ``line`` folded after ``"; "`` so that every line fits ``width``
+    (continuation lines indented by two spaces); unchanged when it fits."""
+    parts = line.split("; ")
+    lines = [parts[0]]
+    for part in parts[1:]:
+        if len(lines[-1]) + 2 + len(part) + 1 <= width:
+            lines[-1] += "; " + part
+        else:
+            lines[-1] += ";"
+            lines.append("  " + part)
+    return lines

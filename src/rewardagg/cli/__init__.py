@@ -1,4 +1,5 @@
-"""The ``rewardagg`` command line: ``rewardagg demo`` and ``rewardagg audit FILE``.
+"""The ``rewardagg`` command line: ``rewardagg demo``, ``rewardagg audit FILE`` and
+``rewardagg doctor`` (:mod:`~rewardagg.cli.doctor`).
 
 Exit codes: 0 success; 2 bad usage, a bad input file or a missing optional dependency;
 1 an unexpected error.

@@ -295,6 +295,7 @@ def run_audit_command(args: argparse.Namespace) -> int:
         report_to_dict,
         run_audit,
     )
+    from rewardagg.audit.report import fold
 
     _check_source_options(args)
     if not math.isfinite(args.z_level):
@@ -342,8 +343,8 @@ def run_audit_command(args: argparse.Namespace) -> int:
         print(json.dumps(out, indent=2, allow_nan=False))
     else:
         if inferred:
-            print(inferred)
-        print(format_report(report))
+            print("\n".join(fold(inferred)))
+        print(format_report(report, spearman=args.spearman))
     if plot is not None:
         make_parent_dirs(plot)
         try:

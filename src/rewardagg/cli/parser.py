@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from rewardagg._src.registry import available_methods
+from rewardagg.cli.doctor import DESCRIPTION as DOCTOR_DESCRIPTION
 from rewardagg.method_settings import parameters_taken
 from rewardagg.rollouts_io import FORMATS
 from rewardagg.trainer_logs import TRAINERS
@@ -268,7 +269,8 @@ rows failing one reward each method still rewards. --json prints all of it as on
 object instead. A method defined for non-negative rewards only (a power mean) is
 skipped, with a note, on rewards with a negative value.
 
-The file format and every column of the report: docs/rollouts.md and docs/audit.md.
+The file format and every column of the report: the documentation's pages "The rollout
+file" and "Reading the audit" (in the source repository: docs/rollouts.md, docs/audit.md).
 """
 
 
@@ -373,6 +375,12 @@ def configure_audit(p: argparse.ArgumentParser) -> None:
         help="print the report as one JSON object (every number of the text report, and "
         "the verdict) instead of the text, for scripts",
     )
+    p.add_argument(
+        "--spearman",
+        action="store_true",
+        help="print the whole Spearman rank-correlation matrix of the methods' advantages "
+        "(folded into blocks of columns) instead of the 5 method pairs that disagree most",
+    )
 
 
 # ---------------------------------------------------------------------------- wiring
@@ -390,6 +398,13 @@ COMMANDS: list[Command] = [
         configure_audit,
         "rewardagg.cli.commands:run_audit_command",
         AUDIT_DESCRIPTION,
+    ),
+    Command(
+        "doctor",
+        "import each installed host adapter (TRL, verl, OpenRLHF); print the fix if one fails",
+        "rewardagg.cli.doctor:configure",
+        "rewardagg.cli.doctor:run",
+        DOCTOR_DESCRIPTION,
     ),
     # Command("bench", "...", "rewardagg.<module>:configure", "rewardagg.<module>:run"),
 ]

@@ -115,6 +115,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from trl import GRPOConfig, GRPOTrainer
 
 import rewardagg
+from rewardagg._src.registry import ALIASES
 from rewardagg.integrations._settings import (
     DEFAULT_METHOD,
     ConstraintOptions,
@@ -236,6 +237,8 @@ CONSTRAINTS_FILE = "rewardagg_constraints.json"
 SHORTCUTS = ("kappa", "lam")
 #: The method parameter TRL's own ``scale_rewards`` sets (the sum-first method's scale).
 _SCALE_PARAM = "scale"
+#: The metric of the multipliers applied to a batch (``method/multiplier/<reward>``).
+_MULTIPLIER = "method/multiplier"
 
 
 def _json_dict(value: Any, name: str) -> dict[str, Any]:
@@ -252,6 +255,47 @@ def _json_dict(value: Any, name: str) -> dict[str, Any]:
     if not isinstance(value, Mapping):
         raise TypeError(f"{name} must be a dict or a JSON object; got {value!r}")
     return dict(value)
+
+
+#: The backends :func:`rewardagg.advantages` takes (``rewardagg.kernels.BACKENDS``).
+BACKENDS = ("auto", "numpy", "torch", "numba", "triton")
+
+
+def _check_backend(backend: Any, use_cpu: bool) -> str:
+    """``advantage_backend`` checked when the config is built: a known name whose package is
+    installed and that runs on the tensors the trainer passes (torch, on the training
+    device: CUDA when one is visible and ``use_cpu`` is not set)."""
+    import importlib.util
+
+    if backend not in BACKENDS:
+        raise ValueError(f"advantage_backend must be one of {BACKENDS}; got {backend!r}")
+    cuda = torch.cuda.is_available() and not use_cpu
+    if backend == "numpy":
+        raise ValueError(
+            "advantage_backend='numpy' takes numpy arrays, but the trainer passes torch "
+            "tensors; use 'auto' or 'torch'"
+        )
+    if backend == "numba":
+        if importlib.util.find_spec("numba") is None:
+            raise ValueError(
+                "advantage_backend='numba' needs numba: pip install numba (the 'fast' extra)"
+            )
+        if cuda:
+            raise ValueError(
+                "advantage_backend='numba' runs on the CPU, but the trainer's rewards are on "
+                "CUDA (set use_cpu=True, or use 'auto')"
+            )
+    if backend == "triton":
+        if importlib.util.find_spec("triton") is None:
+            raise ValueError(
+                "advantage_backend='triton' needs triton: pip install triton (the 'triton' extra)"
+            )
+        if not cuda and os.environ.get("TRITON_INTERPRET") != "1":
+            raise ValueError(
+                "advantage_backend='triton' needs the rewards on CUDA, but the trainer runs on "
+                "the CPU (no CUDA device, or use_cpu=True); use 'auto' (or TRITON_INTERPRET=1)"
+            )
+    return str(backend)
 
 
 @dataclass
@@ -273,7 +317,8 @@ class RewardAggGRPOConfig(GRPOConfig):
     Parameters:
         advantage_method: a name from ``rewardagg.available_methods()`` (built in, or
             registered with ``rewardagg.register_aggregator`` before building this
-            config). Default: RVPO's SoftMin.
+            config). Default: RVPO's SoftMin. An alias (``"rvpo"``) is stored as the
+            method's own name (``"softmin"``).
         advantage_params: the method's parameters, a dict or a JSON object string
             (``'{"kappa": 2.0}'``); any name the method takes. A name that only other
             methods take, or that no method takes, is an error.
@@ -289,7 +334,9 @@ class RewardAggGRPOConfig(GRPOConfig):
         advantage_batch_norm: standardise the aggregated score over the batch (stage 3).
         advantage_baseline: ``"mean"`` or ``"leave_one_out"`` (RLOO) group baseline.
         advantage_singleton: ``"zero"`` or ``"identity"``; how a one-row group is treated.
-        advantage_backend: rewardagg backend (``"auto"``, ``"torch"``, ``"triton"``, ...).
+        advantage_backend: rewardagg backend: ``"auto"``, ``"torch"``, ``"numba"`` (CPU
+            training, numba installed) or ``"triton"`` (CUDA, triton installed); checked
+            when the config is built (``"numpy"`` is refused: the trainer passes tensors).
         advantage_kwargs: older spelling of ``advantage_params`` (same role, merged with
             it; a name set in both is an error; an unknown name raises ``TypeError``).
         advantage_order: ``"normalize_then_reduce"`` or ``"reduce_then_normalize"``
@@ -404,7 +451,10 @@ class RewardAggGRPOConfig(GRPOConfig):
             value = getattr(self, name)
             if value is not None:
                 setattr(self, name, _json_dict(value, name))
+        # a method alias (``"rvpo"``: RVPO's SoftMin) is stored under the method's own name
+        self.advantage_method = ALIASES.get(self.advantage_method, self.advantage_method)
         aggregator = resolve_method(self.advantage_method, SPELLING)
+        self.advantage_backend = _check_backend(self.advantage_backend, self.use_cpu)
         for name in SHORTCUTS:  # validated by the table even where the method ignores them
             setattr(self, name, check_shortcut(name, getattr(self, name), aggregator.name))
         # the core's rules for stage 1 and the weights, with this config's field names
@@ -423,6 +473,9 @@ class RewardAggGRPOConfig(GRPOConfig):
             raise ValueError(
                 f"advantage_correction must be a finite number >= 0; got {self.advantage_correction!r}"
             )
+        for name in ("advantage_batch_norm", "log_rewardagg_metrics"):
+            if not isinstance(getattr(self, name), bool):
+                raise TypeError(f"{name} must be True or False; got {getattr(self, name)!r}")
         self.reward_weights = check_weights(self.reward_weights, "reward_weights")
         # unknown or invalid method parameters and shared options fail here, not at the
         # first batch
@@ -718,6 +771,16 @@ class RewardAggGRPOTrainer(GRPOTrainer):
         return adv, info
 
     def rewardagg_metrics(self, info: Any) -> dict[str, float]:
-        """Flat float metrics (keys without the ``rewardagg/`` prefix) for one batch."""
+        """Flat float metrics (keys without the ``rewardagg/`` prefix) for one batch.
+
+        The constraint multipliers applied to the batch, which the core names by column
+        (``method/multiplier/<index>``), are named by reward: ``method/multiplier/<name>``.
+        """
         metrics = dict(info.to_metrics(reward_names=self._rewardagg_names))
-        return {key: float(value) for key, value in metrics.items()}
+        out: dict[str, float] = {}
+        for key, value in metrics.items():
+            head, _, col = key.rpartition("/")
+            if head == _MULTIPLIER and col.isdigit() and int(col) < len(self._rewardagg_names):
+                key = f"{head}/{self._rewardagg_names[int(col)]}"
+            out[key] = float(value)
+        return out

@@ -15,6 +15,10 @@ runs that module as ``__main__`` (``runpy``) after
    maker runs in OpenRLHF's ``PPOTrainer`` Ray actor).
 
 Both wrappers are removed when the run ends.
+
+``--rewardagg.drop FLAG`` drops ``FLAG`` (and its values) given earlier on the command line,
+so a flag of the example's ``args.txt`` can be unset from ``run.sh``'s command line
+(:mod:`rewardagg.integrations.openrlhf._argv`).
 """
 
 from __future__ import annotations
@@ -298,9 +302,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     """Install, then run ``openrlhf.cli.train_ppo_ray`` as ``__main__`` with ``argv``
     (default ``sys.argv[1:]``)."""
     from rewardagg.integrations.openrlhf import install
+    from rewardagg.integrations.openrlhf._argv import drop_flags
 
+    try:
+        args = drop_flags(list(sys.argv[1:] if argv is None else argv))
+    except ValueError as err:
+        raise SystemExit(f"rewardagg: {err}") from err
     install()
-    args = list(sys.argv[1:] if argv is None else argv)
     saved_argv = sys.argv
     sys.argv = [HOST_MODULE, *args]
     try:
