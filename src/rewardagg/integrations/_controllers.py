@@ -33,12 +33,14 @@ __all__ = [
     "CONTROLLER_FILE",
     "AdaptiveOptions",
     "build_controller",
+    "check_batch",
     "checkpoint_file",
     "controlled_kwargs",
     "find_part",
     "load_controller",
     "missing_message",
     "parse_adaptive",
+    "parse_adaptive_setting",
     "save_controller",
 ]
 
@@ -127,6 +129,36 @@ def parse_adaptive(
             raise ValueError(f"{setting} must be {rule}; got {value!r}")
         out[name] = v
     return AdaptiveOptions(**out)
+
+
+def parse_adaptive_setting(value: Any, setting: str) -> AdaptiveOptions | None:
+    """A nested host setting (verl's ``algorithm.rewardagg.adaptive``): ``None``/``false``
+    (off), ``true`` (on, the defaults) or a mapping of ``tau``, ``beta``, ``patience``, ``z``
+    and optionally ``enabled`` (default true); errors name ``setting.<key>``."""
+    if value is None:
+        return None
+    if isinstance(value, Mapping):
+        keys = ("enabled", "tau", "beta", "patience", "z")
+        unknown = sorted(set(map(str, value)) - set(keys))
+        if unknown:
+            raise ValueError(f"unknown {setting} setting(s) {unknown}; known: {list(keys)}")
+        given = {f"adaptive_{k}": v for k, v in value.items() if k != "enabled"}
+        given["adaptive"] = value.get("enabled", True)
+    else:
+        given = {"adaptive": value}
+
+    def spell(option: str) -> str:
+        return setting if option == "adaptive" else f"{setting}.{option[len('adaptive_') :]}"
+
+    return parse_adaptive(given, spell)
+
+
+def check_batch(controller: Any, rewards: Any, mask: Any = None) -> None:
+    """The controller's own check of a batch, where it has one (adaptive weights: rewards
+    in [0, 1]), so that a batch it would reject fails before anything is computed."""
+    check = getattr(controller, "check_batch", None)
+    if check is not None:
+        check(rewards, mask)
 
 
 def build_controller(
