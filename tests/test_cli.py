@@ -20,6 +20,7 @@ import rewardagg
 from rewardagg.cli import COMMANDS, Command, build_parser, main
 from rewardagg.demo import default_methods
 from rewardagg.demo.scenarios import QUICK_SCENARIOS
+from rewardagg.demo.takeaway import TAKEAWAY, TAKEAWAY_HEADER
 
 FIXTURE = pathlib.Path(__file__).parent / "fixtures" / "audit_rollouts.csv"
 PACKAGE_PARENT = str(pathlib.Path(rewardagg.__path__[0]).resolve().parent)
@@ -154,7 +155,9 @@ def test_demo_quick_writes_its_files_in_its_own_folder(tmp_path):
     assert elapsed < 20, f"demo --quick took {elapsed:.1f} s"  # about 2 s unloaded
     assert res.stderr == ""  # --quiet: no progress bar
     out = tmp_path / "demo-results-quick"
-    assert {p.name for p in out.iterdir()} == {"demo.png", "demo.json", "demo.csv"}
+    assert {p.name for p in out.iterdir()} == {
+        "demo.png", "demo.json", "demo.csv", "demo_seeds.csv"
+    }  # fmt: skip
     for name in QUICK_SCENARIOS:
         assert f"== {name}:" in res.stdout
     verdicts = res.stdout.split("verdicts (")[1].splitlines()[1:]
@@ -168,6 +171,12 @@ def test_demo_quick_writes_its_files_in_its_own_folder(tmp_path):
     assert {r["method"] for r in rows} == {m.label for m in default_methods()}
     data = json.loads((out / "demo.json").read_text())
     assert data["config"]["seeds"] == 3 and data["config"]["steps"] == 40
+    # issue 25: paired verdicts in the JSON, the take-away printed after them
+    assert [(v["scenario"], v["metric"]) for v in data["verdicts"]] == [
+        (sc, m) for sc in QUICK_SCENARIOS for m in ("rubric_score", "critical_met")
+    ]
+    assert {v["kind"] for v in data["verdicts"]} <= {"best", "no clear difference", "not learned"}
+    assert TAKEAWAY_HEADER + "\n" + TAKEAWAY + "\n" in res.stdout
     assert (out / "demo.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # Run again: the files are there, so it stops before training, exit 2.
     again = run_cli("demo", "--quick", "--quiet", cwd=tmp_path)
@@ -217,6 +226,13 @@ def _demo_labels(tmp_path, *args):
     assert main(["demo", "--quiet", "--workers", "1", "--out", str(out), *small, *args]) == 0
     rows = csv.DictReader(open(out / "demo.csv", newline=""))
     return list(dict.fromkeys(r["method"] for r in rows))
+
+
+def test_issue25_labels_as_printed_are_accepted_by_methods(tmp_path, capsys):
+    labels = ["gdpo+lagrange", "softmin k=0.25", "mean_var l=0.125", "tchebycheff k=2"]
+    assert _demo_labels(tmp_path, "--methods", ",".join(labels)) == [
+        "softmin k=0.25", "mean_var l=0.125", "tchebycheff k=2", "gdpo+lagrange"
+    ]  # fmt: skip
 
 
 def test_param_flag_and_its_aliases_agree(tmp_path, capsys):
@@ -276,7 +292,9 @@ def test_demo_without_the_plot_extra(tmp_path):
         extra_path=str(fake),
     )  # fmt: skip
     assert res.returncode == 0, res.stderr
-    assert {p.name for p in (tmp_path / "out").iterdir()} == {"demo.json", "demo.csv"}
+    assert {p.name for p in (tmp_path / "out").iterdir()} == {
+        "demo.json", "demo.csv", "demo_seeds.csv"
+    }  # fmt: skip
 
 
 # ----------------------------------------------------------------------------- audit

@@ -37,6 +37,7 @@ from rewardagg.demo import (
     healthbench_score,
     probe_advantages,
     reference_rows,
+    reference_seed_rows,
     response_scores,
     run_demo,
     select_scenarios,
@@ -59,9 +60,28 @@ from rewardagg.demo.rubric import (
 )
 from rewardagg.demo.rubric_train import draw_world, evaluate, neglect_counts, train_rubric
 from rewardagg.demo.scenarios import neglect_scenarios
-from rewardagg.demo.settings import VARIANTS, advantage_options, make_tracker
-from rewardagg.demo.stats import mean_ci, t_quantile_975
-from rewardagg.demo.tidy import read_rows, verdict, verdict_lines, write_rows
+from rewardagg.demo.settings import (
+    DEMO_SWEEPS,
+    VARIANTS,
+    ControllerContext,
+    advantage_options,
+    judged_target,
+    make_controller,
+    make_tracker,
+    register_controller,
+)
+from rewardagg.demo.stats import mean_ci, paired_ci, regularized_beta, t_quantile, t_quantile_975
+from rewardagg.demo.takeaway import TAKEAWAY, TAKEAWAY_HEADER, takeaway_text
+from rewardagg.demo.tidy import (
+    VERDICT_FIELDS,
+    paired_verdicts,
+    read_rows,
+    read_seed_rows,
+    seed_rows,
+    verdict,
+    verdict_lines,
+    write_rows,
+)
 from rewardagg.method_settings import expand_sweep, method_settings
 
 E, W = END, WORD
@@ -193,6 +213,74 @@ def test_heldout_prompts_are_disjoint_from_training_prompts():
     assert all(tuple(r) in train for r in world.train.offsets[idx])
 
 
+# ----------------------------------------------------------------------------- stuck, trap
+def _captured_rewards(monkeypatch, scenario, steps=4):
+    """The reward batches of a short gdpo run on ``scenario`` (``(S, N, K)`` per update)."""
+    import rewardagg.demo.rubric_train as rt
+
+    seen = []
+
+    def spy(rewards, spec, **kw):
+        seen.append(rewards.copy())
+        return per_seed_advantages(rewards, spec, **kw)
+
+    monkeypatch.setattr(rt, "per_seed_advantages", spy)
+    res = train_rubric(scenario, default_methods(["gdpo"]), [0, 1], steps=steps)
+    return res, np.stack(seen)
+
+
+def test_issue25_the_trap_is_met_only_when_the_critical_criterion_fails(monkeypatch):
+    sc = select_scenarios(["trap-k5-clean"])[0]
+    world = draw_world(sc, 0)
+    c, k = world.criteria, world.criteria.extra
+    assert c.roles[k] == "trap" and c.points[k] > 0 and world.train.present[:, k].all()
+    np.testing.assert_array_equal(c.loadings[k], -c.loadings[CRITICAL])
+    res, R = _captured_rewards(monkeypatch, sc)
+    trap, crit = R[..., k], R[..., CRITICAL]
+    assert trap.sum() > 0 and not np.any((trap == 1) & (crit == 1))  # exact judge
+    assert "extra_met" in res.metrics and "extra_met" in res.curves
+    # Exact evaluation: P(trap) = P(critical fails by the margin) <= 1 - P(critical met),
+    # and it matches the frequency of a plain simulation of the same probit model.
+    mu = np.array([0.4, -0.2, 0.1])
+    p = met_probability(world.heldout.offsets, c.loadings, mu, sc.policy_std)
+    assert np.all(p[:, k] + p[:, CRITICAL] < 1.0)
+    rng = np.random.default_rng(1)
+    x = mu + sc.policy_std * rng.standard_normal((200_000, 3))
+    xi0 = rng.standard_normal(200_000)
+    crit_logit = world.heldout.offsets[0, CRITICAL] + x @ c.loadings[CRITICAL] + xi0
+    trap_met = world.heldout.offsets[0, k] + x @ c.loadings[k] - xi0 > 0
+    assert not np.any(trap_met & (crit_logit > 0))
+    assert trap_met.mean() == pytest.approx(p[0, k], abs=4e-3)
+
+
+def test_issue25_the_stuck_criterion_does_not_move_whatever_the_policy(monkeypatch):
+    sc = select_scenarios(["stuck-k17-noisy"])[0]
+    world = draw_world(sc, 3)
+    k = world.criteria.extra
+    assert world.criteria.roles[k] == "stuck" and not world.criteria.loadings[k].any()
+    a, b = (evaluate(world, np.array(mu), 1.0)["extra_met"] for mu in ([0, 0, 0], [3, -2, 1]))
+    assert a == b and 0.02 < a < 0.09  # about 5%
+    res, R = _captured_rewards(monkeypatch, select_scenarios(["stuck-k17-clean"])[0])
+    curve = res.curves["extra_met"]
+    np.testing.assert_array_equal(curve, np.broadcast_to(curve[:1], curve.shape))
+    assert 0 < np.nanmean(R[..., k]) < 0.1
+
+
+def test_issue25_families_are_selected_and_seeded_like_the_grid():
+    names = [s.name for s in select_scenarios(["stuck", "trap"])]
+    assert names == [
+        f"{f}-k{k}-{n}" for f in ("stuck", "trap") for k in (17, 5) for n in ("clean", "noisy")
+    ]
+    clean, noisy = select_scenarios(["trap-k17-clean", "trap-k17-noisy"])
+    assert clean.seed_key == noisy.seed_key  # clean and noisy share their draws
+    keys = {s.seed_key for s in select_scenarios(["all"]) if s.family == "rubric"}
+    assert len(keys) == 4 + 4  # the grid's 4 factor pairs, 2 per family
+    np.testing.assert_array_equal(
+        draw_world(clean, 2).train.offsets, draw_world(noisy, 2).train.offsets
+    )
+    assert len(select_scenarios(["all"])) == 8 + 8 + 4
+
+
 # ----------------------------------------------------------------------------- training
 def test_seeds_reproduce_bit_for_bit_whatever_else_runs():
     methods = default_methods(["gdpo", "softmin", "gd2po", "gdpo_lagrange"], params={"kappa": [1]})
@@ -210,6 +298,24 @@ def test_seeds_reproduce_bit_for_bit_whatever_else_runs():
     assert one.seeds == two.seeds == [0, 1, 2]
     for name in one.metrics:
         np.testing.assert_array_equal(one.metrics[name], two.metrics[name])
+
+
+def test_issue25_progress_is_counted_per_update_in_the_workers():
+    import multiprocessing
+
+    import rewardagg.demo.runner as runner
+
+    counter = multiprocessing.Value("q", 0)
+    runner._init_worker(counter)
+    try:
+        runner._train_unit(TINY, default_methods(["gdpo"]), [0, 1, 2], 5)
+    finally:
+        runner._init_worker(None)
+    assert counter.value == 3 * 5  # seeds x updates, counted as they ran
+    calls = []
+    config = DemoConfig(seeds=3, steps=4, methods=tuple(default_methods(["gdpo"])), workers=2)
+    run_demo([TINY, TINY], config, progress=calls.append)
+    assert sum(calls) == runner.total_work([TINY, TINY], config) == 2 * 3 * 4
 
 
 def test_every_method_sees_the_same_draws():
@@ -233,12 +339,21 @@ def test_neglect_counts_rewarded_failures_in_informative_groups():
 # ----------------------------------------------------------------------------- methods
 def test_default_methods_are_every_table_setting_then_the_variants():
     labels = [m.label for m in default_methods()]
-    table = [s.label for name in rewardagg.available_methods() for s in method_settings([name])]
+    table = [
+        MethodSpec.from_table(name, s).label
+        for name in rewardagg.available_methods()
+        for s in DEMO_SWEEPS.get(name, rewardagg.get_aggregator(name).sweep)
+    ]
     assert labels == table + [v.spec.label for v in VARIANTS]
-    assert labels[:8] == [
-        "grpo", "gdpo", "mean", "softmin k=0.5", "softmin k=1", "softmin k=2",
-        "mean_var l=0.5", "min",
+    assert labels[:14] == [
+        "grpo", "gdpo", "mean", "softmin k=0.1", "softmin k=0.25", "softmin k=0.5",
+        "softmin k=1", "softmin k=2", "mean_var l=0.05", "mean_var l=0.125",
+        "mean_var l=0.25", "mean_var l=0.5", "mean_var l=1", "min",
     ]  # fmt: skip
+    # The Taylor twin: lam = kappa / 2 at every kappa of the sweep.
+    kappas = [s["kappa"] for s in DEMO_SWEEPS["softmin"]]
+    assert [s["lam"] for s in DEMO_SWEEPS["mean_variance"]] == [k / 2 for k in kappas]
+    assert min(kappas) <= 0.25  # inside the Taylor regime for |Z| <= 2.5
     assert [v.name for v in VARIANTS] == [
         "gdpo_point_weights", "tchebycheff", "gdpo_lagrange", "softmin_snr"
     ]  # fmt: skip
@@ -256,6 +371,23 @@ def test_default_methods_by_name_and_overrides():
     assert default_methods(variants=False)[-1].options == {}
 
 
+def test_issue25_every_printed_label_selects_its_setting():
+    every = default_methods()
+    for spec in every:
+        assert default_methods([spec.label]) == [spec], spec.label
+    chosen = default_methods(["gdpo+lagrange", "softmin k=0.25", "gdpo", "mean_var  l=0.125"])
+    assert [m.label for m in chosen] == [
+        "gdpo", "softmin k=0.25", "mean_var l=0.125", "gdpo+lagrange"
+    ]  # fmt: skip
+    # a label with a value outside the sweep is a setting too; a bad one is an error
+    assert default_methods(["softmin k=3"]) == [
+        MethodSpec("softmin k=3", "softmin", {"kappa": 3.0})
+    ]
+    for bad in ("softmin q=1", "softmin k=-1", "nope k=1"):
+        with pytest.raises(ValueError, match="or a label as printed"):
+            default_methods([bad])
+
+
 def test_variant_options_resolve_per_scenario():
     pts = np.array([10.0, -5.0, 2.0])
     spec = default_methods(["gdpo_point_weights"])[0]
@@ -265,6 +397,11 @@ def test_variant_options_resolve_per_scenario():
     tracker = make_tracker(lag)
     assert tracker.targets == {0: 0.9} and tracker.lr == 0.1 and tracker.lambda_max == 20.0
     assert make_tracker(spec) is None
+    # issue 25: under a judge flipping 10% of verdicts the tracker gets the judged rate of
+    # the true target 0.9, 0.9 * 0.9 + 0.1 * 0.1 = 0.82, below the judged cap 0.9.
+    noisy = make_controller(lag, ControllerContext(judge_noise=0.1))
+    assert noisy.targets[0] == pytest.approx(0.82, abs=1e-15)
+    assert judged_target(0.9, 0.0) == 0.9 and judged_target(0.3, 0.5) == 0.5
     # The toy has no points and signed rewards: the runner skips what cannot run there.
     toy = select_scenarios(["neglect-k4-rare"])[0]
     res = run_demo([toy], DemoConfig(seeds=1, steps=1, workers=1))[0]
@@ -317,6 +454,42 @@ def test_a_registered_method_is_trained_with_its_sweep(registered):
     assert methods[-len(VARIANTS) - 2 : -len(VARIANTS)] == mine  # after the built-ins
     res = run_demo([TINY], DemoConfig(seeds=2, steps=2, methods=tuple(mine), workers=2))[0]
     assert res.metrics["rubric_score"].shape == (2, 2)
+
+
+class _CountingController:
+    """A stateful per-run controller: GDPO with weights that grow per batch."""
+
+    def __init__(self, step):
+        self.step, self.calls = step, 0
+
+    def advantages(self, rewards, **kw):
+        self.calls += 1
+        w = np.ones(rewards.shape[1]) + self.step * self.calls
+        w[0] = 1.0
+        return rewardagg.advantages(rewards, **{**kw, "weights": w})
+
+
+def test_issue25_a_registered_controller_runs_once_per_seed_and_batch():
+    made = []
+
+    def factory(option, spec, ctx):
+        made.append((option, spec.label, ctx.judge_noise, ctx.n_rewards))
+        return _CountingController(option["step"])
+
+    register_controller("test_counter", factory)
+    try:
+        spec = MethodSpec("gdpo+count", "gdpo", {}, {"test_counter": {"step": 0.5}})
+        assert not stackable(spec) and "test_counter" not in advantage_options(spec)
+        sc = select_scenarios(["k5-common-noisy"])[0]
+        res = train_rubric(sc, [spec, *default_methods(["gdpo"])], [0, 1], steps=3)
+        assert made == [({"step": 0.5}, "gdpo+count", 0.1, 5)] * 2  # one per seed
+        # growing weights on the non-critical columns change the run; seed by seed
+        assert not np.array_equal(res.final["mu"][0], res.final["mu"][1])
+        assert "multiplier" not in res.metrics  # no multipliers, no column
+    finally:
+        from rewardagg.demo.settings import CONTROLLERS
+
+        CONTROLLERS.pop("test_counter")
 
 
 # ----------------------------------------------------------------------------- engine
@@ -419,6 +592,36 @@ def test_mean_ci_matches_student_t():
         assert t_quantile_975(df) == pytest.approx(scipy_stats.t.ppf(0.975, df), abs=1e-3)
 
 
+def test_issue25_t_quantiles_are_exact_for_every_df():
+    scipy_stats = pytest.importorskip("scipy.stats")
+    special = pytest.importorskip("scipy.special")
+    for df in [*range(1, 121), 150, 500, 1000, 0.5, 2.5]:
+        for p in (0.6, 0.9, 0.975, 0.995, 0.9999, 0.025):
+            want = scipy_stats.t.ppf(p, df)
+            assert t_quantile(p, df) == pytest.approx(want, rel=1e-12, abs=1e-14), (df, p)
+    assert t_quantile(0.975, 1e6) == pytest.approx(scipy_stats.t.ppf(0.975, 1e6), rel=1e-8)
+    # above 30 degrees of freedom it is no longer the normal 1.96
+    assert t_quantile_975(40) == pytest.approx(2.021075390306273, rel=1e-12)
+    for a, b in itertools.product((0.5, 1.0, 3.5, 40.0), (0.5, 2.0, 7.0)):
+        for x in np.linspace(0.0, 1.0, 23):
+            assert regularized_beta(a, b, x) == pytest.approx(special.betainc(a, b, x), abs=1e-14)
+    with pytest.raises(ValueError, match="p must be"):
+        t_quantile(1.0, 3)
+    with pytest.raises(ValueError, match="df must be"):
+        t_quantile(0.9, 0)
+
+
+def test_issue25_paired_ci_is_the_paired_t_interval():
+    scipy_stats = pytest.importorskip("scipy.stats")
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=9), rng.normal(size=9)
+    x[3] = np.nan  # seeds where one is missing are left out
+    d = (x - y)[np.isfinite(x)]
+    lo, hi = scipy_stats.t.interval(0.95, d.size - 1, loc=d.mean(), scale=scipy_stats.sem(d))
+    mean, got_lo, got_hi = paired_ci(x, y)
+    assert (mean, got_lo, got_hi) == pytest.approx((d.mean(), lo, hi), rel=1e-12)
+
+
 def _rows(*specs):
     keys = ("scenario", "method", "metric", "mean", "ci_low", "ci_high", "n_seeds")
     return [dict(zip(keys, s, strict=True)) for s in specs]
@@ -445,6 +648,87 @@ def test_verdicts_name_the_best_or_say_no_clear_difference():
     )
 
 
+def _seeds(metric, values, starts=None):
+    """Per-seed rows of scenario "s": ``values`` maps method -> per-seed values."""
+    rows = []
+    for method, vals in values.items():
+        for seed, v in enumerate(vals):
+            start = np.nan if starts is None else starts[seed]
+            rows.append(
+                {"scenario": "s", "method": method, "metric": metric, "seed": seed,
+                 "value": float(v), "start": float(start)}
+            )  # fmt: skip
+    return rows
+
+
+def test_issue25_paired_verdict_where_overlapping_intervals_say_no_clear_difference():
+    # Seeds vary a lot (shared by both settings: the same random numbers), a beats b on
+    # every seed by 0.009 +- 0.002: the intervals of the means overlap, the paired one
+    # of the difference is far from 0.
+    base = np.array([0.80, 0.92, 0.85, 0.97, 0.88, 0.83, 0.95, 0.90])
+    gap = np.array([0.009, 0.011, 0.007, 0.010, 0.008, 0.012, 0.009, 0.006])
+    seeds = _seeds("rubric_score", {"b": base, "a": base + gap})
+    rows = tidy_rows_of(seeds)
+    assert verdict(rows, "s", "rubric_score").startswith(
+        "rubric_score: no clear difference between a 0.90 and b 0.89"
+    )
+    (v,) = paired_verdicts(seeds)
+    assert set(VERDICT_FIELDS) <= set(v)
+    assert (v["kind"], v["best"], v["runner_up"]) == ("best", "a", "b")
+    assert v["diff"] == pytest.approx(gap.mean(), abs=1e-6)
+    h = t_quantile(0.975, 7) * gap.std(ddof=1) / np.sqrt(8)  # by hand
+    assert (v["ci_low"], v["ci_high"]) == pytest.approx((gap.mean() - h, gap.mean() + h), abs=2e-6)
+    assert verdict_lines([v]) == [
+        f"s: rubric_score: a best, 0.90 vs 0.89 (b), paired diff +0.009 "
+        f"[{gap.mean() - h:+.3f}, {gap.mean() + h:+.3f}]"
+    ]
+    # a difference whose sign changes from seed to seed: the interval covers 0
+    flip = _seeds("rubric_score", {"b": base, "a": base + gap * np.tile([1, -1], 4) + 0.001})
+    (v,) = paired_verdicts(flip)
+    assert v["kind"] == "no clear difference" and v["ci_low"] < 0 < v["ci_high"]
+
+
+def test_issue25_not_learned_when_no_setting_leaves_its_start_rate():
+    start = np.array([0.10, 0.11, 0.09, 0.10, 0.12, 0.08])
+    still = _seeds(
+        "critical_met",
+        {"a": start + np.array([0.01, -0.01, 0.0, 0.01, -0.005, 0.004]), "b": start - 0.001},
+        start,
+    )
+    (v,) = paired_verdicts(still)
+    assert v["kind"] == "not learned" and v["start"] == pytest.approx(0.1)
+    assert verdict_lines([v]) == ["s: critical_met: no method learned it (start 0.10; top a 0.10)"]
+    moved = _seeds("critical_met", {"a": start + 0.3, "b": start - 0.001}, start)
+    (v,) = paired_verdicts(moved)
+    assert (v["kind"], v["best"]) == ("best", "a")
+    # lower is better (critical_drop): the best has the lowest mean, diff < 0
+    (v,) = paired_verdicts(_seeds("critical_drop", {"a": start, "b": start + 0.2}))
+    assert (v["kind"], v["best"], v["diff"]) == ("best", "a", pytest.approx(-0.2))
+
+
+def test_issue25_settings_identical_per_seed_are_named_together():
+    vals = np.array([0.5, 0.6, 0.7])
+    (v,) = paired_verdicts(
+        _seeds("rubric_score", {"p=-1": vals + 0.1, "p=0": vals + 0.1, "gdpo": vals})
+    )
+    assert (v["best"], v["same_as"], v["runner_up"]) == ("p=-1", ["p=0"], "gdpo")
+    assert verdict_lines([v])[0].startswith("s: rubric_score: p=-1 (= p=0) best, 0.70 vs 0.60")
+
+
+def tidy_rows_of(seeds):
+    """The tidy rows (mean and t-interval per setting) of per-seed rows."""
+    out = []
+    for method in dict.fromkeys(r["method"] for r in seeds):
+        v = np.array([r["value"] for r in seeds if r["method"] == method])
+        m, h = (float(a) for a in mean_ci(v))
+        metric = seeds[0]["metric"]
+        out.append(
+            {"scenario": "s", "method": method, "metric": metric, "mean": m,
+             "ci_low": m - h, "ci_high": m + h, "n_seeds": v.size}
+        )  # fmt: skip
+    return out
+
+
 # ----------------------------------------------------------------------------- report
 def test_tables_files_and_output_folder(tmp_path):
     toy = neglect_scenarios(n_rewards=[3], difficulty=[("x", 0.3)], n_prompts=2)[0]
@@ -457,7 +741,7 @@ def test_tables_files_and_output_folder(tmp_path):
     table = format_table(rows, descriptions={"tiny": "a tiny rubric"})
     assert "== tiny: a tiny rubric (mean ± 95% CI, 2 seeds)" in table
     assert "per prompt" in table
-    verdicts = format_verdicts(rows).splitlines()
+    verdicts = format_verdicts(paired_verdicts(seed_rows(results))).splitlines()
     assert len(verdicts) == 3 and verdicts[1].startswith("tiny: rubric_score: ")
     assert verdicts[2].startswith(f"{toy.name}: format: ")
     assert "rubric_score" in format_summary(rows, "rubric_score")
@@ -466,9 +750,15 @@ def test_tables_files_and_output_folder(tmp_path):
     pytest.importorskip("matplotlib")
     out = check_output_dir(tmp_path / "out")
     paths = write_outputs(results, DemoConfig(seeds=2, steps=3, methods=methods), out)
-    assert {p.name for p in paths.values()} == {"demo.csv", "demo.json", "demo.png"}
+    assert {p.name for p in paths.values()} == {
+        "demo.csv", "demo_seeds.csv", "demo.json", "demo.png"
+    }  # fmt: skip
     assert read_rows(paths["csv"]) == rows
+    seeds = read_seed_rows(paths["seeds"])
+    assert len(seeds) == 2 * len(methods) * 2 * 2  # scenarios x settings x metrics x seeds
     data = json.loads(paths["json"].read_text())
+    assert [list(v)[:8] for v in data["verdicts"]] == [list(VERDICT_FIELDS)] * 4
+    assert data["verdicts"] == json.loads(json.dumps(paired_verdicts(seeds)))
     assert [s["name"] for s in data["scenarios"]] == ["tiny", toy.name]
     assert len(data["scenarios"][0]["curves"]["gdpo"]["critical_met"]["mean"]) == 3
     assert paths["png"].read_bytes()[:4] == b"\x89PNG"
@@ -508,19 +798,52 @@ def _text_blocks(path: pathlib.Path) -> list[str]:
     return [b.strip("\n") for b in re.findall(r"```text\n(.*?)```", text, flags=re.S)]
 
 
+def _printed_reference_blocks() -> list[str]:
+    """Every block ``rewardagg demo`` prints for the shipped reference runs."""
+    printed = []
+    for family in ("rubric", "extras", "long", "neglect"):
+        rows = reference_rows(family)
+        metrics = dict.fromkeys(r["metric"] for r in rows)
+        printed += [
+            format_summary(rows, m) for m in ("rubric_score", "critical_met") if m in metrics
+        ]
+        printed += format_table(rows).split("\n\n")
+        printed.append(format_verdicts(paired_verdicts(reference_seed_rows(family))))
+    return printed
+
+
 @pytest.mark.parametrize("doc", ["README.md", "docs/choosing.md", "docs/why.md"])
 def test_the_numbers_in_the_docs_are_the_reference_run(doc):
     """Every text block that shows demo output is exactly what the reference rows print."""
-    rows, toy = reference_rows(), reference_rows("neglect")
-    printed = [format_summary(rows, m) for m in ("rubric_score", "critical_met")]
-    printed += [*format_table(rows).split("\n\n"), format_verdicts(rows)]
-    printed += [*format_table(toy).split("\n\n"), format_verdicts(toy)]
+    printed = _printed_reference_blocks()
     shown = 0
     for block in _text_blocks(ROOT / doc):
         if block.startswith(("rubric_score ", "critical_met ", "== ", "verdicts ")):
             assert block in printed, block[:300]
             shown += 1
     assert shown, f"{doc} shows no demo output"
+
+
+def test_issue25_one_take_away_in_the_readme_the_docs_and_the_cli():
+    block = TAKEAWAY_HEADER + "\n" + TAKEAWAY
+    for doc in ("README.md", "docs/choosing.md"):
+        assert block in _text_blocks(ROOT / doc), doc
+    # its numbers are the reference runs' (it is filled in from them)
+    assert TAKEAWAY == takeaway_text()
+    assert "SoftMin of group z-scores" in TAKEAWAY and "600 updates" in TAKEAWAY
+
+
+def test_issue25_reference_seed_rows_reproduce_the_tidy_rows():
+    for family in ("rubric", "extras", "long", "neglect"):
+        rows = {(r["scenario"], r["method"], r["metric"]): r for r in reference_rows(family)}
+        seeds = reference_seed_rows(family)
+        assert seeds and {r["seed"] for r in seeds} == set(range(12))
+        for key in dict.fromkeys((r["scenario"], r["method"], r["metric"]) for r in seeds):
+            v = np.array(
+                [r["value"] for r in seeds if (r["scenario"], r["method"], r["metric"]) == key]
+            )
+            m, _ = mean_ci(v)
+            assert float(m) == pytest.approx(rows[key]["mean"], abs=2e-6), key
 
 
 @pytest.mark.skipif(

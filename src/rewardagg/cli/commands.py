@@ -126,7 +126,8 @@ def run_demo_command(args: argparse.Namespace) -> int:
     )
     from rewardagg.demo.runner import total_work
     from rewardagg.demo.scenarios import QUICK_SCENARIOS
-    from rewardagg.demo.tidy import VERDICT_METRICS
+    from rewardagg.demo.takeaway import TAKEAWAY_HEADER, takeaway_text
+    from rewardagg.demo.tidy import VERDICT_METRICS, paired_verdicts, seed_rows
 
     names = args.scenario or (list(QUICK_SCENARIOS) if args.quick else ["rubric"])
     try:
@@ -169,7 +170,11 @@ def run_demo_command(args: argparse.Namespace) -> int:
             print(f"summary: {metric} (mean ± 95% CI) per scenario")
             print(format_summary([r for r in rows if r["metric"] == metric], metric))
     print()
-    print(format_verdicts(rows))
+    print(format_verdicts(paired_verdicts(seed_rows(results))))
+    if any(res.scenario.family == "rubric" for res in results):
+        print()
+        print(TAKEAWAY_HEADER)
+        print(takeaway_text())
     paths = write_outputs(
         results,
         config,

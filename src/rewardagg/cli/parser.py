@@ -170,14 +170,18 @@ from a Gaussian policy shared by all prompts; verbosity drives the easy criteria
 works against the critical one; an LLM-judge model flips each verdict with probability
 eps (the training rewards) while evaluation uses the true verdicts on held-out prompts.
 Eight scenarios: K in {17, 5} x critical met by {10%, 70%} at the start x judge noise
-{0, 0.1}. --scenario neglect runs the earlier format-vs-verbosity toy instead.
+{0, 0.1}. --scenario stuck and --scenario trap run two further families (a criterion no
+policy can move; an easy criterion met only by responses that fail the critical one),
+--scenario neglect the earlier format-vs-verbosity toy, --scenario all every one.
 
 Methods: each method of the method table at each setting its sweep lists (a method
 registered at run time included), plus gdpo_point_weights, tchebycheff, gdpo_lagrange
 and softmin_snr (option variants; see the legend). Same seeds and random numbers for
 every method. Prints one table per scenario, a legend, one summary per headline metric
-and one verdict line per scenario, and writes demo.csv (tidy rows), demo.json and
-demo.png into --out.
+and one line of paired verdicts per scenario (best against runner-up by the mean of
+per-seed differences, 95% t-interval), then the take-away of the reference runs, and
+writes demo.csv (tidy rows), demo_seeds.csv (per-seed values), demo.json (with the
+verdicts) and demo.png into --out.
 """
 
 
@@ -191,7 +195,8 @@ def configure_demo(p: argparse.ArgumentParser) -> None:
         "--out",
         default=None,
         metavar="DIR",
-        help="output folder for demo.csv, demo.json, demo.png (default: demo-results; "
+        help="output folder for demo.csv, demo_seeds.csv, demo.json, demo.png (default: "
+        "demo-results; "
         "--quick: demo-results-quick); files already there are an error",
     )
     p.add_argument("--overwrite", action="store_true", help="replace demo.* files already in --out")
@@ -200,8 +205,9 @@ def configure_demo(p: argparse.ArgumentParser) -> None:
         type=_names,
         default=None,
         metavar="NAME[,NAME...]",
-        help="rubric (default: the 8 testbed scenarios), neglect (the toy's 4), all, or "
-        "scenario names such as k17-rare-noisy, neglect-k17-control",
+        help="rubric (default: the 8 testbed scenarios), stuck or trap (4 each: K = 17 and "
+        "5, clean and noisy), neglect (the toy's 4), all, or scenario names such as "
+        "k17-rare-noisy, trap-k5-noisy, neglect-k17-control",
     )
     p.add_argument(
         "--seeds",
@@ -215,7 +221,8 @@ def configure_demo(p: argparse.ArgumentParser) -> None:
         type=_positive_int,
         default=None,
         metavar="N",
-        help="policy updates per run (default: 200 on the rubric, 300 on the toy; --quick: 40)",
+        help="policy updates per run (default: 200 on the rubric, 300 on the toy; --quick: "
+        "40); docs/choosing.md shows --steps 600 on k17-common-clean,k17-common-noisy",
     )
     p.add_argument(
         "--quick",
@@ -239,7 +246,9 @@ def configure_demo(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     add_method_options(
         p,
-        default="every method of the table at its sweep, then the variants",
+        default="every method of the table at its sweep (softmin at kappa 0.1, 0.25, 0.5, 1, "
+        "2 and mean_variance at lam = kappa/2 in the demo), then the variants; a label as "
+        "the demo prints it, such as 'softmin k=0.25' or gdpo+lagrange, selects one setting",
         extra=DEMO_VARIANTS,
     )
 

@@ -15,7 +15,7 @@ stacked into one call:
 
 ``grpo`` (no stage 3) stacks as is unless ``scale="batch"``. A setting whose stage 3 is not
 the plain batch one (a conflict filter drops rows from it; ``center="group"``), that
-carries state per run (a constraint tracker) or whose weights differ between seeds
+carries state per run (a controller: a constraint tracker, :mod:`rewardagg.demo.settings`) or whose weights differ between seeds
 (``weights="points"`` on rubrics drawn per seed) is computed seed by seed. Every call uses
 the numpy array path (``backend="numpy"``), so a seed's numbers do not depend on how many
 seeds share the call (``backend="auto"`` would switch to a fused kernel on large inputs).
@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 import rewardagg
-from rewardagg.demo.settings import advantage_options
+from rewardagg.demo.settings import CONTROLLERS, advantage_options
 from rewardagg.method_settings import MethodSpec
 
 __all__ = ["per_seed_advantages", "stackable"]
@@ -42,7 +42,7 @@ def stackable(spec: MethodSpec) -> bool:
     """Whether the seeds of ``spec`` can share one call (module docstring)."""
     agg = rewardagg.get_aggregator(spec.method)
     opts = spec.options
-    if "constraint" in opts:
+    if any(o in CONTROLLERS for o in opts):
         return False
     if agg.kind == "sum_first":
         return {**agg.params, **spec.params}.get("scale") != "batch"
@@ -67,8 +67,11 @@ def per_seed_advantages(
         spec: the setting (:mod:`rewardagg.demo.settings`).
         group_size: ``G``.
         points: ``(S, K)`` point values per seed (for ``weights="points"``).
-        trackers: one :class:`rewardagg.ConstraintTracker` per seed for a setting with a
-            ``constraint`` option; each is applied, then updated with its seed's batch.
+        trackers: one controller per seed for a setting with a controller option (a
+            :class:`rewardagg.ConstraintTracker` for ``constraint``,
+            :func:`rewardagg.demo.settings.make_controller`); each seed's
+            ``.advantages(rewards, method=..., group_size=..., **options)`` gives its
+            advantages (and updates the controller with its seed's batch).
     """
     n_seeds, n_rows, n_rewards = rewards.shape
     out = np.empty((n_seeds, n_rows))

@@ -39,7 +39,7 @@ from rewardagg.demo.environment import END, end_probability
 from rewardagg.demo.results import RunResult
 from rewardagg.demo.rubric_train import neglect_counts
 from rewardagg.demo.scenarios import NeglectScenario
-from rewardagg.demo.settings import final_multipliers, make_tracker
+from rewardagg.demo.settings import ControllerContext, final_multipliers, make_controller
 from rewardagg.method_settings import MethodSpec
 
 __all__ = ["train_neglect"]
@@ -59,7 +59,8 @@ def train_neglect(
     M, S, P, G = len(methods), len(seeds), env.n_prompts, scenario.group_size
     L, K = env.length, env.n_rewards
     rngs = [np.random.default_rng(np.random.SeedSequence([s, *scenario.seed_key])) for s in seeds]
-    trackers = [[make_tracker(spec) for _ in seeds] for spec in methods]
+    context = ControllerContext(n_rewards=K)
+    trackers = [[make_controller(spec, context) for _ in seeds] for spec in methods]
 
     theta = np.broadcast_to(env.initial_logits(), (M, S, P, L, 2)).copy()
     checkpoints = np.unique(np.r_[np.arange(0, T, scenario.eval_every), T])

@@ -1,7 +1,8 @@
 """The demo's printed table, legend, files (``demo.csv``, ``demo.json``) and figure.
 
 Everything here is drawn from the tidy rows of :mod:`rewardagg.demo.tidy` (the figure
-too), so ``demo.csv`` is the source of every number the demo shows. Cells are
+too), so ``demo.csv`` is the source of every number the tables show, and
+``demo_seeds.csv`` (the per-seed values) the source of the paired verdicts. Cells are
 ``mean±h``: the mean over seeds and the half-width of its 95% t interval.
 """
 
@@ -21,11 +22,21 @@ from rewardagg.demo.results import RunResult, metric_description
 from rewardagg.demo.scenarios import select_scenarios
 from rewardagg.demo.settings import VARIANTS
 from rewardagg.demo.stats import mean_ci
-from rewardagg.demo.tidy import VERDICT_METRICS, tidy_rows, verdict_lines, write_rows
+from rewardagg.demo.tidy import (
+    VERDICT_FIELDS,
+    VERDICT_METRICS,
+    paired_verdicts,
+    seed_rows,
+    tidy_rows,
+    verdict_lines,
+    write_rows,
+    write_seed_rows,
+)
 from rewardagg.method_settings import MethodSpec
 
 __all__ = [
     "OUTPUT_FILES",
+    "VERDICT_HEADER",
     "check_output_dir",
     "format_legend",
     "format_summary",
@@ -37,7 +48,7 @@ __all__ = [
     "write_outputs",
 ]
 
-OUTPUT_FILES = ("demo.csv", "demo.json", "demo.png")
+OUTPUT_FILES = ("demo.csv", "demo_seeds.csv", "demo.json", "demo.png")
 #: Metrics the figure plots, per family (each on [0, 1]).
 PLOTTED = {
     "rubric": ("rubric_score", "critical_met", "neglect"),
@@ -102,13 +113,18 @@ def format_table(
     return "\n\n".join(blocks)
 
 
-def format_verdicts(rows: Sequence[Mapping[str, Any]]) -> str:
-    """The verdict lines (:func:`rewardagg.demo.tidy.verdict_lines`) under a header."""
-    head = (
-        "verdicts (per scenario: the best mean and its margin over the runner-up, or "
-        "'no clear difference' when their 95% CIs overlap):"
-    )
-    return "\n".join([head, *verdict_lines(rows)])
+VERDICT_HEADER = (
+    "verdicts (per scenario: the best mean against the runner-up by the mean of their "
+    "per-seed differences, paired 95% t-interval; 'no clear difference' when it covers 0; "
+    "critical_met 'not learned' when no setting ends above its start rate by more than "
+    "its 95% CI):"
+)
+
+
+def format_verdicts(verdicts: Sequence[Mapping[str, Any]]) -> str:
+    """The verdict lines (:func:`rewardagg.demo.tidy.verdict_lines`) of
+    :func:`rewardagg.demo.tidy.paired_verdicts` under a header."""
+    return "\n".join([VERDICT_HEADER, *verdict_lines(verdicts)])
 
 
 def format_summary(rows: Sequence[Mapping[str, Any]], metric: str) -> str:
@@ -151,7 +167,23 @@ def format_legend(methods: Sequence[MethodSpec], metrics: Iterable[str]) -> str:
     lines.append("methods:")
     width = max(len(s.label) for s in methods)
     lines += [f"  {s.label:<{width}}  {_method_line(s)}" for s in methods]
+    same = _same_on_binary(methods)
+    if len(same) > 1:
+        lines.append(
+            f"note: {' and '.join(same)} are the same rule on 0/1 rewards (the rubric's): "
+            "with p <= 0 the power mean of a row is 1 when every criterion is met and 0 "
+            "otherwise, so their rows are identical there (they differ on graded rewards)"
+        )
     return "\n".join(lines)
+
+
+def _same_on_binary(methods: Sequence[MethodSpec]) -> list[str]:
+    """Labels of the ``power_mean`` settings with ``p <= 0`` and no options."""
+    return [
+        s.label
+        for s in methods
+        if s.method == "power_mean" and not s.options and float(s.params.get("p", 1.0)) <= 0
+    ]
 
 
 # ---------------------------------------------------------------------------- files
@@ -188,6 +220,10 @@ def to_json_dict(results: Sequence[RunResult], config: Any = None, **meta: Any) 
         cfg["methods"] = [asdict(m) for m in results[0].methods]
     rows = tidy_rows(results)
     out: dict = {"config": cfg, "meta": meta, "rows": [_json_row(r) for r in rows]}
+    out["verdicts"] = [
+        {k: v[k] for k in VERDICT_FIELDS} | {k: v[k] for k in v if k not in VERDICT_FIELDS}
+        for v in paired_verdicts(seed_rows(results))
+    ]
     out["scenarios"] = [
         {
             "name": res.scenario.name,
@@ -220,17 +256,19 @@ def write_outputs(
     plot: bool = True,
     **meta: Any,
 ) -> dict[str, Path]:
-    """Write ``demo.csv``, ``demo.json`` and (``plot=True``) ``demo.png`` into ``out_dir``."""
+    """Write ``demo.csv``, ``demo_seeds.csv``, ``demo.json`` and (``plot=True``)
+    ``demo.png`` into ``out_dir``."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    paths = {"csv": out / "demo.csv", "json": out / "demo.json"}
+    paths = {"csv": out / "demo.csv", "seeds": out / "demo_seeds.csv", "json": out / "demo.json"}
     rows = tidy_rows(results)
     write_rows(rows, paths["csv"])
+    write_seed_rows(seed_rows(results), paths["seeds"])
     with open(paths["json"], "w") as f:
         json.dump(to_json_dict(results, config, **meta), f, indent=1)
     if plot:
         paths["png"] = out / "demo.png"
-        plot_rows(rows, paths["png"])
+        plot_rows(rows, paths["png"], verdicts=paired_verdicts(seed_rows(results)))
     return paths
 
 
@@ -285,22 +323,27 @@ def _colours(labels: Sequence[str]) -> dict[str, Any]:
     return out
 
 
-def _takeaway(rows: Sequence[Mapping[str, Any]], scenario: str, metric: str) -> str:
-    """A short verdict for a panel title."""
-    mine = [r for r in rows if r["scenario"] == scenario and r["metric"] == metric]
-    if len(mine) < 2:
+def _takeaway(verdicts: Sequence[Mapping[str, Any]], scenario: str, metric: str) -> str:
+    """A short paired verdict for a panel title."""
+    v = next((v for v in verdicts if v["scenario"] == scenario and v["metric"] == metric), None)
+    if v is None or v.get("runner_up") is None:
         return ""
-    ranked = sorted(mine, key=lambda r: -r["mean"])
-    best, second = ranked[0], ranked[1]
-    if best["ci_low"] > second["ci_high"]:
-        return f"{metric}: {best['method']} best (+{best['mean'] - second['mean']:.2f})"
-    return f"{metric}: no clear winner (top {best['mean']:.2f})"
+    if v["kind"] == "not learned":
+        return f"{metric}: not learned (start {v['start']:.2f})"
+    if v["kind"] == "best":
+        return f"{metric}: {v['best']} best ({v['diff']:+.3f})"
+    return f"{metric}: no clear winner (top {v['best_mean']:.2f})"
 
 
-def plot_rows(rows: Sequence[Mapping[str, Any]], path: str | Path) -> None:
+def plot_rows(
+    rows: Sequence[Mapping[str, Any]],
+    path: str | Path,
+    *,
+    verdicts: Sequence[Mapping[str, Any]] = (),
+) -> None:
     """One panel per scenario: each setting's final values (dots) with their 95% CIs
-    (bars), settings down the y axis, metrics by marker; the panel title says who wins.
-    Needs matplotlib."""
+    (bars), settings down the y axis, metrics by marker; the panel title says who wins
+    (``verdicts``: :func:`rewardagg.demo.tidy.paired_verdicts`). Needs matplotlib."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
@@ -341,7 +384,7 @@ def plot_rows(rows: Sequence[Mapping[str, Any]], path: str | Path) -> None:
         ax.set_yticks(range(len(methods)), methods, fontsize=7.5)
         ax.grid(axis="x", alpha=0.3)
         ax.tick_params(axis="x", labelsize=8)
-        says = [_takeaway(rows, scenario, m) for m in VERDICT_METRICS[family]]
+        says = [_takeaway(verdicts, scenario, m) for m in VERDICT_METRICS[family]]
         ax.set_title("\n".join([scenario, *says]), fontsize=8)
     for j in range(len(scenarios), nrows * ncols):
         axes[j // ncols, j % ncols].set_visible(False)

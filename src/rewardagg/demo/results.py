@@ -32,6 +32,11 @@ METRICS: dict[str, tuple[str, bool]] = {
         False,
     ),
     "easy_met": ("P(easy criterion met), mean over held-out prompts' easy criteria", True),
+    "extra_met": (
+        "P(the stuck or trap criterion met) (stuck: 0.05 whatever the policy; trap: met "
+        "only when the critical one fails)",
+        True,
+    ),
     "neglect": (
         "share of responses judged to fail the constraint, in groups where another met it, "
         "that still got a positive advantage (all updates)",

@@ -24,6 +24,19 @@ So a policy gains on many easy criteria by being verbose, and pays on one critic
 criterion (and a few negative ones) unless it also learns care (and accuracy). Care helps
 nothing but the critical criterion: its only learning signal is the critical column.
 
+Two scenario families replace the last easy criterion by an ``extra`` one (so :math:`K`
+is unchanged), always part of the rubric:
+
+- ``stuck``: +5 points, met with probability 0.05 *whatever the policy does* (loadings
+  0): a bottleneck nobody can move; a rule that chases the rarest criterion blindly
+  spends its weight there.
+- ``trap``: +3 points, met only by verbose, careless responses that *fail* the critical
+  criterion: loadings :math:`-a_0 = (1, -1, 0)`, offsets :math:`-b_{p0} - m` (margin
+  :math:`m = 0.5`) and, per response, the critical criterion's own noise with the sign
+  flipped, so it is met exactly when :math:`b_{p0} + a_0 \cdot x + \xi_0 < -m`: when the
+  critical criterion fails by more than :math:`m`. An easy criterion in direct conflict
+  with the critical one.
+
 When a response meets a criterion (a probit model). Prompt :math:`p` gives criterion
 :math:`k` an offset :math:`b_{pk}`; a response with features :math:`x` meets it when
 
@@ -64,6 +77,7 @@ import numpy as np
 
 __all__ = [
     "CRITICAL",
+    "EXTRAS",
     "FEATURES",
     "ROLES",
     "Criteria",
@@ -80,13 +94,17 @@ FEATURES = ("verbosity", "care", "accuracy")
 VERBOSITY, CARE, ACCURACY = 0, 1, 2
 CRITICAL = 0
 """Column of the critical criterion."""
-ROLES = ("critical", "easy", "negative")
+ROLES = ("critical", "easy", "negative", "stuck", "trap")
+EXTRAS = ("stuck", "trap")
+"""The extra criteria a scenario family may add (module docstring)."""
 
 CRITICAL_POINTS = 10.0
 EASY_POINTS = (1, 5)
 NEGATIVE_POINTS = (2, 8)
 EASY_RATE = (0.3, 0.7)
 NEGATIVE_RATE = (0.2, 0.4)
+STUCK_POINTS, STUCK_RATE = 5.0, 0.05
+TRAP_POINTS, TRAP_MARGIN = 3.0, 0.5
 
 _erfc = np.frompyfunc(math.erfc, 1, 1)
 
@@ -134,6 +152,11 @@ class Criteria:
         """``(K,)`` boolean: the criteria with ``role``."""
         return np.array([r == role for r in self.roles])
 
+    @property
+    def extra(self) -> int | None:
+        """Column of the ``stuck`` or ``trap`` criterion (``None``: the rubric has none)."""
+        return next((k for k, r in enumerate(self.roles) if r in EXTRAS), None)
+
 
 @dataclass(frozen=True)
 class Prompts:
@@ -159,12 +182,17 @@ def make_criteria(
     *,
     prompt_spread: float = 0.5,
     policy_std: float = 1.0,
+    extra: str | None = None,
 ) -> Criteria:
-    """Draw a rubric's criteria (module docstring): points, loadings and centres."""
+    """Draw a rubric's criteria (module docstring): points, loadings and centres;
+    ``extra`` (``"stuck"`` or ``"trap"``) replaces the last easy criterion."""
     if not 0.0 < critical_rate < 1.0:
         raise ValueError(f"critical_rate must be in (0, 1), got {critical_rate}")
+    if extra is not None and extra not in EXTRAS:
+        raise ValueError(f"extra must be None or one of {EXTRAS}, got {extra!r}")
     _, n_easy, n_neg = role_counts(n_criteria)
-    roles = ("critical",) + ("easy",) * n_easy + ("negative",) * n_neg
+    n_easy -= extra is not None
+    roles = ("critical",) + ("easy",) * n_easy + ((extra,) if extra else ()) + ("negative",) * n_neg
     points = np.empty(n_criteria)
     loadings = np.zeros((n_criteria, len(FEATURES)))
     rate = np.empty(n_criteria)
@@ -175,14 +203,21 @@ def make_criteria(
     points[easy] = rng.integers(EASY_POINTS[0], EASY_POINTS[1] + 1, n_easy)
     loadings[easy, VERBOSITY] = rng.uniform(0.5, 1.5, n_easy)
     rate[easy] = rng.uniform(*EASY_RATE, n_easy)
-    neg = slice(1 + n_easy, n_criteria)
+    neg = slice(n_criteria - n_neg, n_criteria)
     points[neg] = -rng.integers(NEGATIVE_POINTS[0], NEGATIVE_POINTS[1] + 1, n_neg)
     loadings[neg, VERBOSITY] = rng.uniform(0.25, 0.75, n_neg)
     loadings[neg, ACCURACY] = -rng.uniform(0.5, 1.5, n_neg)
     rate[neg] = rng.uniform(*NEGATIVE_RATE, n_neg)
+    if extra is not None:
+        k = 1 + n_easy
+        points[k] = STUCK_POINTS if extra == "stuck" else TRAP_POINTS
+        loadings[k] = 0.0 if extra == "stuck" else -loadings[CRITICAL]
+        rate[k] = STUCK_RATE if extra == "stuck" else 0.5  # the trap's centre is set below
     scale = np.sqrt(1.0 + policy_std**2 * (loadings**2).sum(axis=1) + prompt_spread**2)
     inv = NormalDist().inv_cdf
     centre = np.array([inv(float(r)) for r in rate]) * scale
+    if extra == "trap":
+        centre[1 + n_easy] = -centre[CRITICAL] - TRAP_MARGIN
     return Criteria(points, loadings, centre, roles)
 
 
@@ -202,6 +237,11 @@ def make_prompts(
     offsets = criteria.centre + prompt_spread * rng.standard_normal((n_prompts, k))
     present = rng.random((n_prompts, k)) < presence
     present[:, CRITICAL] = True
+    extra = criteria.extra
+    if extra is not None:
+        present[:, extra] = True
+        if criteria.roles[extra] == "trap":
+            offsets[:, extra] = -offsets[:, CRITICAL] - TRAP_MARGIN
     return Prompts(offsets, present)
 
 

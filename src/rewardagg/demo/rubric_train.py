@@ -23,6 +23,7 @@ the policy (closed form), from which
 
 - ``critical_met``: mean over held-out prompts of P(critical met);
 - ``easy_met``: mean over held-out (prompt, easy criterion of its rubric) of P(met);
+- ``extra_met`` (``stuck`` and ``trap`` scenarios): P(the extra criterion met);
 - ``rubric_score``: the HealthBench score (:mod:`rewardagg.demo.healthbench`) in the limit
   of many responses per prompt. The score of a response is linear in its verdicts, so
   its expectation is the same formula applied to the met probabilities; the clip to
@@ -57,7 +58,7 @@ from rewardagg.demo.rubric import (
     met_probability,
 )
 from rewardagg.demo.scenarios import RubricScenario
-from rewardagg.demo.settings import final_multipliers, make_tracker
+from rewardagg.demo.settings import ControllerContext, final_multipliers, make_controller
 from rewardagg.method_settings import MethodSpec
 
 __all__ = ["RubricWorld", "draw_world", "evaluate", "neglect_counts", "train_rubric"]
@@ -81,7 +82,12 @@ def draw_world(scenario: RubricScenario, seed: int) -> RubricWorld:
     rng = _rng(seed, 0, scenario.seed_key)
     kw = {"prompt_spread": scenario.prompt_spread}
     criteria = make_criteria(
-        rng, scenario.n_criteria, scenario.critical_rate, policy_std=scenario.policy_std, **kw
+        rng,
+        scenario.n_criteria,
+        scenario.critical_rate,
+        policy_std=scenario.policy_std,
+        extra=scenario.extra,
+        **kw,
     )
     train = make_prompts(rng, criteria, scenario.n_train, presence=scenario.presence, **kw)
     heldout = make_prompts(rng, criteria, scenario.n_heldout, presence=scenario.presence, **kw)
@@ -94,11 +100,14 @@ def evaluate(world: RubricWorld, mu: np.ndarray, sigma: float) -> dict[str, np.n
     c, h = world.criteria, world.heldout
     p = met_probability(h.offsets, c.loadings, mu[..., None, :], sigma)  # (..., P, K)
     easy = h.present & c.mask("easy")
-    return {
+    out = {
         "critical_met": p[..., CRITICAL].mean(axis=-1),
         "easy_met": np.where(easy, p, 0.0).sum(axis=(-2, -1)) / easy.sum(),
         "rubric_score": healthbench_score(p, c.points, h.present, axis=-1),
     }
+    if c.extra is not None:
+        out["extra_met"] = p[..., c.extra].mean(axis=-1)
+    return out
 
 
 def neglect_counts(critical: np.ndarray, adv: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -132,11 +141,15 @@ def train_rubric(
     rngs = [_rng(s, 1, sc.seed_key) for s in seeds]
     points = np.stack([w.criteria.points for w in worlds])  # (S, K)
     loadings = np.stack([w.criteria.loadings for w in worlds])  # (S, K, D)
-    trackers = [[make_tracker(spec) for _ in seeds] for spec in methods]
+    context = ControllerContext(judge_noise=sc.judge_noise, n_rewards=K)
+    trackers = [[make_controller(spec, context) for _ in seeds] for spec in methods]
 
     checkpoints = np.unique(np.r_[np.arange(0, T, sc.eval_every), T])
-    curves = {k: np.empty((len(checkpoints), M, S)) for k in ("critical_met", "easy_met")}
-    curves["rubric_score"] = np.empty((len(checkpoints), M, S))
+    names = ["critical_met", "easy_met", "rubric_score"]
+    extra = worlds[0].criteria.extra
+    if extra is not None:
+        names.append("extra_met")
+    curves = {k: np.empty((len(checkpoints), M, S)) for k in names}
     mu = np.zeros((M, S, D))
     failures = np.zeros((M, S))
     rewarded = np.zeros((M, S))
@@ -153,6 +166,8 @@ def train_rubric(
         eps = np.stack([r.standard_normal((B, G, D)) for r in rngs])  # (S, B, G, D)
         xi = np.stack([r.standard_normal((B, G, K)) for r in rngs])  # (S, B, G, K)
         u = np.stack([r.random((B, G, K)) for r in rngs])  # judge flips
+        if extra is not None and sc.extra == "trap":
+            xi[..., extra] = -xi[..., CRITICAL]  # met when the critical fails by the margin
         offsets = np.stack([w.train.offsets[i] for w, i in zip(worlds, idx, strict=True)])
         present = np.stack([w.train.present[i] for w, i in zip(worlds, idx, strict=True)])
         x = sample_features(mu[:, :, None, None, :], eps[None], sigma)  # (M, S, B, G, D)
@@ -182,6 +197,7 @@ def train_rubric(
         "critical_met": crit[-1],
         "critical_drop": crit.max(axis=0) - crit[-1],
         "easy_met": curves["easy_met"][-1],
+        **({} if extra is None else {"extra_met": curves["extra_met"][-1]}),
         "neglect": neglect,
     }
     lam = final_multipliers(trackers)

@@ -5,6 +5,11 @@ lockstep on those seeds) that run in separate processes, ``workers`` at a time. 
 numbers do not depend on the chunk it ran in (each seed owns its random streams, and
 :mod:`rewardagg.demo.engine` gives each seed exactly its own advantages), so any number
 of workers gives the same results, bit for bit; the units are joined by seed.
+
+Progress is counted in seed-updates as the work runs: every worker adds its unit's seeds
+to a shared counter after each update, and the parent reports the counter's growth
+while it waits (every :data:`POLL` seconds), so a progress bar moves per update, not per
+finished unit.
 """
 
 from __future__ import annotations
@@ -13,8 +18,9 @@ import math
 import multiprocessing
 import os
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass
+from typing import Any
 
 from rewardagg._src.methods import BUILTINS
 from rewardagg.demo.neglect_train import train_neglect
@@ -27,6 +33,26 @@ from rewardagg.method_settings import MethodSpec
 __all__ = ["DemoConfig", "available_workers", "run_demo", "run_scenario", "total_work"]
 
 Scenario = RubricScenario | NeglectScenario
+POLL = 0.2
+"""Seconds between two looks at the workers' progress counter."""
+
+_COUNTER: Any = None  # a worker's shared progress counter (set by _init_worker)
+
+
+def _init_worker(counter: Any) -> None:
+    global _COUNTER
+    _COUNTER = counter
+
+
+def _count(n: int) -> None:
+    if _COUNTER is not None:
+        with _COUNTER.get_lock():
+            _COUNTER.value += n
+
+
+def _train_unit(scenario, methods, seeds, steps) -> RunResult:
+    """A unit in a worker: progress counted per update into the shared counter."""
+    return _train(scenario, methods, seeds, steps, lambda n: _count(n * len(seeds)))
 
 
 def available_workers() -> int:
@@ -147,16 +173,33 @@ def run_demo(
     # the costliest first (more criteria, more steps), so the last units are short ones
     units.sort(key=lambda u: -_cost(u[1], config.steps) * len(u[3]))
     parts: dict[int, list[RunResult]] = {i: [] for i in range(len(scenarios))}
-    with ProcessPoolExecutor(max_workers=min(workers, len(units)), mp_context=ctx) as pool:
+    counter = (ctx or multiprocessing).Value("q", 0)
+    reported = 0
+
+    def report() -> None:
+        nonlocal reported
+        now = counter.value
+        if progress is not None and now > reported:
+            progress(now - reported)
+        reported = now
+
+    with ProcessPoolExecutor(
+        max_workers=min(workers, len(units)),
+        mp_context=ctx,
+        initializer=_init_worker,
+        initargs=(counter,),
+    ) as pool:
         futures = {
-            pool.submit(_train, sc, methods, chunk, config.steps): (i, len(chunk), sc)
+            pool.submit(_train_unit, sc, methods, chunk, config.steps): i
             for i, sc, methods, chunk in units
         }
-        for fut in as_completed(futures):
-            i, n, sc = futures[fut]
-            parts[i].append(fut.result())
-            if progress is not None:
-                progress(n * (config.steps or sc.steps))
+        pending = set(futures)
+        while pending:
+            done, pending = wait(pending, timeout=POLL, return_when=FIRST_COMPLETED)
+            for fut in done:
+                parts[futures[fut]].append(fut.result())
+            report()
+    report()
     out = []
     for i, sc in enumerate(scenarios):
         res = merge_results(parts[i])

@@ -9,6 +9,15 @@ factors, two levels each, eight scenarios named ``k{K}-{rare|common}-{clean|nois
 - the judge, ``clean`` (verdicts exact) or ``noisy`` (each verdict flipped with
   probability 0.1).
 
+Two further rubric families add one ``extra`` criterion (:mod:`rewardagg.demo.rubric`)
+to the ``common`` scenarios (critical met by about 70% at the start), at K = 17 and 5,
+clean and noisy: ``stuck`` (``stuck-k17-clean``, ...: a criterion met with probability
+0.05 whatever the policy does) and ``trap`` (``trap-k17-clean``, ...: an easy criterion
+met only by verbose responses that fail the critical one). They test what the default
+grid cannot: a rule that chases the rarest criterion blindly, or whose weights follow
+the criteria's pass rates, meets a bottleneck it cannot move, and one that works against
+the constraint.
+
 Neglect scenarios (:class:`NeglectScenario`, :mod:`rewardagg.demo.environment`) are the
 earlier toy: a format constraint against K - 1 verbosity rewards on 6-token responses,
 K = 4 or 17 crossed with the format met by 5% (rare) or 50% (control) at the start.
@@ -24,12 +33,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from rewardagg.demo.environment import ConstraintEnv
+from rewardagg.demo.rubric import EXTRAS
 
 __all__ = [
     "FAMILIES",
     "QUICK_SCENARIOS",
     "NeglectScenario",
     "RubricScenario",
+    "extra_scenarios",
     "neglect_scenarios",
     "rubric_scenarios",
     "select_scenarios",
@@ -55,6 +66,8 @@ class RubricScenario:
         lr: policy step size.
         steps: updates per run (``--steps`` overrides).
         eval_every: updates between two points of the learning curves.
+        extra: ``None``, ``"stuck"`` or ``"trap"``: the extra criterion
+            (:mod:`rewardagg.demo.rubric`).
     """
 
     name: str
@@ -71,10 +84,13 @@ class RubricScenario:
     lr: float = 0.1
     steps: int = 200
     eval_every: int = 10
+    extra: str | None = None
     family: str = field(default="rubric", init=False)
 
     def __post_init__(self) -> None:
-        if self.n_criteria < 3:
+        if self.extra is not None and self.extra not in EXTRAS:
+            raise ValueError(f"extra must be None or one of {EXTRAS}, got {self.extra!r}")
+        if self.n_criteria < 3 + (self.extra is not None):
             raise ValueError(f"n_criteria must be >= 3, got {self.n_criteria}")
         if not 0.0 < self.critical_rate < 1.0:
             raise ValueError(f"critical_rate must be in (0, 1), got {self.critical_rate}")
@@ -91,16 +107,22 @@ class RubricScenario:
     @property
     def description(self) -> str:
         judge = f"judge flips {self.judge_noise:.0%}" if self.judge_noise else "exact judge"
+        extra = {
+            None: "",
+            "stuck": ", one stuck at 5% whatever the policy",
+            "trap": ", one trap met only when the critical fails",
+        }[self.extra]
         return (
             f"{self.n_criteria} criteria, critical met by {self.critical_rate:.0%} "
-            f"at the start, {judge}"
+            f"at the start{extra}, {judge}"
         )
 
     @property
     def seed_key(self) -> tuple[int, ...]:
         """Mixed into every seed's random streams; the judge noise is left out on purpose
         (clean and noisy scenarios share their draws)."""
-        return (1, self.n_criteria, round(self.critical_rate * 1000))
+        key = (1, self.n_criteria, round(self.critical_rate * 1000))
+        return key if self.extra is None else (*key, 1 + EXTRAS.index(self.extra))
 
     nonnegative_rewards = True
     has_points = True
@@ -158,6 +180,28 @@ def rubric_scenarios(
     ]
 
 
+def extra_scenarios(
+    extra: str,
+    n_criteria: Sequence[int] = (17, 5),
+    judge_noise: Sequence[tuple[str, float]] = (("clean", 0.0), ("noisy", 0.1)),
+    critical_rate: float = 0.7,
+    **kwargs,
+) -> list[RubricScenario]:
+    """The ``stuck`` or ``trap`` family (module docstring): ``{extra}-k{K}-{clean|noisy}``."""
+    return [
+        RubricScenario(
+            f"{extra}-k{k}-{noise_name}",
+            n_criteria=k,
+            critical_rate=critical_rate,
+            judge_noise=noise,
+            extra=extra,
+            **kwargs,
+        )
+        for k in n_criteria
+        for noise_name, noise in judge_noise
+    ]
+
+
 def neglect_scenarios(
     n_rewards: Sequence[int] = (4, 17),
     difficulty: Sequence[tuple[str, float]] = (("rare", 0.05), ("control", 0.5)),
@@ -176,14 +220,17 @@ def neglect_scenarios(
 
 FAMILIES: dict[str, Callable[[], Sequence[RubricScenario | NeglectScenario]]] = {
     "rubric": rubric_scenarios,
+    "stuck": lambda: extra_scenarios("stuck"),
+    "trap": lambda: extra_scenarios("trap"),
     "neglect": neglect_scenarios,
 }
 QUICK_SCENARIOS = ("k17-rare-noisy", "k17-common-noisy")
 
 
 def select_scenarios(names: Sequence[str]) -> list[RubricScenario | NeglectScenario]:
-    """Scenarios by family (``rubric``, ``neglect``, ``all``) or by name, in order, without
-    repeats; ``ValueError`` naming the unknown ones and listing the known."""
+    """Scenarios by family (``rubric``, ``stuck``, ``trap``, ``neglect``, ``all``) or by
+    name, in order, without repeats; ``ValueError`` naming the unknown ones and listing
+    the known."""
     known = {s.name: s for f in FAMILIES.values() for s in f()}
     out: dict[str, RubricScenario | NeglectScenario] = {}
     bad = []
@@ -198,6 +245,6 @@ def select_scenarios(names: Sequence[str]) -> list[RubricScenario | NeglectScena
             bad.append(name)
     if bad:
         raise ValueError(
-            f"unknown scenario {bad}; use rubric, neglect, all or a name: {', '.join(known)}"
+            f"unknown scenario {bad}; use {', '.join(FAMILIES)}, all or a name: {', '.join(known)}"
         )
     return list(out.values())

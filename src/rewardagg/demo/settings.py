@@ -8,47 +8,75 @@ entry of its ``sweep``, so a method added to the table, or registered at run tim
 The variants (:data:`VARIANTS`) are options of the library that are not methods of the
 table, each run as one extra setting:
 
-- ``gdpo_point_weights``: GDPO with the rubric's point values as weights,
-  :math:`w_k = |p_k|` (the informed-weights reference: it knows what the evaluation
-  values; rubric scenarios only);
+- ``gdpo_point_weights``: GDPO with the rubric's own point values as weights,
+  :math:`w_k = |p_k|` (HealthBench ships every criterion's points with its rubric, so a
+  HealthBench user has them; rubric scenarios only);
 - ``tchebycheff``: the SoftMin of the *raw* rewards, then the group z-score of that score
   (``order="reduce_then_normalize"``), the smooth Tchebycheff scalarisation (Lin et al.
   2024, arXiv 2402.19078). kappa is then in reward units: at kappa = 2 a failed
   criterion (reward 0) weighs :math:`e^2 \\approx 7.4` times a met one (reward 1), as a
   z-score of -1 next to one of +1 weighs in the z-score SoftMin at kappa = 1;
 - ``gdpo_lagrange``: GDPO with a :class:`rewardagg.ConstraintTracker` on column 0 (the
-  critical criterion, or the toy's format), target 0.9, the tracker's default dual step
-  (0.1), multiplier at most 20 (about the number of other rewards, so the constraint can
-  outweigh all of them; a cap also stops a judge's noise, which keeps the judged rate
-  below the target, from growing it without bound): one tracker per run, updated after
-  every batch from the judged rewards;
+  critical criterion, or the toy's format): the *informed* setting, it is told which
+  column is the constraint, its target and the judge's flip rate. The target is 0.9 in
+  true terms; the tracker sees judged rewards, whose rate under a judge flipping each
+  verdict with probability :math:`\\varepsilon` is :math:`t(1-\\varepsilon) +
+  (1-t)\\varepsilon` when the true rate is :math:`t`, so it is given that judged target
+  (0.82 at :math:`\\varepsilon = 0.1`, reachable: a judged rate is at most
+  :math:`1 - \\varepsilon`). The tracker's default dual step (0.1), multiplier at most
+  20 (about the number of other rewards, so the constraint can outweigh all of them);
+  one tracker per run, updated after every batch from the judged rewards;
 - ``softmin_snr``: the SoftMin (kappa = 1) with GD²PO's ``"snr"`` conflict filter
   (threshold 0.8), a composition the library allows on every z-score method.
 
+The demo's sweeps (:data:`DEMO_SWEEPS`) replace the table's for two methods, so that the
+comparison reaches the regime where the SoftMin is close to its second-order expansion:
+``softmin`` at kappa 0.1, 0.25, 0.5, 1, 2 and ``mean_variance`` at lam = kappa / 2 (its
+Taylor twin). ``--param`` replaces them as it replaces any sweep.
+
 A setting is a :class:`~rewardagg.method_settings.MethodSpec`; variants carry their
-options in ``MethodSpec.options``. ``weights="points"`` and ``constraint={...}`` are read
-here (:func:`advantage_options`, :func:`make_tracker`); the other options go to
-:func:`rewardagg.advantages` unchanged.
+options in ``MethodSpec.options``. ``weights="points"`` and the *controller* options are
+read here (:func:`advantage_options`, :func:`make_controller`); the other options go to
+:func:`rewardagg.advantages` unchanged. A controller is a per-run, stateful object with
+``.advantages(rewards, **kw)`` (the method's keyword arguments) that returns the batch's
+advantages and updates itself (a :class:`rewardagg.ConstraintTracker` is one): one per
+(setting, seed), made fresh for each run by the factory registered for its option name
+(:data:`CONTROLLERS`, :func:`register_controller`). ``constraint`` is built in.
+
+Every label the demo prints is accepted by ``--methods`` as printed
+(:func:`default_methods`): ``"softmin k=0.25"``, ``"gdpo+lagrange"``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from rewardagg import ConstraintTracker, available_methods, get_aggregator
-from rewardagg.method_settings import MethodSpec, method_settings
+from rewardagg.method_settings import (
+    MethodSpec,
+    _unique_labels,
+    check_overrides,
+    method_settings,
+)
 
 __all__ = [
+    "CONTROLLERS",
+    "DEMO_SWEEPS",
+    "KAPPAS",
     "VARIANTS",
+    "ControllerContext",
     "Variant",
     "advantage_options",
     "default_methods",
     "final_multipliers",
+    "judged_target",
+    "make_controller",
     "make_tracker",
+    "register_controller",
     "skip_reason",
 ]
 
@@ -65,12 +93,20 @@ class Variant:
 
 
 CONSTRAINT = {"column": 0, "target": 0.9, "lr": 0.1, "lambda_max": 20.0}
+"""The Lagrangian setting's constraint; ``target`` in true terms (:func:`judged_target`)."""
+
+KAPPAS = (0.1, 0.25, 0.5, 1.0, 2.0)
+#: method -> the demo's sweep, replacing the table's (module docstring).
+DEMO_SWEEPS: dict[str, tuple[dict[str, float], ...]] = {
+    "softmin": tuple({"kappa": k} for k in KAPPAS),
+    "mean_variance": tuple({"lam": k / 2} for k in KAPPAS),
+}
 
 VARIANTS: tuple[Variant, ...] = (
     Variant(
         "gdpo_point_weights",
         MethodSpec("gdpo_point_weights", "gdpo", {}, {"weights": "points"}),
-        "gdpo with weights |points| (the informed-weights reference)",
+        "gdpo with weights |points|: the rubric's own points (HealthBench ships them)",
         needs_points=True,
     ),
     Variant(
@@ -84,8 +120,9 @@ VARIANTS: tuple[Variant, ...] = (
     Variant(
         "gdpo_lagrange",
         MethodSpec("gdpo+lagrange", "gdpo", {}, {"constraint": dict(CONSTRAINT)}),
-        "gdpo with a ConstraintTracker on column 0 (target 0.9, lr 0.1, lambda_max 20; "
-        "one tracker per run)",
+        "gdpo with a ConstraintTracker on column 0, the informed setting (true target 0.9, "
+        "given as the judged rate t(1-eps)+(1-t)eps for the judge's flip rate eps; lr 0.1, "
+        "lambda_max 20; one tracker per run)",
     ),
     Variant(
         "softmin_snr",
@@ -93,6 +130,49 @@ VARIANTS: tuple[Variant, ...] = (
         "softmin k=1 with GD2PO's conflict filter (conflict='snr', threshold 0.8)",
     ),
 )
+
+
+def _table_settings(
+    names: Sequence[str], params: Mapping[str, Sequence[Any]] | None
+) -> list[MethodSpec]:
+    """The settings of the table methods ``names``: :data:`DEMO_SWEEPS` where the method
+    has one and ``params`` gives none of its parameters, else the table's sweep with
+    ``params`` (:func:`rewardagg.method_settings.method_settings`)."""
+    params = dict(params or {})
+    if params:
+        check_overrides(names, params)
+    out: list[MethodSpec] = []
+    for name in names:
+        agg = get_aggregator(name)
+        own = {p: v for p, v in params.items() if p in agg.params}
+        if name in DEMO_SWEEPS and not own:
+            out += [MethodSpec.from_table(name, s) for s in DEMO_SWEEPS[name]]
+        else:
+            out += method_settings([name], own or None)
+    return _unique_labels(out)
+
+
+def _from_label(text: str) -> MethodSpec | None:
+    """A table setting written as its label, ``"softmin k=0.25"`` or
+    ``"cvar a=0.5"`` (symbols or parameter names; the label's head is the method's name or
+    its short name); ``None`` when ``text`` is not one."""
+    head, *assignments = text.split()
+    for name in available_methods():
+        agg = get_aggregator(name)
+        if head not in (name, agg.short or name):
+            continue
+        by_symbol = {p.symbol or p.name: p.name for p in agg.specs} | {p: p for p in agg.params}
+        given: dict[str, str] = {}
+        for a in assignments:
+            key, eq, value = a.partition("=")
+            if not eq or key not in by_symbol:
+                return None
+            given[by_symbol[key]] = value
+        try:
+            return MethodSpec.from_table(name, given)
+        except (TypeError, ValueError):
+            return None
+    return None
 
 
 def default_methods(
@@ -104,29 +184,50 @@ def default_methods(
     """The settings to compare: the table's (in table order), then the variants.
 
     Args:
-        names: registry names and/or variant names (:data:`VARIANTS`), any order; unknown
-            ones raise ``ValueError``. Default: every method of
-            :func:`rewardagg.available_methods` and, with ``variants=True``, every variant.
+        names: registry names, variant names (:data:`VARIANTS`) and labels as the demo
+            prints them (``"softmin k=0.25"``, ``"gdpo+lagrange"``, ``"tchebycheff k=2"``),
+            any order; unknown ones raise ``ValueError``. A registry name selects the
+            method's whole sweep (:data:`DEMO_SWEEPS` or the table's), a label one
+            setting. Default: every method of :func:`rewardagg.available_methods` and,
+            with ``variants=True``, every variant.
         params: parameter name -> values, replacing that parameter's sweep in every
             selected *table* method that takes it (the command line's ``--param``);
-            variants keep their own parameters.
+            variants and settings named by label keep their own parameters.
         variants: include the variants when ``names`` is ``None``.
     """
     table = available_methods()
-    by_name = {v.name: v for v in VARIANTS}
+    by_name = {v.name: v for v in VARIANTS} | {v.spec.label: v for v in VARIANTS}
     if names is None:
-        wanted_table, wanted_variants = list(table), list(by_name) if variants else []
-    else:
-        names = list(dict.fromkeys(names))
-        bad = [n for n in names if n not in table and n not in by_name]
-        if bad:
-            raise ValueError(
-                f"unknown {bad}; available: {', '.join(table)}; variants: {', '.join(by_name)}"
-            )
-        wanted_table = sorted((n for n in names if n in table), key=table.index)
-        wanted_variants = [n for n in by_name if n in names]
-    specs = method_settings(wanted_table, params) if wanted_table or params else []
-    return specs + [by_name[n].spec for n in wanted_variants]
+        specs = _table_settings(table, params)
+        return specs + ([v.spec for v in VARIANTS] if variants else [])
+    names = list(dict.fromkeys(" ".join(n.split()) for n in names))
+    labelled: dict[str, MethodSpec] = {}
+    bad = []
+    for n in names:
+        if n in table or n in by_name:
+            continue
+        spec = _from_label(n)
+        if spec is None:
+            bad.append(n)
+        else:
+            labelled[n] = spec
+    if bad:
+        labels = ", ".join(s.label for s in _table_settings(table, None))
+        raise ValueError(
+            f"unknown {bad}; available: {', '.join(table)}; variants: "
+            f"{', '.join(v.name for v in VARIANTS)}; or a label as printed ({labels}, "
+            f"{', '.join(v.spec.label for v in VARIANTS)})"
+        )
+    wanted_table = sorted((n for n in names if n in table), key=table.index)
+    specs = _table_settings(wanted_table, params) if wanted_table or params else []
+    if params and not wanted_table:
+        check_overrides([], params)
+    for n in sorted(labelled, key=lambda n: table.index(labelled[n].method)):
+        if labelled[n] not in specs:
+            specs.append(labelled[n])
+    specs.sort(key=lambda s: table.index(s.method))  # stable: sweep order kept
+    wanted_variants = [v for v in VARIANTS if v.name in names or v.spec.label in names]
+    return _unique_labels(specs) + [v.spec for v in wanted_variants]
 
 
 def skip_reason(spec: MethodSpec, *, nonnegative: bool, has_points: bool) -> str | None:
@@ -144,9 +245,9 @@ def skip_reason(spec: MethodSpec, *, nonnegative: bool, has_points: bool) -> str
 
 def advantage_options(spec: MethodSpec, points: np.ndarray | None = None) -> dict[str, Any]:
     """The keyword arguments of :func:`rewardagg.advantages` for ``spec`` (its parameters
-    and options), with ``weights="points"`` resolved to ``|points|`` and the
-    ``constraint`` option left out (see :func:`make_tracker`)."""
-    out = {**spec.params, **{k: v for k, v in spec.options.items() if k != "constraint"}}
+    and options), with ``weights="points"`` resolved to ``|points|`` and the controller
+    options left out (see :func:`make_controller`)."""
+    out = {**spec.params, **{k: v for k, v in spec.options.items() if k not in CONTROLLERS}}
     if isinstance(out.get("weights"), str):
         if out["weights"] != "points" or points is None:
             raise ValueError(f"{spec.label}: weights={out['weights']!r} needs point values")
@@ -154,26 +255,77 @@ def advantage_options(spec: MethodSpec, points: np.ndarray | None = None) -> dic
     return out
 
 
-def make_tracker(spec: MethodSpec) -> ConstraintTracker | None:
-    """A fresh :class:`rewardagg.ConstraintTracker` for ``spec``'s ``constraint`` option
-    (``None`` when it has none)."""
-    c = spec.options.get("constraint")
-    if c is None:
-        return None
+def judged_target(target: float, flip_rate: float) -> float:
+    r"""The judged rate of a criterion met at the true rate ``target`` under a judge that
+    flips each verdict with probability ``flip_rate`` :math:`\varepsilon`:
+    :math:`t(1-\varepsilon) + (1-t)\varepsilon`.
+
+    >>> round(judged_target(0.9, 0.1), 12)
+    0.82
+    """
+    if not 0.0 <= flip_rate <= 1.0:
+        raise ValueError(f"flip_rate must be in [0, 1], got {flip_rate}")
+    return target * (1.0 - flip_rate) + (1.0 - target) * flip_rate
+
+
+@dataclass(frozen=True)
+class ControllerContext:
+    """What a controller factory may know about the run: the judge's flip rate (0 on
+    the toy and on a clean judge) and the number of reward columns."""
+
+    judge_noise: float = 0.0
+    n_rewards: int | None = None
+
+
+ControllerFactory = Callable[[Any, MethodSpec, ControllerContext], Any]
+
+
+def _constraint_tracker(
+    options: Mapping[str, Any], spec: MethodSpec, ctx: ControllerContext
+) -> ConstraintTracker:
+    target = judged_target(options["target"], ctx.judge_noise)
     return ConstraintTracker(
-        {c.get("column", 0): c["target"]}, lr=c["lr"], lambda_max=c.get("lambda_max", np.inf)
+        {options.get("column", 0): target},
+        lr=options["lr"],
+        lambda_max=options.get("lambda_max", np.inf),
     )
 
 
-def final_multipliers(trackers: Sequence[Sequence[ConstraintTracker | None]]) -> np.ndarray | None:
-    """``(M, S)`` multiplier of each run's tracker (NaN where a setting has none);
-    ``None`` when no setting has a tracker."""
-    if all(t is None for row in trackers for t in row):
-        return None
-    return np.array(
-        [
-            [np.nan if t is None else float(next(iter(t.multipliers.values()))) for t in row]
-            for row in trackers
-        ],
-        dtype=np.float64,
-    ).reshape(len(trackers), -1)
+#: option name -> factory ``(option value, spec, ControllerContext) -> controller``.
+CONTROLLERS: dict[str, ControllerFactory] = {"constraint": _constraint_tracker}
+
+
+def register_controller(option: str, factory: ControllerFactory) -> None:
+    """Make ``MethodSpec.options[option]`` a controller option: each run of a setting
+    with it gets ``factory(options[option], spec, context)``, an object with
+    ``.advantages(rewards, **kw)`` (module docstring)."""
+    CONTROLLERS[option] = factory
+
+
+def make_controller(spec: MethodSpec, context: ControllerContext | None = None) -> Any:
+    """A fresh controller for ``spec``'s controller option (``None`` when it has none);
+    ``ValueError`` for a setting with two."""
+    ctx = ControllerContext() if context is None else context
+    mine = [o for o in spec.options if o in CONTROLLERS]
+    if len(mine) > 1:
+        raise ValueError(f"{spec.label}: more than one controller option: {mine}")
+    return CONTROLLERS[mine[0]](spec.options[mine[0]], spec, ctx) if mine else None
+
+
+def make_tracker(spec: MethodSpec, judge_noise: float = 0.0) -> Any:
+    """:func:`make_controller` with a judge flipping verdicts with ``judge_noise``."""
+    return make_controller(spec, ControllerContext(judge_noise=judge_noise))
+
+
+def _multiplier(controller: Any) -> float:
+    lams = getattr(controller, "multipliers", None)
+    return float(next(iter(lams.values()))) if lams else np.nan
+
+
+def final_multipliers(trackers: Sequence[Sequence[Any]]) -> np.ndarray | None:
+    """``(M, S)`` multiplier of each run's controller (its first ``multipliers`` entry;
+    NaN where a setting has none); ``None`` when no controller has multipliers."""
+    lam = np.array([[_multiplier(t) for t in row] for row in trackers], dtype=np.float64).reshape(
+        len(trackers), -1
+    )
+    return None if np.isnan(lam).all() else lam

@@ -3,11 +3,27 @@
 One row per (scenario, setting, metric): ``scenario``, ``method`` (the setting's label),
 ``metric``, ``mean``, ``ci_low``, ``ci_high`` (the 95% t interval over seeds,
 :mod:`rewardagg.demo.stats`) and ``n_seeds`` (the seeds with a finite value). This is
-what ``demo.csv`` holds and what the table, the verdicts and the figure are drawn from,
-so any of them can be rebuilt from the file (:func:`read_rows`, or ``pandas.read_csv``).
-A verdict (:func:`verdict`) names, per scenario, the setting
-with the best mean on a metric and its margin over the runner-up, or says "no clear
-difference" when their intervals overlap.
+what ``demo.csv`` holds and what the table and the figure are drawn from, so any of
+them can be rebuilt from the file (:func:`read_rows`, or ``pandas.read_csv``).
+
+The verdicts are drawn from the per-seed values (``demo_seeds.csv``, :func:`seed_rows`:
+one row per scenario, setting, verdict metric and seed, with the value at the start of
+training), because the settings are *paired*: every setting of a scenario trains on the
+same seeds with the same random numbers. :func:`paired_verdicts` compares, per scenario
+and metric, the setting with the best mean (the *best*) and the next one (the
+*runner-up*; settings whose every per-seed value equals the best's are named with it,
+not ranked after it) by the mean of their per-seed differences and its 95% t-interval
+(:func:`rewardagg.demo.stats.paired_ci`):
+
+- ``"best"`` when the interval excludes 0;
+- ``"no clear difference"`` when it covers 0;
+- ``"not learned"`` (``critical_met`` only, :data:`LEARNED_METRICS`): no setting ends
+  above the start rate, that is no setting's per-seed gain (final minus start) has an
+  interval above 0; then who is "best" among settings that did not move means nothing.
+
+The earlier rule, "best" only when the two settings' own intervals do not overlap
+(:func:`verdict`), ignores the pairing and is kept for comparison: on paired runs it
+calls differences unclear that the paired interval resolves.
 """
 
 from __future__ import annotations
@@ -21,22 +37,36 @@ from typing import Any
 import numpy as np
 
 from rewardagg.demo.results import METRICS, RunResult
-from rewardagg.demo.stats import mean_ci
+from rewardagg.demo.stats import mean_ci, paired_ci
 
 __all__ = [
     "FIELDS",
+    "LEARNED_METRICS",
+    "SEED_FIELDS",
+    "VERDICT_FIELDS",
     "VERDICT_METRICS",
+    "paired_verdicts",
     "read_rows",
+    "read_seed_rows",
+    "seed_rows",
     "tidy_rows",
     "verdict",
     "verdict_lines",
+    "verdict_text",
     "write_rows",
+    "write_seed_rows",
 ]
 
 FIELDS = ("scenario", "method", "metric", "mean", "ci_low", "ci_high", "n_seeds")
 #: The metrics each family's verdict line is about.
 VERDICT_METRICS = {"rubric": ("rubric_score", "critical_met"), "neglect": ("format", "worst")}
 DIGITS = 6
+SEED_FIELDS = ("scenario", "method", "metric", "seed", "value", "start")
+SEED_DIGITS = 9
+#: Metrics on which a verdict first asks whether any setting moved from the start rate.
+LEARNED_METRICS = ("critical_met",)
+#: The keys of every verdict of :func:`paired_verdicts` (``demo.json``'s ``verdicts``).
+VERDICT_FIELDS = ("scenario", "metric", "kind", "best", "runner_up", "diff", "ci_low", "ci_high")
 
 
 def _round(x: float) -> float:
@@ -91,15 +121,10 @@ def read_rows(path: str | Path) -> list[dict]:
     return out
 
 
-def _family(metrics: Iterable[str]) -> str:
-    return "rubric" if "rubric_score" in set(metrics) else "neglect"
-
-
 def verdict(rows: Sequence[Mapping[str, Any]], scenario: str, metric: str) -> str:
-    """Who is best on ``metric`` in ``scenario`` (module docstring), as a phrase.
-
-    The leader is the setting with the best mean (highest, or lowest for a metric where
-    lower is better); it is "best" when its interval does not overlap the runner-up's.
+    """The earlier, *unpaired* rule (module docstring), kept for comparison: the setting
+    with the best mean on ``metric`` in ``scenario`` is "best" when its own interval does
+    not overlap the runner-up's. The demo prints :func:`paired_verdicts` instead.
     """
     mine = [r for r in rows if r["scenario"] == scenario and r["metric"] == metric]
     if not mine:
@@ -129,11 +154,178 @@ def verdict(rows: Sequence[Mapping[str, Any]], scenario: str, metric: str) -> st
     )
 
 
-def verdict_lines(rows: Sequence[Mapping[str, Any]]) -> list[str]:
-    """One line per scenario: the verdicts on its family's :data:`VERDICT_METRICS`."""
+# ---------------------------------------------------------------------------- per seed
+def _round_seed(x: float) -> float:
+    return round(float(x), SEED_DIGITS) if math.isfinite(x) else math.nan
+
+
+def seed_rows(results: Sequence[RunResult]) -> list[dict]:
+    """One row per (scenario, setting, verdict metric, seed): ``value`` (final) and
+    ``start`` (the metric's learning curve before the first update; NaN without a curve),
+    rounded to :data:`SEED_DIGITS` digits. The verdicts are drawn from these."""
+    out = []
+    for res in results:
+        for name in VERDICT_METRICS[res.scenario.family]:
+            if name not in res.metrics:
+                continue
+            curve = res.curves.get(name)
+            for m, spec in enumerate(res.methods):
+                for s, seed in enumerate(res.seeds):
+                    start = math.nan if curve is None else float(curve[0, m, s])
+                    out.append(
+                        {
+                            "scenario": res.scenario.name,
+                            "method": spec.label,
+                            "metric": name,
+                            "seed": int(seed),
+                            "value": _round_seed(res.metrics[name][m, s]),
+                            "start": _round_seed(start),
+                        }
+                    )
+    return out
+
+
+def write_seed_rows(rows: Iterable[Mapping[str, Any]], path: str | Path) -> None:
+    """``rows`` of :func:`seed_rows` as CSV with the :data:`SEED_FIELDS` header."""
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=SEED_FIELDS, lineterminator="\n")
+        w.writeheader()
+        w.writerows({k: r[k] for k in SEED_FIELDS} for r in rows)
+
+
+def read_seed_rows(path: str | Path) -> list[dict]:
+    """Rows from a ``demo_seeds.csv`` (numbers converted back)."""
+    out = []
+    with open(path, newline="") as f:
+        for r in csv.DictReader(f):
+            row: dict = {k: r[k] for k in ("scenario", "method", "metric")}
+            row["seed"] = int(r["seed"])
+            row.update({k: float(r[k]) for k in ("value", "start")})
+            out.append(row)
+    return out
+
+
+def _by_method(mine: Sequence[Mapping[str, Any]], key: str) -> dict[str, np.ndarray]:
+    """Method -> its ``key`` values ordered by seed (NaN where a seed is missing)."""
+    seeds = sorted({r["seed"] for r in mine})
+    pos = {s: i for i, s in enumerate(seeds)}
+    out: dict[str, np.ndarray] = {}
+    for r in mine:
+        a = out.setdefault(r["method"], np.full(len(seeds), np.nan))
+        a[pos[r["seed"]]] = r[key]
+    return out
+
+
+def _verdict(scenario: str, metric: str, mine: Sequence[Mapping[str, Any]]) -> dict:
+    higher = METRICS.get(metric, ("", True))[1]
+    values = _by_method(mine, "value")
+    with np.errstate(invalid="ignore"):
+        means = {
+            m: float(np.nanmean(v)) if np.isfinite(v).any() else math.nan for m, v in values.items()
+        }
+    ranked = sorted(
+        (m for m in values if math.isfinite(means[m])),
+        key=lambda m: -means[m] if higher else means[m],
+    )
+    out: dict[str, Any] = {"scenario": scenario, "metric": metric}
+    if not ranked:
+        return {**out, "kind": "no clear difference", "best": None, "runner_up": None,
+                "diff": None, "ci_low": None, "ci_high": None}  # fmt: skip
+    best = ranked[0]
+    same = [m for m in ranked[1:] if np.array_equal(values[m], values[best], equal_nan=True)]
+    others = [m for m in ranked[1:] if m not in same]
+    runner = others[0] if others else None
+    if runner is None:
+        diff = lo = hi = math.nan
+    else:
+        diff, lo, hi = paired_ci(values[best], values[runner])
+    kind = "best" if (lo > 0 or hi < 0) or runner is None else "no clear difference"
+    extra: dict[str, Any] = {}
+    if metric in LEARNED_METRICS:
+        starts = _by_method(mine, "start")
+        start_all = np.concatenate([v for v in starts.values()])
+        if np.isfinite(start_all).any() and math.isfinite(lo):  # 2 seeds or more
+            gains = [paired_ci(values[m], starts[m]) for m in values]
+            extra["start"] = _round(float(np.nanmean(start_all)))
+            if not any(g[1] > 0 for g in gains):
+                kind = "not learned"
+    out.update(
+        kind=kind,
+        best=best,
+        runner_up=runner,
+        diff=_round(diff),
+        ci_low=_round(lo),
+        ci_high=_round(hi),
+        best_mean=_round(means[best]),
+        runner_up_mean=None if runner is None else _round(means[runner]),
+        same_as=same,
+        **extra,
+    )
+    return {
+        k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in out.items()
+    }
+
+
+def paired_verdicts(rows: Sequence[Mapping[str, Any]]) -> list[dict]:
+    """The verdicts (module docstring) of every scenario of the per-seed ``rows``
+    (:func:`seed_rows`), in scenario order, each on its family's :data:`VERDICT_METRICS`.
+
+    Each verdict has the keys :data:`VERDICT_FIELDS` (``diff``: mean over seeds of best
+    minus runner-up, ``ci_low``/``ci_high`` its paired 95% t-interval; ``None`` where
+    undefined), plus ``best_mean``, ``runner_up_mean``, ``same_as`` (settings with the
+    best's per-seed values) and, on :data:`LEARNED_METRICS`, ``start`` (the mean start
+    value).
+    """
     out = []
     for scenario in dict.fromkeys(r["scenario"] for r in rows):
-        metrics = [r["metric"] for r in rows if r["scenario"] == scenario]
-        parts = [verdict(rows, scenario, m) for m in VERDICT_METRICS[_family(metrics)]]
+        here = [r for r in rows if r["scenario"] == scenario]
+        for metric in dict.fromkeys(r["metric"] for r in here):
+            out.append(_verdict(scenario, metric, [r for r in here if r["metric"] == metric]))
+    return out
+
+
+def _named(v: Mapping[str, Any]) -> str:
+    same = v.get("same_as") or []
+    return v["best"] + (f" (= {', '.join(same)})" if same else "")
+
+
+def verdict_text(v: Mapping[str, Any]) -> str:
+    """One verdict of :func:`paired_verdicts` as a phrase.
+
+    >>> verdict_text({"metric": "m", "kind": "best", "best": "a", "runner_up": "b",
+    ...               "best_mean": 0.8, "runner_up_mean": 0.6, "diff": 0.2,
+    ...               "ci_low": 0.15, "ci_high": 0.25})
+    'm: a best, 0.80 vs 0.60 (b), paired diff +0.200 [+0.150, +0.250]'
+    """
+    metric, kind = v["metric"], v["kind"]
+    if v.get("best") is None:
+        return f"{metric}: not measured"
+    if kind == "not learned":
+        return (
+            f"{metric}: no method learned it (start {v['start']:.2f}; top {_named(v)} "
+            f"{v['best_mean']:.2f})"
+        )
+    if v.get("runner_up") is None:
+        return f"{metric}: {_named(v)} {v['best_mean']:.2f} (the only setting)"
+    if v.get("ci_low") is None:
+        ci = f"paired diff {v['diff']:+.3f}, one seed: no interval"
+    else:
+        ci = f"paired diff {v['diff']:+.3f} [{v['ci_low']:+.3f}, {v['ci_high']:+.3f}]"
+    if kind == "best":
+        return (
+            f"{metric}: {_named(v)} best, {v['best_mean']:.2f} vs {v['runner_up_mean']:.2f} "
+            f"({v['runner_up']}), {ci}"
+        )
+    return (
+        f"{metric}: no clear difference between {_named(v)} {v['best_mean']:.2f} and "
+        f"{v['runner_up']} {v['runner_up_mean']:.2f} ({ci})"
+    )
+
+
+def verdict_lines(verdicts: Sequence[Mapping[str, Any]]) -> list[str]:
+    """One line per scenario: its verdicts (:func:`paired_verdicts`), joined by ``; ``."""
+    out = []
+    for scenario in dict.fromkeys(v["scenario"] for v in verdicts):
+        parts = [verdict_text(v) for v in verdicts if v["scenario"] == scenario]
         out.append(f"{scenario}: " + "; ".join(parts))
     return out
