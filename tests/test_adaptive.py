@@ -519,3 +519,27 @@ def test_combine_rejects_a_multiplier_set_twice():
     ctl = ra.combine(ra.ConstraintTracker({0: 0.5}, init=1.0))
     with pytest.raises(ValueError, match="set twice"):
         ctl.advantages(np.ones((4, 2)) * 0.5, group_size=2, multipliers={0: 1.0})
+
+
+def test_issue27_demo_settings_are_opt_in_controllers():
+    from rewardagg.demo.settings import (
+        VARIANTS,
+        ControllerContext,
+        default_methods,
+        judged_target,
+        make_controller,
+    )
+
+    assert "adaptive" not in [v.name for v in VARIANTS]  # not in the default comparison
+    plain, both = default_methods(["adaptive", "adaptive+lagrange"])
+    assert (plain.label, both.label) == ("adaptive", "adaptive+lagrange")
+    ctx = ControllerContext(judge_noise=0.1, n_rewards=5)
+    aw = make_controller(plain, ctx)
+    assert isinstance(aw, ra.AdaptiveWeights) and aw.n_rewards == 5 and aw.patience == 40
+    combined = make_controller(both, ctx)
+    assert isinstance(combined, ra.CombinedController)
+    tracker = combined.controllers[1]
+    assert tracker.targets == {0: pytest.approx(judged_target(0.9, 0.1))}
+    R = (np.random.default_rng(0).random((8, 5)) < 0.5).astype(float)
+    expected = ra.advantages(R, method="gdpo", group_size=4, multipliers={0: 0.0})
+    np.testing.assert_array_equal(combined.advantages(R, method="gdpo", group_size=4), expected)
