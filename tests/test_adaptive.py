@@ -22,10 +22,20 @@ class LoopRule:
     """Section 2d, one column at a time. A batch is a list of rows, each a list of K floats
     (NaN = missing)."""
 
-    def __init__(self, k, tau=10.0, beta=0.9, horizon=40, z=3.0):
+    def __init__(self, k, tau=10.0, beta=0.9, horizon=40, z=3.0, trial_cap=None):
         self.k, self.tau, self.beta, self.horizon, self.z = k, tau, beta, horizon, z
+        self.cap = trial_cap
         self.col = [
-            {"S1": 0.0, "S2": 0.0, "p": 0.0, "nbar": 0.0, "c": 0, "seen": False, "window": []}
+            {
+                "S1": 0.0,
+                "S2": 0.0,
+                "p": 0.0,
+                "nbar": 0.0,
+                "c": 0,
+                "seen": False,
+                "window": [],
+                "proven": False,
+            }
             for _ in range(k)
         ]
         self.events = []  # ("reset" | "stall" | "progress", column): what happened, for coverage
@@ -59,7 +69,27 @@ class LoopRule:
             w[j] = len(members) * x / total2
             # w_j > 1  <=>  |T| x_j > sum(x): decided exactly on the floats x
             above[j] = len(members) * Fraction(x) > exact_total
-        return w, above
+        if self.cap is None or self.horizon == 0:
+            return w, above
+        on_trial = [j for j in members if not self.col[j]["proven"]]
+        if not any(w[j] > self.cap for j in on_trial):
+            return w, above
+        # water-filling: rewards on trial above the cap are held at it, the rest of the
+        # |T| budget is shared by the others in proportion to their uncapped weights
+        held = []
+        while True:
+            rest = [j for j in members if j not in held]
+            budget = len(members) - self.cap * len(held)
+            mass = math.fsum(w[j] for j in rest)
+            trial = [j for j in rest if j in on_trial and w[j] * (budget / mass) > self.cap]
+            if not trial:
+                break
+            held += trial
+        for j in rest:
+            w[j] = w[j] * (budget / mass)
+        for j in held:
+            w[j] = self.cap
+        return w, [x > 1.0 for x in w]
 
     def weights(self):
         return self._weights_and_above_one()[0]
@@ -93,6 +123,7 @@ class LoopRule:
                         self.events.append(("reset", j))
                     self.events.append(("progress", j))
                     st_["c"] = 0
+                    st_["proven"] = True
                 elif above[j]:
                     st_["c"] += 1
                     self.events.append(("stall", j))
@@ -148,6 +179,7 @@ def sequences(draw):
         "beta": draw(st.sampled_from([0.0, 0.5, 0.9, 1.0])),
         "patience": draw(st.integers(0, 4)),
         "z": draw(st.sampled_from([0.0, 0.5, 3.0])),
+        "trial_cap": draw(st.sampled_from([None, None, 1.0, 1.5, 3.0])),
     }
     return k, batches, params
 
@@ -335,6 +367,7 @@ def test_issue27_rewards_outside_unit_interval_are_rejected_before_any_change():
         ({"patience": 2.5}, "patience"),
         ({"z": math.inf}, "z"),
         ({"n_rewards": 0}, "n_rewards"),
+        ({"trial_cap": 0.5}, "trial_cap"),
         ({"n_rewards": 2, "reward_names": ["a"]}, "reward_names"),
     ],
 )
@@ -415,6 +448,9 @@ def _corrupt(state, key, value):
         ("beta", 0.5),
         ("patience", 4),
         ("z", 2.0),
+        ("trial_cap", 2.0),
+        ("proven", [True, False]),
+        ("proven[0]", 1),
         ("version", 2),
         ("reward_names", ["x", "y", "w"]),
     ],
@@ -543,3 +579,23 @@ def test_issue27_demo_settings_are_opt_in_controllers():
     R = (np.random.default_rng(0).random((8, 5)) < 0.5).astype(float)
     expected = ra.advantages(R, method="gdpo", group_size=4, multipliers={0: 0.0})
     np.testing.assert_array_equal(combined.advantages(R, method="gdpo", group_size=4), expected)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_issue27_trial_cap_follows_the_loop_rule(seed):
+    """The trial cap (an experiment on the gap DESIGN.md 2d names) on long sequences with a
+    stuck reward: same weights as the loop, the stuck reward never above the cap before it
+    shows progress, and the weights on T still sum to |T|."""
+    rng = np.random.default_rng(10 + seed)
+    batches = []
+    for t in range(150):
+        probs = [0.05 + 0.9 * min(1.0, t / 100), 0.02, 0.9, 0.5]
+        batches.append((rng.random((16, 4)) < probs).astype(np.float64))
+    aw, _, used = run_both(batches, 4, patience=20, trial_cap=2.0)
+    assert_same(used)
+    for mine, _, trusted, _ in used:
+        total = sum(w for w, t in zip(mine, trusted, strict=True) if t)
+        assert math.isclose(total, sum(trusted), rel_tol=1e-12)
+    assert max(u[0][1] for u in used) <= 2.0 + 1e-12
+    assert any(u[0][1] == 2.0 for u in used)  # the cap did bind
+    assert aw.state_dict()["proven"][0]  # the rising reward proved itself

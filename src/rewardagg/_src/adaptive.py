@@ -77,8 +77,8 @@ __all__ = ["AdaptiveWeights", "column_stats", "merge_weights"]
 _FLOOR = 1e-3
 _STATE_VERSION = 1
 _STATE_KEYS = (
-    "version", "n_rewards", "reward_names", "tau", "beta", "patience", "z", "step",
-    "s1", "s2", "pass_rate", "count", "stall", "history",
+    "version", "n_rewards", "reward_names", "tau", "beta", "patience", "z", "trial_cap",
+    "step", "s1", "s2", "pass_rate", "count", "stall", "history", "proven",
 )  # fmt: skip
 
 
@@ -161,6 +161,12 @@ class AdaptiveWeights:
         patience: window and patience :math:`H \ge 0` in updates (default 40; 0 disables the
             learning-progress guard).
         z: significance :math:`z \ge 0` of a rise of the pass rate (default 3).
+        trial_cap: ``None`` (default, DESIGN.md 2d exactly) or :math:`c \ge 1`: a trusted
+            reward that has never shown progress (its trial) gets at most weight :math:`c`,
+            the excess going to the other trusted rewards in proportion to their weights
+            (water-filling, so the weights on :math:`T` still sum to :math:`|T|`); no
+            effect with ``patience=0``. An experiment on the gap DESIGN.md 2d names (the
+            weight an unlearnable reward takes during its trial).
 
     Examples:
         >>> import numpy as np
@@ -183,6 +189,7 @@ class AdaptiveWeights:
         beta: float = 0.9,
         patience: int = 40,
         z: float = 3.0,
+        trial_cap: float | None = None,
     ) -> None:
         self.reward_names = check_names(reward_names, None)
         if n_rewards is not None:
@@ -198,6 +205,11 @@ class AdaptiveWeights:
             raise ValueError(f"beta must be in [0, 1]; got {beta!r}")
         self.patience = _check_int(patience, "patience")
         self.z = check_nonnegative(z, "z")
+        if trial_cap is not None:
+            trial_cap = check_nonnegative(trial_cap, "trial_cap")
+            if trial_cap < 1:
+                raise ValueError(f"trial_cap must be >= 1 or None; got {trial_cap!r}")
+        self.trial_cap = trial_cap
         self.step = 0
         self.n_rewards: int | None = None
         if n_rewards is not None:
@@ -212,6 +224,7 @@ class AdaptiveWeights:
         self._p = [0.0] * k
         self._nbar = [0.0] * k
         self._stall = [0] * k
+        self._proven = [False] * k
         self._history: list[list[tuple[float, float]]] = [[] for _ in range(k)]
 
     def _names(self) -> list[str]:
@@ -253,6 +266,8 @@ class AdaptiveWeights:
         total = math.fsum(s)
         for i, v in zip(on, s, strict=True):
             w[i] = len(on) * v / total
+        if self.trial_cap is not None and self.patience > 0:
+            _cap_trials(w, on, [i for i in on if not self._proven[i]], self.trial_cap)
         return w
 
     def advantage_kwargs(self) -> dict[str, Any]:
@@ -326,6 +341,7 @@ class AdaptiveWeights:
                 progress = False
             if progress:
                 self._stall[k] = 0
+                self._proven[k] = True
             elif used[k] > 1.0:
                 self._stall[k] += 1
             hist.append((p, var))
@@ -361,6 +377,7 @@ class AdaptiveWeights:
             "beta": self.beta,
             "patience": self.patience,
             "z": self.z,
+            "trial_cap": self.trial_cap,
             "step": self.step,
             "s1": list(getattr(self, "_s1", [])),
             "s2": list(getattr(self, "_s2", [])),
@@ -368,6 +385,7 @@ class AdaptiveWeights:
             "count": list(getattr(self, "_nbar", [])),
             "stall": list(getattr(self, "_stall", [])),
             "history": [[[p, v] for p, v in h] for h in getattr(self, "_history", [])],
+            "proven": list(getattr(self, "_proven", [])),
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -382,7 +400,7 @@ class AdaptiveWeights:
     def __repr__(self) -> str:
         return (
             f"AdaptiveWeights(tau={self.tau}, beta={self.beta}, patience={self.patience}, "
-            f"z={self.z}, weights={self.weights}, step={self.step})"
+            f"z={self.z}, trial_cap={self.trial_cap}, weights={self.weights}, step={self.step})"
         )
 
 
@@ -408,6 +426,12 @@ def _parse_state(state: Any, aw: AdaptiveWeights) -> dict[str, Any]:
                 f"state_dict['{key}'] is {value!r}; this AdaptiveWeights has {key}="
                 f"{getattr(aw, key)!r} (create it with the settings of the saved run)"
             )
+    cap = state["trial_cap"]
+    if cap != aw.trial_cap or isinstance(cap, bool):
+        raise ValueError(
+            f"state_dict['trial_cap'] is {cap!r}; this AdaptiveWeights has "
+            f"trial_cap={aw.trial_cap!r}"
+        )
     if state["patience"] != aw.patience or isinstance(state["patience"], bool):
         raise ValueError(
             f"state_dict['patience'] is {state['patience']!r}; this AdaptiveWeights has "
@@ -445,6 +469,15 @@ def _parse_state(state: Any, aw: AdaptiveWeights) -> dict[str, Any]:
     if not isinstance(stall, list) or len(stall) != length:
         raise ValueError(f"state_dict['stall'] must be a list of {length} integers; got {stall!r}")
     stall = [_state_int(c, "stall") for c in stall]
+    proven = state["proven"]
+    if (
+        not isinstance(proven, list)
+        or len(proven) != length
+        or not all(isinstance(b, bool) for b in proven)
+    ):
+        raise ValueError(
+            f"state_dict['proven'] must be a list of {length} booleans; got {proven!r}"
+        )
     history = state["history"]
     if not isinstance(history, list) or len(history) != length:
         raise ValueError(f"state_dict['history'] must be a list of {length} lists; got {history!r}")
@@ -475,14 +508,41 @@ def _parse_state(state: Any, aw: AdaptiveWeights) -> dict[str, Any]:
             raise ValueError(
                 f"state_dict: reward {i} was seen ('s1' > 0) but its 's2' or 'count' is 0"
             )
-        if not seen and (s2[i] != 0 or p[i] != 0 or nbar[i] != 0 or stall[i] != 0 or hist[i]):
+        if not seen and (
+            s2[i] != 0 or p[i] != 0 or nbar[i] != 0 or stall[i] != 0 or hist[i] or proven[i]
+        ):
             raise ValueError(f"state_dict: reward {i} was never seen (s1 = 0) but has state")
     out: dict[str, Any] = {"step": step, "n_rewards": k}
     if aw.reward_names is None and names is not None:
         out["reward_names"] = names
     if k is not None:
-        out.update(_s1=s1, _s2=s2, _p=p, _nbar=nbar, _stall=stall, _history=hist)
+        out.update(
+            _s1=s1, _s2=s2, _p=p, _nbar=nbar, _stall=stall, _history=hist, _proven=list(proven)
+        )
     return out
+
+
+def _cap_trials(w: list[float], members: list[int], trial: list[int], cap: float) -> None:
+    """Water-filling in place: every reward of ``trial`` gets at most ``cap``; the excess
+    goes to the other ``members`` in proportion to their weights (sum on members kept)."""
+    if not any(w[i] > cap for i in trial):
+        return  # nothing to cap: the weights stay exactly the uncapped rule's
+    fixed: set[int] = set()
+    total = float(len(members))
+    while True:
+        free = [i for i in members if i not in fixed]
+        mass = math.fsum(w[i] for i in free)
+        if not free or mass <= 0:
+            return
+        scale = (total - cap * len(fixed)) / mass
+        over = [i for i in free if i in trial and w[i] * scale > cap]
+        if not over:
+            for i in free:
+                w[i] *= scale
+            for i in fixed:
+                w[i] = cap
+            return
+        fixed.update(over)
 
 
 def _state_int(value: Any, key: str) -> int:
