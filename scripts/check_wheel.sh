@@ -43,6 +43,7 @@ need = [
     "rewardagg/cli/__init__.py",
     "rewardagg/demo/data/default_run.csv",
     "rewardagg/demo/data/neglect_run.csv",
+    "rewardagg/demo/data/default_seeds.csv",
 ]
 missing = [n for n in need if n not in names]
 stray = [n for n in names if n.startswith(("tests/", "docs/", "notebooks/", "benchmarks/"))]

@@ -303,7 +303,8 @@ _FIXED_COLOURS = {
 def _colours(labels: Sequence[str]) -> dict[str, Any]:
     """A sequential ramp (Blues) for the SoftMin family ordered by kappa (mean = kappa 0,
     min = kappa inf); fixed colours for the others (:data:`_FIXED_COLOURS`, a setting's
-    second shade slightly lighter), tab10 for methods registered at run time."""
+    further settings lighter, evenly, at most half-way to white), tab10 for methods
+    registered at run time."""
     import matplotlib
     from matplotlib.colors import to_rgba
 
@@ -313,13 +314,16 @@ def _colours(labels: Sequence[str]) -> dict[str, Any]:
     for i, (_, lab) in enumerate(ramp):
         out[lab] = blues(0.3 + 0.7 * i / max(len(ramp) - 1, 1))
     seen: dict[str, int] = {}
+    rest = [x for x in labels if x not in out]
+    count = {h: sum(x.split()[0] == h for x in rest) for h in {x.split()[0] for x in rest}}
     other = matplotlib.colormaps["tab10"]
-    for n, lab in enumerate(x for x in labels if x not in out):
+    for n, lab in enumerate(rest):
         head = lab.split()[0]
         base = to_rgba(_FIXED_COLOURS.get(head, other(n % 10)))
         shade = seen.get(head, 0)
         seen[head] = shade + 1
-        out[lab] = (*(c + (1 - c) * 0.45 * shade for c in base[:3]), 1.0)
+        lighter = 0.55 * shade / max(count[head] - 1, 1)  # at most 0.55 of the way to white
+        out[lab] = (*(c + (1 - c) * lighter for c in base[:3]), 1.0)
     return out
 
 

@@ -11,15 +11,18 @@ one row per scenario, setting, verdict metric and seed, with the value at the st
 training), because the settings are *paired*: every setting of a scenario trains on the
 same seeds with the same random numbers. :func:`paired_verdicts` compares, per scenario
 and metric, the setting with the best mean (the *best*) and the next one (the
-*runner-up*; settings whose every per-seed value equals the best's are named with it,
-not ranked after it) by the mean of their per-seed differences and its 95% t-interval
+*runner-up*; settings whose every per-seed value equals the best's, up to
+:data:`SAME`, are named with it, not ranked after it) by the mean of their per-seed differences and its 95% t-interval
 (:func:`rewardagg.demo.stats.paired_ci`):
 
 - ``"best"`` when the interval excludes 0;
 - ``"no clear difference"`` when it covers 0;
 - ``"not learned"`` (``critical_met`` only, :data:`LEARNED_METRICS`): no setting ends
-  above the start rate, that is no setting's per-seed gain (final minus start) has an
-  interval above 0; then who is "best" among settings that did not move means nothing.
+  above the start rate by more than its CI, that is no setting's 95% interval of its
+  final mean (the table's ``mean±h``) lies above the mean start rate (the same for every
+  setting: the same draws, the same start); then who is "best" among settings that did
+  not move means nothing. (A paired gain of +0.002 that is "significant" over 12 seeds
+  is not learning a criterion.)
 
 The earlier rule, "best" only when the two settings' own intervals do not overlap
 (:func:`verdict`), ignores the pairing and is kept for comparison: on paired runs it
@@ -216,6 +219,21 @@ def _by_method(mine: Sequence[Mapping[str, Any]], key: str) -> dict[str, np.ndar
     return out
 
 
+SAME = 1e-6
+"""Per-seed values closer than this on every seed count as the same setting's (rules that
+are one rule on these rewards, such as ``gdpo`` and ``mean`` with no reward missing,
+differ by rounding only)."""
+HAIR = 0.005
+"""A paired difference below this is shown as below the tables' two decimals."""
+
+
+def _same(a: np.ndarray, b: np.ndarray) -> bool:
+    both = np.isfinite(a) & np.isfinite(b)
+    return bool(
+        np.array_equal(np.isfinite(a), np.isfinite(b)) and np.all(np.abs(a - b)[both] <= SAME)
+    )
+
+
 def _verdict(scenario: str, metric: str, mine: Sequence[Mapping[str, Any]]) -> dict:
     higher = METRICS.get(metric, ("", True))[1]
     values = _by_method(mine, "value")
@@ -232,7 +250,7 @@ def _verdict(scenario: str, metric: str, mine: Sequence[Mapping[str, Any]]) -> d
         return {**out, "kind": "no clear difference", "best": None, "runner_up": None,
                 "diff": None, "ci_low": None, "ci_high": None}  # fmt: skip
     best = ranked[0]
-    same = [m for m in ranked[1:] if np.array_equal(values[m], values[best], equal_nan=True)]
+    same = [m for m in ranked[1:] if _same(values[m], values[best])]
     others = [m for m in ranked[1:] if m not in same]
     runner = others[0] if others else None
     if runner is None:
@@ -245,9 +263,10 @@ def _verdict(scenario: str, metric: str, mine: Sequence[Mapping[str, Any]]) -> d
         starts = _by_method(mine, "start")
         start_all = np.concatenate([v for v in starts.values()])
         if np.isfinite(start_all).any() and math.isfinite(lo):  # 2 seeds or more
-            gains = [paired_ci(values[m], starts[m]) for m in values]
-            extra["start"] = _round(float(np.nanmean(start_all)))
-            if not any(g[1] > 0 for g in gains):
+            start = float(np.nanmean(start_all))
+            extra["start"] = _round(start)
+            finals = [mean_ci(v[np.isfinite(v)]) for v in values.values()]
+            if not any(float(m) - float(h) > start for m, h in finals):
                 kind = "not learned"
     out.update(
         kind=kind,
@@ -312,9 +331,10 @@ def verdict_text(v: Mapping[str, Any]) -> str:
     else:
         ci = f"paired diff {v['diff']:+.3f} [{v['ci_low']:+.3f}, {v['ci_high']:+.3f}]"
     if kind == "best":
+        hair = ", a margin the tables' 2 decimals do not show" if abs(v["diff"]) < HAIR else ""
         return (
             f"{metric}: {_named(v)} best, {v['best_mean']:.2f} vs {v['runner_up_mean']:.2f} "
-            f"({v['runner_up']}), {ci}"
+            f"({v['runner_up']}), {ci}{hair}"
         )
     return (
         f"{metric}: no clear difference between {_named(v)} {v['best_mean']:.2f} and "
