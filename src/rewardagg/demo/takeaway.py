@@ -48,7 +48,7 @@ _TEMPLATE = """\
 
 
 @lru_cache(maxsize=1)
-def _means() -> dict[tuple[str, str, str], float]:
+def _means() -> dict[tuple[str, str, str, str], float]:
     from rewardagg.demo.reference import REFERENCE_FILES, reference_rows
 
     out: dict[tuple[str, str, str, str], float] = {}
