@@ -13,6 +13,10 @@ import rewardagg as ra
 from registry_cases import domain, methods
 
 PUBLIC = [
+    "AdaptiveWeights",
+    "CombinedController",
+    "Controller",
+    "combine",
     "AggregationInfo",
     "Aggregator",
     "__version__",

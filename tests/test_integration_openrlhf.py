@@ -1092,3 +1092,126 @@ def test_issue26_launcher_refuses_a_drop_without_flag():
 
     with pytest.raises(SystemExit, match=r"rewardagg: --rewardagg\.drop expects a flag"):
         launcher.main(["--rewardagg.drop"])
+
+
+# adaptive weights (issue 27): one controller on the experience maker, checkpointed
+# --------------------------------------------------------------------------------------
+
+ADAPTIVE_FLAGS = dict(adaptive="true", adaptive_patience="1", adaptive_tau="5")
+
+
+def test_issue27_adaptive_weights_and_a_constraint_follow_their_rules():
+    from test_adaptive import LoopRule, as_rows
+
+    n = 4
+    args = make_args(
+        "rewardagg",
+        n,
+        reward_keys=KEYS,
+        method="gdpo",
+        weights=[1.0, 2.0, 0.5],
+        constraints=["safe=0.9"],
+        constraint_lr=LR,
+        **ADAPTIVE_FLAGS,  # strings, as --rewardagg.* flags arrive
+    )
+    maker = make_maker(args, kl_coef=0.0)
+    loop, lam, moved = LoopRule(len(KEYS), tau=5.0, horizon=1), 0.0, 0.0
+    for step, seed in enumerate([11, 12, 13], start=1):
+        experiences = make_experiences(maker, seed=seed, n=n, missing=True)
+        rewards = torch.stack([prompt_order(experiences, k) for k in KEYS], dim=1)
+        w = loop.weights()
+        moved = max(moved, *(abs(x - 1) for x in w))
+        expected = rewardagg.advantages(
+            rewards,
+            method="gdpo",
+            weights=np.array([1.0, 2.0, 0.5]) * w,
+            multipliers={"safe": lam},
+            reward_names=KEYS,
+            group_size=n,
+            eps=1e-9,
+        )
+        out = maker.compute_advantages_and_returns(experiences)
+        loop.step(as_rows(rewards.numpy()))
+        safe = rewards[:, KEYS.index("safe")]
+        lam = max(0.0, lam + LR * (TARGET - float(safe[~safe.isnan()].mean())))
+        for exp in out:
+            for j, i in enumerate(exp.index):
+                want = float(expected[i].clamp(-10, 10))
+                got = _token_advantages(exp, j)
+                torch.testing.assert_close(got, torch.full_like(got, want), atol=1e-6, rtol=0)
+            for key, weight, trusted in zip(KEYS, loop.weights(), loop.trusted(), strict=True):
+                assert exp.info[f"rewardagg/weight/{key}"][0] == pytest.approx(weight, rel=1e-6)
+                assert exp.info[f"rewardagg/trusted/{key}"][0] == float(trusted)
+            assert exp.info["rewardagg/lambda/safe"][0] == pytest.approx(lam, abs=1e-6)
+        controller = ro.run_controller(maker)
+        np.testing.assert_allclose(controller.controllers[0].weights, loop.weights(), rtol=1e-12)
+        assert ro.constraint_tracker(maker).multipliers == {"safe": pytest.approx(lam)}
+        assert controller.controllers[0].step == step
+    assert moved > 0.05
+
+
+def test_issue27_controller_goes_with_openrlhfs_checkpoint_states(monkeypatch, tmp_path):
+    monkeypatch.setattr(ppo_trainer.ray, "get", lambda refs: refs)
+    n = 4
+    args = make_args("rewardagg", n, reward_keys=KEYS, method="gdpo", **ADAPTIVE_FLAGS)
+    args.logger = SimpleNamespace(logging_steps=1)
+    args.ckpt = SimpleNamespace(save_steps=1, load_enable=True, path=str(tmp_path))
+    saved = {}
+
+    def save(method_name, **kwargs):
+        saved.update(kwargs["client_states"])
+        return []
+
+    def trainer(maker, run):
+        return SimpleNamespace(
+            args=args,
+            experience_maker=maker,
+            wandb_logger=None,
+            tensorboard_logger=None,
+            best_eval_metric_key="",
+            best_eval_metric_value=float("-inf"),
+            _latest_eval_metric_value=None,
+            critic_model_group=None,
+            actor_model_group=SimpleNamespace(async_run_method=run),
+        )
+
+    maker = make_maker(args, kl_coef=0.0)
+    for seed in (1, 2):
+        maker.compute_advantages_and_returns(make_experiences(maker, seed=seed, n=n))
+    state = ro.run_controller(maker).state_dict()
+    assert isinstance(ro.run_controller(maker), rewardagg.AdaptiveWeights)
+    assert state["step"] == 2
+    ppo_trainer.BasePPOTrainer.save_logs_and_checkpoints(
+        trainer(maker, save), 1, {}, {"global_step": 1}
+    )
+    assert saved[ro.CONTROLLER_KEY] == state and ro.CHECKPOINT_KEY not in saved
+
+    (tmp_path / "_actor").mkdir()
+    fresh = make_maker(args, kl_coef=0.0)  # a new run, resumed
+    resumed = trainer(fresh, lambda method_name, **kwargs: [dict(saved)])
+    assert ppo_trainer.BasePPOTrainer.init_checkpoint_states(resumed)["global_step"] == 1
+    experiences = make_experiences(fresh, seed=3, n=n)
+    fresh.compute_advantages_and_returns(experiences)
+    maker.compute_advantages_and_returns(make_experiences(maker, seed=3, n=n))
+    assert ro.run_controller(fresh).state_dict() == ro.run_controller(maker).state_dict()
+    assert ro.run_controller(fresh).step == 3
+
+
+@pytest.mark.parametrize(
+    ("flags", "match"),
+    [
+        (dict(adaptive_tau="5"), "--rewardagg.adaptive_tau set without --rewardagg.adaptive"),
+        (dict(adaptive="true", adaptive_beta="1.5"), "--rewardagg.adaptive_beta must be in"),
+        (dict(adaptive="maybe"), "--rewardagg.adaptive must be true or false"),
+    ],
+)
+def test_issue27_adaptive_flags_are_checked(flags, match):
+    with pytest.raises((TypeError, ValueError), match=match):
+        ro.settings_from_args(make_args("rewardagg", 4, reward_keys=KEYS, **flags))
+
+
+def test_issue27_rewards_outside_unit_interval_fail_clearly():
+    args = make_args("rewardagg", 4, method="gdpo", adaptive="true")  # K = 1: the summed reward
+    maker = make_maker(args, kl_coef=0.0)
+    with pytest.raises(ValueError, match=r"rewards must lie in \[0, 1\]"):
+        maker.compute_advantages_and_returns(make_experiences(maker, seed=1, n=4))

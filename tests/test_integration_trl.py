@@ -994,3 +994,106 @@ def test_issue26_rvpo_alias_in_the_config(tmp_path):
     config = _config(tmp_path, advantage_method="rvpo", kappa=2.0)
     assert config.advantage_method == "softmin"
     assert config.rewardagg_kwargs()["kappa"] == 2.0
+
+
+# -- adaptive weights (issue 27) ------------------------------------------------------------
+ADAPTIVE = dict(advantage_method="gdpo", advantage_adaptive=True, adaptive_patience=1)
+
+
+@pytest.fixture(scope="module")
+def adaptive_run(tiny, tmp_path_factory):
+    """3 steps of adaptive weights plus a constraint, a checkpoint after step 2."""
+    tmp = tmp_path_factory.mktemp("adaptive")
+    trainer = _train(
+        tiny,
+        tmp,
+        max_steps=3,
+        save_strategy="steps",
+        save_steps=2,
+        advantage_constraints={"fmt": TARGET},
+        constraint_lr=LR,
+        **ADAPTIVE,
+    )
+    return trainer, tmp
+
+
+def _loop_weights(batches, horizon=1):
+    """The weights DESIGN.md 2d gives each batch, from the independent loop rule."""
+    from test_adaptive import LoopRule, as_rows
+
+    loop = LoopRule(len(NAMES), horizon=horizon)
+    out = []
+    for rewards in batches:
+        out.append(loop.weights())
+        loop.step(as_rows(rewards))
+    return out, loop
+
+
+def test_issue27_adaptive_weights_move_as_the_rule_says(adaptive_run):
+    trainer, _ = adaptive_run
+    assert isinstance(trainer.controller, rewardagg.CombinedController)
+    rewards = [r["logged_rewards"] for r in trainer.batches]
+    expected, loop = _loop_weights(rewards)
+    applied = [r["batch"].weights for r in trainer.batches]
+    np.testing.assert_allclose(applied, expected, rtol=1e-12)
+    assert applied[0] == [1.0, 1.0, 1.0]
+    assert max(abs(w - 1) for w in applied[2]) > 0.05  # they moved
+    np.testing.assert_allclose(trainer.adaptive_weights.weights, loop.weights(), rtol=1e-12)
+    logs = [h for h in trainer.state.log_history if "loss" in h]
+    for entry, record, w in zip(logs, trainer.batches, applied, strict=True):
+        expected_adv = rewardagg.advantages(
+            record["logged_rewards"],
+            method="gdpo",
+            group_size=G,
+            eps=1e-4,
+            weights=np.array([1.0, 0.5, 2.0]) * w,
+            multipliers=record["batch"].multipliers,
+            reward_names=NAMES,
+        )
+        np.testing.assert_allclose(record["batch"].advantages.numpy(), expected_adv, atol=1e-12)
+        for name in NAMES:  # logged after this batch's update: the next batch's weights
+            assert f"rewardagg/weight/{name}" in entry
+            assert entry[f"rewardagg/trusted/{name}"] in (0.0, 1.0)
+        assert "rewardagg/lambda/fmt" in entry
+    final = logs[-1]
+    for name, w in zip(NAMES, loop.weights(), strict=True):
+        assert final[f"rewardagg/weight/{name}"] == pytest.approx(w, rel=1e-6)
+
+
+def test_issue27_adaptive_weights_survive_a_checkpoint_reload(tiny, adaptive_run):
+    trainer, tmp = adaptive_run
+    checkpoint = tmp / "out" / "checkpoint-2"
+    saved = json.loads((checkpoint / "rewardagg_controller.json").read_text())
+    assert [part["step"] for part in saved["controllers"]] == [2, 2]
+    dataset, model, tokenizer = tiny
+    resumed = CapturingTrainer(
+        model=copy.deepcopy(model),
+        processing_class=tokenizer,
+        reward_funcs=REWARDS,
+        args=_config(
+            tmp, max_steps=3, advantage_constraints={"fmt": TARGET}, constraint_lr=LR, **ADAPTIVE
+        ),
+        train_dataset=dataset,
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        resumed.train(resume_from_checkpoint=str(checkpoint))
+    (record,) = resumed.batches
+    # step 3 gets the weights the first run applied to its step 3 (from batches 1 and 2)
+    assert record["batch"].weights == trainer.batches[2]["batch"].weights
+    assert record["batch"].multipliers == trainer.batches[2]["batch"].multipliers
+    first_two = [r["logged_rewards"] for r in trainer.batches[:2]]
+    _, loop = _loop_weights([*first_two, record["logged_rewards"]])
+    np.testing.assert_allclose(resumed.adaptive_weights.weights, loop.weights(), rtol=1e-12)
+    assert resumed.adaptive_weights.step == 3
+
+
+def test_issue27_adaptive_settings_are_checked_with_field_names(tmp_path):
+    with pytest.raises(ValueError, match="adaptive_tau set without advantage_adaptive=true"):
+        _config(tmp_path, adaptive_tau=5.0)
+    with pytest.raises(ValueError, match="adaptive_beta must be in"):
+        _config(tmp_path, advantage_adaptive=True, adaptive_beta=2.0)
+    with pytest.raises(ValueError, match="adaptive_patience must be an integer"):
+        _config(tmp_path, advantage_adaptive=True, adaptive_patience=-1)
+    cfg = _config(tmp_path, advantage_adaptive=True, adaptive_z="2.5")
+    assert cfg.rewardagg_adaptive().z == 2.5

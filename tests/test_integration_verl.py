@@ -1420,3 +1420,97 @@ def test_issue26_gdpo_without_std_scaling_through_verls_compute_advantage():
     torch.testing.assert_close(ours.batch["advantages"], centred, atol=1e-5, rtol=0)
     gap = (ours.batch["advantages"] - verl_off.batch["advantages"]).abs().max().item()
     assert gap > 0.1, gap  # the documented difference; if verl starts passing the flag, fix docs
+
+
+# adaptive weights (issue 27): one controller in the driver, logged and checkpointed
+# --------------------------------------------------------------------------------------
+
+ADAPTIVE_CFG = {"method": "gdpo", "adaptive": {"patience": 1, "tau": 5.0}}
+
+
+def test_issue27_adaptive_weights_over_calls_follow_the_rule_and_reach_the_advantages():
+    from test_adaptive import LoopRule, as_rows
+
+    rv.reset_constraint_trackers()
+    cfg = algo(
+        adv_estimator="rewardagg",
+        rewardagg={**ADAPTIVE_CFG, "constraints": {"safe": 0.9}, "constraint_lr": 0.5},
+    )
+    loop, lam, moved = LoopRule(len(KEYS), tau=5.0, horizon=1), 0.0, 0.0
+    for seed in (31, 32, 33):
+        data = make_batch(seed, missing=True)
+        data.batch["token_level_scores"] = data.batch["token_level_rewards"].clone()
+        r = _rewards(data)
+        w = loop.weights()
+        moved = max(moved, *(abs(x - 1) for x in w))
+        has_reward = torch.tensor(~np.isnan(r).all(1), dtype=torch.float32)  # others: 0
+        mask = data.batch["response_mask"].float() * has_reward[:, None]
+        s = rewardagg.advantages(
+            r,
+            method="gdpo",
+            group_ids=data.non_tensor_batch["uid"],
+            weights=np.array(WEIGHTS) * w,
+            eps=1e-6,
+            singleton="identity",
+            batch_norm=False,
+            multipliers={"safe": lam},
+            reward_names=KEYS,
+        )
+        expected = masked_whiten(torch.tensor(s, dtype=torch.float32)[:, None] * mask, mask) * mask
+        out = ray_trainer.compute_advantage(data, adv_estimator="rewardagg", config=cfg)
+        torch.testing.assert_close(out.batch["advantages"], expected, atol=1e-5, rtol=0)
+        loop.step(as_rows(r))
+        lam = max(0.0, lam + 0.5 * (0.9 - float(np.nanmean(r[:, KEYS.index("safe")]))))
+        controller = rv.run_controller(cfg)
+        assert controller is rv.run_controller()  # one controller for the run
+        assert rv.constraint_tracker(cfg) is controller.controllers[1]
+        metrics = ray_trainer.compute_data_metrics(batch=out, use_critic=False)
+        for key, weight, trusted in zip(KEYS, loop.weights(), loop.trusted(), strict=True):
+            assert metrics[f"rewardagg/weight/{key}"] == pytest.approx(weight, rel=1e-12)
+            assert metrics[f"rewardagg/trusted/{key}"] == float(trusted)
+        assert metrics["rewardagg/lambda/safe"] == pytest.approx(lam, abs=1e-12)
+    assert moved > 0.05  # the weights applied to a batch moved
+    rv.reset_constraint_trackers()
+
+
+def test_issue27_controller_goes_with_verls_checkpoints(tmp_path):
+    rv.reset_constraint_trackers()
+    cfg = algo(adv_estimator="rewardagg", rewardagg={**ADAPTIVE_CFG, "constraints": {"fmt": 0.95}})
+    for seed in (1, 2):
+        ray_trainer.compute_advantage(make_batch(seed), adv_estimator="rewardagg", config=cfg)
+    saved = rv.run_controller(cfg).state_dict()
+    assert saved["controllers"][0]["step"] == 2
+    trainer = _stub_trainer(tmp_path, cfg, global_steps=1)
+    trainer._save_checkpoint()  # verl's own save, wrapped
+    folder = tmp_path / "ckpt" / "global_step_1"
+    assert json.loads((folder / "rewardagg_controller.json").read_text()) == saved
+    for mode in ("auto", "resume_path"):
+        rv.reset_constraint_trackers()  # a new driver process
+        resumed = _stub_trainer(tmp_path, cfg, global_steps=0, resume_mode=mode)
+        resumed._load_checkpoint()  # verl's own load, wrapped
+        assert rv.run_controller(cfg).state_dict() == saved
+    rv.reset_constraint_trackers()
+    fresh = _stub_trainer(tmp_path, cfg, global_steps=0, resume_mode="disable")
+    fresh._load_checkpoint()
+    assert rv.run_controller(cfg).controllers[0].step == 0
+    rv.reset_constraint_trackers()
+
+
+@pytest.mark.parametrize(
+    ("adaptive", "match"),
+    [
+        ({"patience": -1}, r"algorithm.rewardagg.adaptive.patience must be an integer"),
+        ({"beta": "2"}, r"algorithm.rewardagg.adaptive.beta must be in \[0, 1\]"),
+        ({"tua": 1.0}, r"unknown algorithm.rewardagg.adaptive setting\(s\) \['tua'\]"),
+        ({"enabled": False, "z": 2.0}, "set without algorithm.rewardagg.adaptive=true"),
+        ("maybe", "algorithm.rewardagg.adaptive must be true or false"),
+    ],
+)
+def test_issue27_adaptive_settings_fail_at_config_time(adaptive, match):
+    with pytest.raises((TypeError, ValueError), match=match):
+        rv.RewardAggVerlSettings(algo(rewardagg={"adaptive": adaptive}), estimator="rewardagg")
+
+
+def test_issue27_adaptive_true_takes_the_defaults():
+    settings = rv.RewardAggVerlSettings(algo(rewardagg={"adaptive": "true"}), estimator="rewardagg")
+    assert (settings.adaptive.tau, settings.adaptive.patience) == (10.0, 40)

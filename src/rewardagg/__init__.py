@@ -7,6 +7,7 @@ Reference: Montero, Jurczyk, Dhingra, "RVPO: Risk-Sensitive Alignment via Varian
 Regularization", 2026, https://arxiv.org/abs/2605.05750
 """
 
+from rewardagg._src.adaptive import AdaptiveWeights
 from rewardagg._src.aggregators import (
     cvar,
     mean_variance,
@@ -17,6 +18,7 @@ from rewardagg._src.aggregators import (
     weighted_sum,
 )
 from rewardagg._src.constraints import ConstraintTracker
+from rewardagg._src.controllers import CombinedController, Controller, combine
 from rewardagg._src.diagnostics import AggregationInfo
 from rewardagg._src.normalisation import group_standardize
 from rewardagg._src.pipeline import (
@@ -42,13 +44,17 @@ from rewardagg._src.tokens import expand_to_tokens
 from rewardagg._version import __version__
 
 __all__ = [
+    "AdaptiveWeights",
     "AggregationInfo",
     "Aggregator",
+    "CombinedController",
     "ConstraintTracker",
+    "Controller",
     "__version__",
     "advantages",
     "available_methods",
     "batch_standardize",
+    "combine",
     "cvar",
     "cvar_advantages",
     "expand_to_tokens",

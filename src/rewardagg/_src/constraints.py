@@ -133,6 +133,14 @@ class ConstraintTracker:
         """The multipliers the next batch gets, ``{column: lambda}``."""
         return dict(self._lambda)
 
+    def advantage_kwargs(self) -> dict[str, Any]:
+        """What this controller adds to a :func:`rewardagg.advantages` call (the controller
+        protocol, :func:`rewardagg.combine`): the current multipliers and the reward names."""
+        out: dict[str, Any] = {"multipliers": self.multipliers}
+        if self.reward_names is not None:
+            out["reward_names"] = list(self.reward_names)
+        return out
+
     def advantages(self, rewards: Any, **kwargs: Any) -> Any:
         """:func:`rewardagg.advantages` with the current multipliers, then :meth:`update`
         from this batch. ``kwargs`` are those of :func:`rewardagg.advantages`

@@ -67,6 +67,7 @@ __all__ = [
     "CONTROLLERS",
     "DEMO_SWEEPS",
     "KAPPAS",
+    "OPT_IN_VARIANTS",
     "VARIANTS",
     "ControllerContext",
     "Variant",
@@ -196,7 +197,8 @@ def default_methods(
         variants: include the variants when ``names`` is ``None``.
     """
     table = available_methods()
-    by_name = {v.name: v for v in VARIANTS} | {v.spec.label: v for v in VARIANTS}
+    every = VARIANTS + OPT_IN_VARIANTS
+    by_name = {v.name: v for v in every} | {v.spec.label: v for v in every}
     if names is None:
         specs = _table_settings(table, params)
         return specs + ([v.spec for v in VARIANTS] if variants else [])
@@ -226,7 +228,7 @@ def default_methods(
         if labelled[n] not in specs:
             specs.append(labelled[n])
     specs.sort(key=lambda s: table.index(s.method))  # stable: sweep order kept
-    wanted_variants = [v for v in VARIANTS if v.name in names or v.spec.label in names]
+    wanted_variants = [v for v in every if v.name in names or v.spec.label in names]
     return _unique_labels(specs) + [v.spec for v in wanted_variants]
 
 
@@ -291,8 +293,37 @@ def _constraint_tracker(
     )
 
 
+def _adaptive_weights(options: Mapping[str, Any], spec: MethodSpec, ctx: ControllerContext) -> Any:
+    """:class:`rewardagg.AdaptiveWeights` (``options["params"]``: its parameters), combined
+    with the Lagrangian setting's tracker when ``options["constraint"]`` is given."""
+    from rewardagg import AdaptiveWeights, combine
+
+    weights = AdaptiveWeights(ctx.n_rewards, **dict(options.get("params") or {}))
+    if options.get("constraint") is None:
+        return weights
+    return combine(weights, _constraint_tracker(options["constraint"], spec, ctx))
+
+
 #: option name -> factory ``(option value, spec, ControllerContext) -> controller``.
-CONTROLLERS: dict[str, ControllerFactory] = {"constraint": _constraint_tracker}
+CONTROLLERS: dict[str, ControllerFactory] = {
+    "constraint": _constraint_tracker,
+    "adaptive": _adaptive_weights,
+}
+
+OPT_IN_VARIANTS: tuple[Variant, ...] = (
+    Variant(
+        "adaptive",
+        MethodSpec("adaptive", "gdpo", {}, {"adaptive": {}}),
+        "gdpo with rewardagg.AdaptiveWeights (DESIGN.md 2d: weights K softmax(-10 p) of the "
+        "running pass rates, learning-progress guard, patience 40); told nothing",
+    ),
+    Variant(
+        "adaptive_lagrange",
+        MethodSpec("adaptive+lagrange", "gdpo", {}, {"adaptive": {"constraint": dict(CONSTRAINT)}}),
+        "adaptive weights and gdpo+lagrange's tracker in one call (rewardagg.combine)",
+    ),
+)
+"""Variants ``--methods`` selects by name or label, not run by default (issue 27)."""
 
 
 def register_controller(option: str, factory: ControllerFactory) -> None:

@@ -66,6 +66,17 @@ folder and read back by ``trainer.train(resume_from_checkpoint=...)`` (the hooks
 for its own adaptive-entropy state). Evaluation batches get the multipliers without updating
 them.
 
+Adaptive weights (DESIGN.md section 2d; rewards in [0, 1])::
+
+    args = RewardAggGRPOConfig(..., advantage_method="gdpo", advantage_adaptive=True,
+                               adaptive_patience=40)      # adaptive_tau, _beta, _z too
+
+The trainer runs one controller (``trainer.controller``): the adaptive weights
+(``trainer.adaptive_weights``, times ``reward_weights``), the constraint tracker, or both
+together. It is applied and updated like the tracker, logs ``rewardagg/weight/<reward>``,
+``rewardagg/trusted/<reward>`` and ``rewardagg/pass_rate/<reward>``, and is saved in
+``rewardagg_controller.json`` (``rewardagg_constraints.json`` for a tracker alone).
+
 How it hooks into TRL. TRL 1.16 computes advantages inline, inside the long
 ``GRPOTrainer._generate_and_score_completions``; there is no smaller hook that receives the
 per-reward-function rewards and returns advantages. Copying that method would pin us to one
@@ -100,11 +111,10 @@ TRL computes zero-spread cells inexactly in float32, we give exactly 0 there).
 from __future__ import annotations
 
 import inspect
-import json
 import math
 import os
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -116,6 +126,7 @@ from trl import GRPOConfig, GRPOTrainer
 
 import rewardagg
 from rewardagg._src.registry import ALIASES
+from rewardagg.integrations import _controllers as ctl
 from rewardagg.integrations._settings import (
     DEFAULT_METHOD,
     ConstraintOptions,
@@ -357,6 +368,11 @@ class RewardAggGRPOConfig(GRPOConfig):
         constraint_init: the multipliers' starting value (default 0).
         constraint_kp, constraint_kd: proportional and derivative gains (PID Lagrangian;
             default 0, plain dual ascent).
+        advantage_adaptive: adaptive reward weights (:class:`rewardagg.AdaptiveWeights`,
+            DESIGN.md 2d; rewards in [0, 1]), times ``reward_weights``; with
+            ``advantage_constraints`` both run together.
+        adaptive_tau, adaptive_beta, adaptive_patience, adaptive_z: its parameters
+            (``None``: 10, 0.9, 40, 3).
         log_rewardagg_metrics: log the rewardagg diagnostics every step.
     """
 
@@ -441,6 +457,21 @@ class RewardAggGRPOConfig(GRPOConfig):
     constraint_kd: float | None = field(
         default=None, metadata={"help": "Derivative gain (PID Lagrangian, default 0)."}
     )
+    advantage_adaptive: bool = field(
+        default=False, metadata={"help": ctl.ADAPTIVE_OPTION_HELP["adaptive"]}
+    )
+    adaptive_tau: float | None = field(
+        default=None, metadata={"help": ctl.ADAPTIVE_OPTION_HELP["adaptive_tau"]}
+    )
+    adaptive_beta: float | None = field(
+        default=None, metadata={"help": ctl.ADAPTIVE_OPTION_HELP["adaptive_beta"]}
+    )
+    adaptive_patience: int | None = field(
+        default=None, metadata={"help": ctl.ADAPTIVE_OPTION_HELP["adaptive_patience"]}
+    )
+    adaptive_z: float | None = field(
+        default=None, metadata={"help": ctl.ADAPTIVE_OPTION_HELP["adaptive_z"]}
+    )
     log_rewardagg_metrics: bool = field(
         default=True, metadata={"help": "Log rewardagg diagnostics under 'rewardagg/...'."}
     )
@@ -481,6 +512,7 @@ class RewardAggGRPOConfig(GRPOConfig):
         # first batch
         aggregator.bind(self._method_params())
         self.rewardagg_options()
+        self.rewardagg_adaptive()
         if aggregator.kind == "sum_first" and self.multi_objective_aggregation != (
             "sum_then_normalize"
         ):
@@ -524,6 +556,12 @@ class RewardAggGRPOConfig(GRPOConfig):
         given = {option: getattr(self, name) for option, name in OPTION_FIELDS.items()}
         return parse_options(given, method=self.advantage_method, spelling=SPELLING)
 
+    def rewardagg_adaptive(self) -> ctl.AdaptiveOptions | None:
+        """The adaptive weights' settings (``None`` unless ``advantage_adaptive``)."""
+        fields = {k: "advantage_adaptive" if k == "adaptive" else k for k in ctl.ADAPTIVE_OPTIONS}
+        given = {k: getattr(self, f) for k, f in fields.items()}
+        return ctl.parse_adaptive(given, fields.__getitem__)
+
     def _method_params(self) -> dict[str, Any]:
         """The method's own parameters: the config fields that stand for a parameter
         (``kappa``, ``lam``, ``scale_rewards`` as ``scale``) where the method takes it,
@@ -557,6 +595,8 @@ class RewardAggBatch:
         metrics: the metrics logged for the batch (without the ``rewardagg/`` prefix).
         multipliers: the constraint multipliers applied to the batch (``None`` without
             constraints); the tracker has updated them since, for a training batch.
+        weights: the adaptive weights applied to the batch (``None`` without
+            ``advantage_adaptive``), before ``reward_weights``.
     """
 
     mode: str
@@ -567,6 +607,7 @@ class RewardAggBatch:
     info: Any
     metrics: Mapping[str, float]
     multipliers: Mapping[str, float] | None = None
+    weights: Sequence[float] | None = None
 
 
 def _unique_names(names: list[str]) -> list[str]:
@@ -609,6 +650,13 @@ class RewardAggGRPOTrainer(GRPOTrainer):
     Attributes:
         constraint_tracker: the run's :class:`rewardagg.ConstraintTracker` (``None``
             without constraints), saved in and restored from TRL checkpoints.
+        adaptive_weights: the run's :class:`rewardagg.AdaptiveWeights` (``None`` without
+            ``advantage_adaptive``).
+        controller: the one controller the trainer runs (``None``, the tracker, the
+            adaptive weights, or both combined): applied to every batch, updated from
+            training batches, logged (``rewardagg/weight/<reward>``,
+            ``rewardagg/trusted/<reward>``, ``rewardagg/lambda/<reward>``, ...) and saved
+            with every checkpoint.
     """
 
     args: RewardAggGRPOConfig
@@ -637,6 +685,10 @@ class RewardAggGRPOTrainer(GRPOTrainer):
             if constraints is None
             else constraints.tracker(self._rewardagg_names, OPTION_FIELDS["constraints"])
         )
+        self.controller = ctl.build_controller(
+            self.constraint_tracker, self.args.rewardagg_adaptive(), self._rewardagg_names
+        )
+        self.adaptive_weights = ctl.find_part(self.controller, rewardagg.AdaptiveWeights)
         n_funcs = len(self.reward_func_names)
         method = self.args.advantage_method
         if n_funcs == 1 and rewardagg.get_aggregator(method).kind == "standardized":
@@ -681,12 +733,14 @@ class RewardAggGRPOTrainer(GRPOTrainer):
                 f"process {self.accelerator.process_index}."
             )
 
-        tracker = self.constraint_tracker
+        tracker, controller = self.constraint_tracker, self.controller
         applied = None if tracker is None else tracker.multipliers
+        adaptive = self.adaptive_weights
+        applied_weights = None if adaptive is None else list(adaptive.weights)
         advantages, info = self.compute_advantages(rewards, group_size=group_size)
-        if tracker is not None and mode == "train":
+        if controller is not None and mode == "train":
             # every process holds the gathered batch, so the means agree without a reduction
-            tracker.update(rewards.detach())
+            controller.update(rewards.detach())
         local = advantages[start : start + n_local].to(host_local.device, host_local.dtype)
         output["advantages"] = local
 
@@ -699,8 +753,8 @@ class RewardAggGRPOTrainer(GRPOTrainer):
         metrics: dict[str, float] = {}
         if self.args.log_rewardagg_metrics:
             metrics = self.rewardagg_metrics(info)
-            if tracker is not None and mode == "train":
-                metrics.update(tracker.metrics(prefix=""))
+            if controller is not None and mode == "train":
+                metrics.update(controller.metrics(prefix=""))
             for key, value in metrics.items():
                 self._metrics[mode][f"rewardagg/{key}"].append(value)
 
@@ -713,37 +767,29 @@ class RewardAggGRPOTrainer(GRPOTrainer):
             info=info,
             metrics=metrics,
             multipliers=applied,
+            weights=applied_weights,
         )
         return output
 
-    # -- checkpoints: the constraint tracker's state -----------------------------------------
+    # -- checkpoints: the controller's state ------------------------------------------------
     def _save_checkpoint(self, model, trial):
-        if self.constraint_tracker is not None and self.args.should_save:
+        if self.controller is not None and self.args.should_save:
             folder = os.path.join(
                 self._get_output_dir(trial=trial),
                 f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}",
             )
-            os.makedirs(folder, exist_ok=True)
-            with open(os.path.join(folder, CONSTRAINTS_FILE), "w") as f:
-                json.dump(self.constraint_tracker.state_dict(), f)
+            ctl.save_controller(self.controller, folder)
         super()._save_checkpoint(model, trial)
 
     def _load_optimizer_and_scheduler(self, checkpoint):
         # called on every process when train(resume_from_checkpoint=...) resumes
         super()._load_optimizer_and_scheduler(checkpoint)
-        if self.constraint_tracker is None or checkpoint is None:
+        if self.controller is None or checkpoint is None:
             return
-        path = os.path.join(checkpoint, CONSTRAINTS_FILE)
-        if not os.path.exists(path):
+        if ctl.load_controller(self.controller, checkpoint) is None:
             warnings.warn(
-                f"{checkpoint} has no {CONSTRAINTS_FILE}: the constraint multipliers start "
-                "from constraint_init, not from where that run left them.",
-                UserWarning,
-                stacklevel=2,
+                ctl.missing_message(self.controller, checkpoint), UserWarning, stacklevel=2
             )
-            return
-        with open(path) as f:
-            self.constraint_tracker.load_state_dict(json.load(f))
 
     # -- overridable pieces ----------------------------------------------------------------
     def compute_advantages(
@@ -754,20 +800,12 @@ class RewardAggGRPOTrainer(GRPOTrainer):
         ``adv`` shaped (N_total,) float64 (float32 on devices without float64)."""
         dtype = torch.float32 if rewards.device.type == "mps" else torch.float64
         weights = self.reward_weights.to(rewards.device, dtype)
-        constraints: dict[str, Any] = {}
-        if self.constraint_tracker is not None:  # the current multipliers (pure here)
-            constraints = dict(
-                multipliers=self.constraint_tracker.multipliers,
-                reward_names=self._rewardagg_names,
-            )
-        adv, info = rewardagg.advantages(
-            rewards.detach().to(dtype),
-            group_size=group_size,
-            weights=weights,
-            return_info=True,
-            **constraints,
-            **self._rewardagg_kwargs,
+        kwargs: dict[str, Any] = dict(
+            group_size=group_size, weights=weights, return_info=True, **self._rewardagg_kwargs
         )
+        if self.controller is not None:  # the controller's current weights/multipliers (pure)
+            kwargs = ctl.controlled_kwargs(kwargs, self.controller.advantage_kwargs())
+        adv, info = rewardagg.advantages(rewards.detach().to(dtype), **kwargs)
         return adv, info
 
     def rewardagg_metrics(self, info: Any) -> dict[str, float]:

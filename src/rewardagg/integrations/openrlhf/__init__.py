@@ -60,6 +60,14 @@ the experience maker (:func:`constraint_tracker`), which aggregates every step's
 experiences together; its state travels in OpenRLHF's checkpoint ``client_states`` (key
 :data:`CHECKPOINT_KEY`) and is restored on resume.
 
+Adaptive reward weights (:class:`rewardagg.AdaptiveWeights`, DESIGN.md 2d; rewards in
+[0, 1]): ``--rewardagg.adaptive true`` with ``--rewardagg.adaptive_tau``,
+``adaptive_beta``, ``adaptive_patience``, ``adaptive_z``. The weights multiply
+``--rewardagg.weights``; with constraints both run together as the run's one controller
+(:func:`run_controller`), logged as ``rewardagg/weight/<key>`` and
+``rewardagg/trusted/<key>``, saved under :data:`CONTROLLER_KEY` (a tracker alone: under
+:data:`CHECKPOINT_KEY`).
+
 The ``--rewardagg.<param>`` flags come from rewardagg's method table (help text included),
 so a method registered (``rewardagg.register_aggregator``) before the launcher parses has
 its parameters as flags (``--help`` lists them all); a ``--rewardagg.<name> VALUE`` without a
@@ -108,6 +116,7 @@ from rewardagg.integrations._hooks import lazy_attribute, run_after_import
 
 __all__ = [
     "CHECKPOINT_KEY",
+    "CONTROLLER_KEY",
     "DEFAULTS",
     "ESTIMATORS",
     "SETUP_HOOK",
@@ -116,6 +125,7 @@ __all__ = [
     "constraint_tracker",
     "install",
     "is_installed",
+    "run_controller",
     "settings_from_args",
     "setup_hook",
     "uninstall",

@@ -172,6 +172,10 @@ def _add_shared_arguments(group: Any) -> None:
     )
     for name in CONSTRAINT_OPTIONS[1:]:  # the tracker's settings
         group.add_argument(f"{_PREFIX}{name}", type=float, default=None, help=HELP[name])
+    from rewardagg.integrations._controllers import ADAPTIVE_OPTION_HELP
+
+    for name, text in ADAPTIVE_OPTION_HELP.items():  # adaptive weights (checked with the rest)
+        group.add_argument(f"{_PREFIX}{name}", type=str, default=None, help=text)
 
 
 def take_prefixed(extras: Sequence[str]) -> tuple[dict[str, str], list[str]]:

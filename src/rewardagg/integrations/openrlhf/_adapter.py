@@ -21,6 +21,7 @@ from openrlhf.trainer.ppo_utils.length_penalty import apply_length_penalties
 from packaging.version import InvalidVersion, Version
 
 import rewardagg
+from rewardagg.integrations import _controllers as ctl
 from rewardagg.integrations import _patching
 from rewardagg.integrations._hooks import run_after_import
 from rewardagg.integrations._settings import (
@@ -37,6 +38,7 @@ from rewardagg.integrations.openrlhf import ESTIMATORS, SETUP_HOOK, TRAINER_MODU
 
 __all__ = [
     "CHECKPOINT_KEY",
+    "CONTROLLER_KEY",
     "DEFAULTS",
     "ESTIMATORS",
     "SETUP_HOOK",
@@ -46,6 +48,7 @@ __all__ = [
     "install",
     "install_checkpoint_hooks",
     "is_installed",
+    "run_controller",
     "settings_from_args",
     "uninstall",
 ]
@@ -61,12 +64,16 @@ DEFAULTS = {
     "no_batch_norm": False,
     # shared with the other adapters (None: the method's / the tracker's default)
     **{name: None for name in SHARED_OPTIONS},
+    # adaptive reward weights (rewardagg.AdaptiveWeights; None: off / its defaults)
+    **{name: None for name in ctl.ADAPTIVE_OPTIONS},
 }
 SPELLING = Spelling(method="--rewardagg.method", param="--rewardagg.{name}", group="--rewardagg")
 #: The reward's name for constraints when ``--rewardagg.reward_keys`` is not set (K = 1).
 REWARD_NAME = "reward"
 #: The ``client_states`` key (OpenRLHF's checkpoint states) of the tracker's state.
 CHECKPOINT_KEY = "rewardagg_constraints"
+#: The ``client_states`` key of any other controller's state (adaptive weights, or both).
+CONTROLLER_KEY = "rewardagg_controller"
 
 #: The OpenRLHF versions this adapter is tested on; others get a warning at import.
 SUPPORTED_OPENRLHF = ">=0.11,<0.12"
@@ -149,6 +156,7 @@ def settings_from_args(args: Any) -> SimpleNamespace:
     s.reward_names = list(s.reward_keys or [REWARD_NAME])
     if s.constraints is not None:  # unknown rewards fail with the flags
         s.constraints.resolve(s.reward_names, SPELLING.option("constraints"))
+    s.adaptive = ctl.parse_adaptive({k: getattr(s, k) for k in ctl.ADAPTIVE_OPTIONS}, SPELLING.of)
     return s
 
 
@@ -170,7 +178,7 @@ def aggregate_experiences(
     experiences: list,
     args: Any,
     settings: SimpleNamespace | None = None,
-    tracker: rewardagg.ConstraintTracker | None = None,
+    tracker: Any = None,
 ) -> tuple[list[torch.Tensor], rewardagg.AggregationInfo | None]:
     """One advantage per sample for OpenRLHF experiences, split like ``experiences``.
 
@@ -178,9 +186,11 @@ def aggregate_experiences(
     ``experience.info[key]`` for each of ``--rewardagg.reward_keys``, or
     ``experience.rewards`` for K = 1) and applies :func:`rewardagg.advantages` with
     contiguous groups of ``n_samples_per_prompt`` and the order, centring and conflict
-    filter of the settings. With a ``tracker`` the batch gets its current multipliers,
-    then the tracker takes one step on the batch means (this process holds the whole
-    step's experiences, so no reduction across ranks is needed).
+    filter of the settings. With a ``tracker`` (any controller: a
+    :class:`rewardagg.ConstraintTracker`, :class:`rewardagg.AdaptiveWeights` or both
+    combined) the batch gets its current multipliers and weights (times
+    ``--rewardagg.weights``), then it takes one step on the batch (this process holds the
+    whole step's experiences, so no reduction across ranks is needed).
 
     Returns:
         ``(per_experience_advantages, info)``: a list of ``(B_j,)`` float tensors in each
@@ -204,11 +214,7 @@ def aggregate_experiences(
     ordered[indices] = raw  # prompt order, as OpenRLHF's group_norm
     grouped = ordered.reshape(-1, n, raw.shape[1])  # (prompts, n_samples, K)
     rows = grouped.reshape(-1, raw.shape[1])
-    constraints: dict[str, Any] = {}
-    if tracker is not None:
-        constraints = dict(multipliers=tracker.multipliers, reward_names=s.reward_names)
-    adv, info = rewardagg.advantages(
-        rows,
+    kwargs: dict[str, Any] = dict(
         method=s.method,
         group_size=n,
         weights=s.weights,
@@ -216,10 +222,13 @@ def aggregate_experiences(
         correction=1,
         batch_norm=not s.no_batch_norm,
         return_info=True,
-        **constraints,
         **s.pipeline.kwargs(),
         **s.method_params,
     )
+    if tracker is not None:
+        ctl.check_batch(tracker, rows)  # a batch it would reject fails before any change
+        kwargs = ctl.controlled_kwargs(kwargs, tracker.advantage_kwargs())
+    adv, info = rewardagg.advantages(rows, **kwargs)
     if tracker is not None:
         tracker.update(rows)
     adv = adv.reshape(-1)[indices].to(torch.float32)
@@ -368,41 +377,59 @@ def _wrap_process_response(original):
     return _process_response_into_experience
 
 
-# -- the constraint tracker: one per run, on the experience maker; saved with checkpoints ---
+# -- the controller (constraints, adaptive weights, both): one per run, on the experience
+# -- maker; saved with checkpoints --------------------------------------------------------
 
 
-def _run_tracker(maker: Any, settings: SimpleNamespace) -> rewardagg.ConstraintTracker | None:
-    """The experience maker's tracker for these settings (created on first use, from a
-    restored checkpoint state when there is one), or None without constraints."""
-    if settings.constraints is None:
+def _run_tracker(maker: Any, settings: SimpleNamespace) -> Any:
+    """The experience maker's controller for these settings (created on first use, from a
+    restored checkpoint state when there is one), or None without one."""
+    if settings.constraints is None and settings.adaptive is None:
         return None
-    key = (settings.constraints, tuple(settings.reward_names))
+    key = (settings.constraints, settings.adaptive, tuple(settings.reward_names))
     with _lock:
         if getattr(maker, "_rewardagg_tracker_key", None) != key:
-            tracker = settings.constraints.tracker(
-                settings.reward_names, SPELLING.option("constraints")
+            constraints = settings.constraints
+            tracker = ctl.build_controller(
+                None
+                if constraints is None
+                else constraints.tracker(settings.reward_names, SPELLING.option("constraints")),
+                settings.adaptive,
+                settings.reward_names,
             )
             restored = getattr(maker, "_rewardagg_restore", None)
-            if restored is not None:
+            if restored is not None and tracker is not None:
                 tracker.load_state_dict(restored)
                 maker._rewardagg_restore = None
             maker._rewardagg_tracker, maker._rewardagg_tracker_key = tracker, key
         return maker._rewardagg_tracker
 
 
+def run_controller(experience_maker: Any) -> Any:
+    """The run's controller (:class:`rewardagg.AdaptiveWeights`,
+    :class:`rewardagg.ConstraintTracker`, or both combined), kept on OpenRLHF's
+    ``RemoteExperienceMaker`` (``trainer.experience_maker``); ``None`` before the first
+    batch and without one."""
+    return getattr(experience_maker, "_rewardagg_tracker", None)
+
+
 def constraint_tracker(experience_maker: Any) -> rewardagg.ConstraintTracker | None:
     """The run's :class:`rewardagg.ConstraintTracker`, kept on OpenRLHF's
     ``RemoteExperienceMaker`` (``trainer.experience_maker``); ``None`` before the first
     batch and without constraints."""
-    return getattr(experience_maker, "_rewardagg_tracker", None)
+    return ctl.find_part(run_controller(experience_maker), rewardagg.ConstraintTracker)
+
+
+def _state_key(controller: Any) -> str:
+    return CHECKPOINT_KEY if isinstance(controller, rewardagg.ConstraintTracker) else CONTROLLER_KEY
 
 
 def _wrap_save_logs(original):
     def save_logs_and_checkpoints(self, global_step, logs_dict=None, client_states=None):
-        tracker = constraint_tracker(getattr(self, "experience_maker", None))
+        tracker = run_controller(getattr(self, "experience_maker", None))
         if tracker is not None:  # the same dict reaches save_best_checkpoint
             client_states = {} if client_states is None else client_states
-            client_states[CHECKPOINT_KEY] = tracker.state_dict()
+            client_states[_state_key(tracker)] = tracker.state_dict()
         return original(self, global_step, logs_dict, client_states)
 
     return save_logs_and_checkpoints
@@ -411,10 +438,12 @@ def _wrap_save_logs(original):
 def _wrap_init_states(original):
     def init_checkpoint_states(self):
         states = original(self)
-        saved = states.get(CHECKPOINT_KEY) if isinstance(states, dict) else None
+        saved = None
+        if isinstance(states, dict):
+            saved = states.get(CHECKPOINT_KEY, states.get(CONTROLLER_KEY))
         maker = getattr(self, "experience_maker", None)
         if saved is not None and maker is not None:
-            tracker = constraint_tracker(maker)
+            tracker = run_controller(maker)
             if tracker is not None:
                 tracker.load_state_dict(saved)
             else:  # the tracker is made with the first batch's settings

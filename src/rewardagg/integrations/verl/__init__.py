@@ -62,6 +62,15 @@ process (:func:`constraint_tracker`), whose ``compute_advantage`` sees the whole
 state is saved as ``rewardagg_constraints.json`` in verl's ``global_step_<N>`` checkpoint
 folders and restored on resume (both trainers).
 
+Adaptive reward weights (:class:`rewardagg.AdaptiveWeights`, DESIGN.md 2d; rewards in
+[0, 1]): ``+algorithm.rewardagg.adaptive=true`` (defaults) or
+``+algorithm.rewardagg.adaptive.patience=20`` (and ``tau``, ``beta``, ``z``; ``enabled``,
+default true). The weights multiply ``gdpo_reward_weights``; with constraints both run
+together. The run's one controller (:func:`run_controller`: adaptive weights, tracker, or
+both combined) lives in the driver, logs ``rewardagg/weight/<key>`` and
+``rewardagg/trusted/<key>``, and is saved as ``rewardagg_controller.json``
+(``rewardagg_constraints.json`` for a tracker alone) in the same checkpoint folders.
+
 Method parameters are read from rewardagg's method table when the settings are read, not
 from a list in this adapter, so a method registered with
 ``rewardagg.register_aggregator(name, fn, params={"tau": 0.3})`` is configured with
@@ -165,6 +174,7 @@ __all__ = [
     "is_installed",
     "last_info",
     "reset_constraint_trackers",
+    "run_controller",
     "setup_hook",
     "uninstall",
     "unpatched",

@@ -5,7 +5,7 @@ See the package docstring.
 
 from __future__ import annotations
 
-import json
+import copy
 import logging
 import os
 import threading
@@ -18,6 +18,8 @@ import torch
 from verl.trainer.ppo import core_algos
 
 import rewardagg
+from rewardagg._src.adaptive import merge_weights
+from rewardagg.integrations import _controllers as ctl
 from rewardagg.integrations import _patching
 from rewardagg.integrations._hooks import run_after_import
 from rewardagg.integrations._settings import (
@@ -44,6 +46,7 @@ __all__ = [
     "is_installed",
     "last_info",
     "reset_constraint_trackers",
+    "run_controller",
     "uninstall",
     "unpatched",
 ]
@@ -185,6 +188,10 @@ class RewardAggVerlSettings:
                 f"algorithm.rewardagg.method={method!r}: use adv_estimator=rewardagg for other "
                 "methods"
             )
+        # adaptive weights: +algorithm.rewardagg.adaptive=true or .adaptive.<tau|beta|...>=...
+        self.adaptive = ctl.parse_adaptive_setting(
+            ra.pop("adaptive", None), SPELLING.of("adaptive")
+        )
         split = split_settings(ra, spelling=SPELLING, host_options=HOST_OPTIONS)
         self.method = split.method
         self.kind = rewardagg.get_aggregator(split.method).kind
@@ -336,23 +343,45 @@ def _whiten_verl(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return masked_whiten(values, mask)
 
 
-# -- constraint trackers: one per run in the driver process ---------------------------------
+# -- controllers (constraint tracker, adaptive weights, both): one per run in the driver ----
+
+
+def _controller(settings: RewardAggVerlSettings) -> Any:
+    """The run's controller for these settings (created on first use), or None."""
+    if settings.constraints is None and settings.adaptive is None:
+        return None
+    key = (settings.constraints, settings.adaptive, tuple(settings.reward_names))
+    with _lock:
+        controller = _state["trackers"].get(key)
+        if controller is None:
+            tracker = (
+                None
+                if settings.constraints is None
+                else settings.constraints.tracker(
+                    settings.reward_names, SPELLING.option("constraints")
+                )
+            )
+            controller = ctl.build_controller(tracker, settings.adaptive, settings.reward_names)
+            _state["trackers"][key] = controller
+        _state["last_tracker"] = controller
+    return controller
 
 
 def _tracker(settings: RewardAggVerlSettings) -> rewardagg.ConstraintTracker | None:
-    """The run's tracker for these settings (created on first use), or None."""
-    if settings.constraints is None:
-        return None
-    key = (settings.constraints, tuple(settings.reward_names))
-    with _lock:
-        tracker = _state["trackers"].get(key)
-        if tracker is None:
-            tracker = settings.constraints.tracker(
-                settings.reward_names, SPELLING.option("constraints")
-            )
-            _state["trackers"][key] = tracker
-        _state["last_tracker"] = tracker
-    return tracker
+    """The run's constraint tracker for these settings (created on first use), or None."""
+    return ctl.find_part(_controller(settings), rewardagg.ConstraintTracker)
+
+
+def run_controller(config: Any = None) -> Any:
+    """The controller of a run in this process: its :class:`rewardagg.AdaptiveWeights`
+    (``+algorithm.rewardagg.adaptive...``), its :class:`rewardagg.ConstraintTracker`, or both
+    combined (:func:`rewardagg.combine`); ``None`` without either. ``config`` as for
+    :func:`constraint_tracker`."""
+    if config is None:
+        return _state["last_tracker"]
+    estimator = _name(_cfg_get(config, "adv_estimator", "rewardagg"))
+    estimator = estimator if estimator in ESTIMATORS else "rewardagg"
+    return _controller(RewardAggVerlSettings(config, estimator=estimator))
 
 
 def constraint_tracker(config: Any = None) -> rewardagg.ConstraintTracker | None:
@@ -366,11 +395,7 @@ def constraint_tracker(config: Any = None) -> rewardagg.ConstraintTracker | None
     Returns:
         ``None`` without constraints (or, without ``config``, before any call).
     """
-    if config is None:
-        return _state["last_tracker"]
-    estimator = _name(_cfg_get(config, "adv_estimator", "rewardagg"))
-    estimator = estimator if estimator in ESTIMATORS else "rewardagg"
-    return _tracker(RewardAggVerlSettings(config, estimator=estimator))
+    return ctl.find_part(run_controller(config), rewardagg.ConstraintTracker)
 
 
 def reset_constraint_trackers() -> None:
@@ -396,19 +421,27 @@ def _estimate(
     eps = settings.eps if settings.eps is not None else float(epsilon)
     with torch.no_grad():
         r = _rewards_matrix(settings, token_level_rewards, non_tensor_batch)
-        tracker = _tracker(settings)
+        controller = _controller(settings)
+        controls = {} if controller is None else controller.advantage_kwargs()
+        if controller is not None:
+            ctl.check_batch(controller, r)  # a batch it would reject fails before any change
+        if "weights" in controls:  # adaptive weights times gdpo_reward_weights, this batch
+            settings = copy.copy(settings)
+            settings.weights = [
+                float(w) for w in merge_weights(settings.weights, controls["weights"])
+            ]
         s, info, dropped = _row_scores(
             r,
             index,
             settings,
             eps=eps,
             scale_by_std=norm_adv_by_std_in_grpo,
-            multipliers=None if tracker is None else tracker.multipliers,
+            multipliers=controls.get("multipliers"),
         )
-        if tracker is not None:  # the driver holds the whole batch: no reduction needed
-            tracker.update(r)
+        if controller is not None:  # the driver holds the whole batch: no reduction needed
+            controller.update(r)
         _state["last_info"] = info
-        _state["pending_metrics"] = _metrics(settings, r, info, tracker, dropped)
+        _state["pending_metrics"] = _metrics(settings, r, info, controller, dropped)
         mask = response_mask.to(token_level_rewards.dtype)
         keep = _has_reward(r, settings.weights) & ~dropped
         mask = mask * torch.as_tensor(keep, device=mask.device).to(mask.dtype)[:, None]
@@ -633,13 +666,13 @@ def _wrap_data_metrics(original):
     return compute_data_metrics
 
 
-def _run_tracker(trainer: Any) -> rewardagg.ConstraintTracker | None:
-    """The tracker of a verl trainer's run (None: not our estimator, no constraints)."""
+def _run_tracker(trainer: Any) -> Any:
+    """The controller of a verl trainer's run (None: not our estimator, no controller)."""
     algorithm = trainer.config.algorithm
     estimator = _name(_cfg_get(algorithm, "adv_estimator"))
     if estimator not in ESTIMATORS:
         return None
-    return _tracker(RewardAggVerlSettings(algorithm, estimator=estimator))
+    return _controller(RewardAggVerlSettings(algorithm, estimator=estimator))
 
 
 def _step_folder(trainer: Any, *, resuming: bool) -> str | None:
@@ -659,10 +692,7 @@ def _wrap_save_checkpoint(original):
     def _save_checkpoint(self):
         tracker = _run_tracker(self)
         if tracker is not None:  # before verl marks the step as the latest checkpoint
-            folder = _step_folder(self, resuming=False)
-            os.makedirs(folder, exist_ok=True)
-            with open(os.path.join(folder, CONSTRAINTS_FILE), "w") as f:
-                json.dump(tracker.state_dict(), f)
+            ctl.save_controller(tracker, _step_folder(self, resuming=False))
         return original(self)
 
     return _save_checkpoint
@@ -675,16 +705,8 @@ def _wrap_load_checkpoint(original):
         folder = None if tracker is None else _step_folder(self, resuming=True)
         if tracker is None or folder is None:
             return out
-        path = os.path.join(folder, CONSTRAINTS_FILE)
-        if not os.path.exists(path):
-            logger.warning(
-                "rewardagg: %s has no %s; the constraint multipliers start from constraint_init",
-                folder,
-                CONSTRAINTS_FILE,
-            )
-            return out
-        with open(path) as f:
-            tracker.load_state_dict(json.load(f))
+        if ctl.load_controller(tracker, folder) is None:
+            logger.warning("rewardagg: %s", ctl.missing_message(tracker, folder))
         return out
 
     return _load_checkpoint
