@@ -382,6 +382,13 @@ COMMANDS: list[Command] = [
         "rewardagg.cli.commands:run_audit_command",
         AUDIT_DESCRIPTION,
     ),
+    Command(
+        "toolcall",
+        "a tiny LM learns tool calls under six rule-based rewards on TRL (needs the trl extra)",
+        "rewardagg.toolcall.cli:configure",
+        "rewardagg.toolcall.cli:run_command",
+        "",
+    ),
     # Command("bench", "...", "rewardagg.<module>:configure", "rewardagg.<module>:run"),
 ]
 
