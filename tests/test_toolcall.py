@@ -48,7 +48,7 @@ def test_calls_are_json_and_words_are_in_the_vocabulary():
         inner = text.removeprefix("<tool_call> ").removesuffix(" </tool_call>")
         assert json.loads(inner) == ex.call
         assert set(ex.prompt.split()) <= words and set(text.split()) <= words
-        assert len(text.split()) == 7 + 2 * len(ex.arguments)
+        assert len(text.split()) == 5 + 2 * len(ex.arguments)
     rng = random.Random(0)
     for ex in make_examples(300, 2):
         assert set(demonstration(ex, rng).split()) <= words
@@ -72,12 +72,15 @@ def test_demonstration_flaw_rates_match_the_stated_probabilities():
     shares = {
         "chatter": sum(d.split()[0] in {c.split()[0] for c in CHATTER} for d in demos) / n,
         "polite": sum(d.endswith(POLITE_PHRASE) for d in demos) / n,
-        "format": sum(score(d, e.call)["format"] == 0 for d, e in zip(demos, examples)) / n,
+        "format": sum(score(d, e.call)["format"] == 0 for d, e in zip(demos, examples, strict=True))
+        / n,
     }
     for flaw, share in shares.items():
         p = FLAWS[flaw]
         assert abs(share - p) < 4 * math.sqrt(p * (1 - p) / n), (flaw, share, p)
-    parsed = [(d, e) for d, e in zip(demos, examples) if score(d, e.call)["format"] == 1]
+    parsed = [
+        (d, e) for d, e in zip(demos, examples, strict=True) if score(d, e.call)["format"] == 1
+    ]
     wrong_tool = sum(score(d, e.call)["tool"] == 0 for d, e in parsed) / len(parsed)
     p = FLAWS["tool"]
     assert abs(wrong_tool - p) < 4 * math.sqrt(p * (1 - p) / len(parsed))
@@ -157,12 +160,21 @@ def test_paired_verdicts_equal_scipys_paired_t_interval():
     for v in verdicts:
         a = np.array([r.rates[v["method"]][v["metric"]] for r in results])
         base = v["baseline"]
-        b = np.array([r.start[v["metric"]] if base == "start" else r.rates[base][v["metric"]] for r in results])
+        b = np.array(
+            [
+                r.start[v["metric"]] if base == "start" else r.rates[base][v["metric"]]
+                for r in results
+            ]
+        )
         d = a - b
         lo, hi = stats.t.interval(0.95, len(d) - 1, loc=d.mean(), scale=stats.sem(d))
         assert v["mean_diff"] == pytest.approx(d.mean(), abs=1e-6)
-        assert v["ci_low"] == pytest.approx(lo, abs=2e-3) and v["ci_high"] == pytest.approx(hi, abs=2e-3)
-        assert v["verdict"] == ("higher" if lo > 0 else "lower" if hi < 0 else "no clear difference")
+        assert v["ci_low"] == pytest.approx(lo, abs=2e-3) and v["ci_high"] == pytest.approx(
+            hi, abs=2e-3
+        )
+        assert v["verdict"] == (
+            "higher" if lo > 0 else "lower" if hi < 0 else "no clear difference"
+        )
     assert {v["baseline"] for v in verdicts} == {"start", "gdpo"}
     rows = tidy_rows(results, ["gdpo", "grpo"])
     assert len(rows) == 2 * len(ALL_METRICS) and all(r["n_seeds"] == 4 for r in rows)
@@ -220,7 +232,9 @@ def test_issue28_quick_run_learns_the_format_and_writes_every_setting(tmp_path, 
     rows = read_rows(out / "toolcall.csv")
     assert rows == report["rows"]
     labels = [s.label for s in SETTINGS]
-    assert {(r["method"], r["metric"]) for r in rows} == {(lab, m) for lab in labels for m in ALL_METRICS}
+    assert {(r["method"], r["metric"]) for r in rows} == {
+        (lab, m) for lab in labels for m in ALL_METRICS
+    }
     by = {(r["method"], r["metric"]): r["mean"] for r in rows}
     # the warm start breaks the format in a sizeable share of samples; gdpo repairs some
     assert report["start"]["format_sampled"] < 0.85

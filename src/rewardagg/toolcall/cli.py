@@ -38,7 +38,9 @@ def _seeds(text: str) -> list[int]:
     try:
         parts = [int(t) for t in text.replace(" ", ",").split(",") if t]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a count or seeds like 0,3,7, got {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"expected a count or seeds like 0,3,7, got {text!r}"
+        ) from None
     if not parts or any(p < 0 for p in parts):
         raise argparse.ArgumentTypeError(f"expected non-negative integers, got {text!r}")
     if len(parts) == 1 and "," not in text:
@@ -83,7 +85,10 @@ def configure(p: argparse.ArgumentParser) -> None:
         help="a count N (seeds 0..N-1) or a comma list (default: 6; --quick: 1)",
     )
     p.add_argument(
-        "--steps", type=_positive, default=None, help=f"GRPO steps per setting (default {RUN.steps})"
+        "--steps",
+        type=_positive,
+        default=None,
+        help=f"GRPO steps per setting (default {RUN.steps})",
     )
     p.add_argument(
         "--methods",
@@ -112,8 +117,7 @@ def configure(p: argparse.ArgumentParser) -> None:
         "--workers",
         type=_positive,
         default=None,
-        help="seeds run in this many processes (default: min(seeds, CPU cores) on CPU, 1 on "
-        "a GPU)",
+        help="seeds run in this many processes (default: min(seeds, CPU cores) on CPU, 1 on a GPU)",
     )
     p.add_argument("--no-plot", action="store_true", help="no toolcall.png")
 
@@ -190,9 +194,7 @@ def run_command(args: argparse.Namespace) -> int:
             "device": args.device,
             "workers": workers,
             "wall_seconds": round(wall, 1),
-            "cpu_seconds": round(
-                sum(v["cpu"] for r in results for v in r.seconds.values()), 1
-            ),
+            "cpu_seconds": round(sum(v["cpu"] for r in results for v in r.seconds.values()), 1),
             "machine": _machine(args.device),
             "quick": bool(args.quick),
         },

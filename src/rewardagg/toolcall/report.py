@@ -86,9 +86,7 @@ def start_rates(results: Sequence[SeedResult]) -> dict[str, float]:
     return {m: _round(float(np.mean([r.start[m] for r in results]))) for m in ALL_METRICS}
 
 
-def paired_verdicts(
-    results: Sequence[SeedResult], labels: Sequence[str]
-) -> list[dict[str, Any]]:
+def paired_verdicts(results: Sequence[SeedResult], labels: Sequence[str]) -> list[dict[str, Any]]:
     """Per setting, baseline and metric: mean per-seed difference, its t interval and the
     verdict (module docstring)."""
     out = []
@@ -146,7 +144,9 @@ def build_report(
     return {
         "rows": tidy_rows(results, labels),
         "start": start_rates(results),
-        "start_by_seed": {str(r.seed): {m: _round(r.start[m]) for m in ALL_METRICS} for r in results},
+        "start_by_seed": {
+            str(r.seed): {m: _round(r.start[m]) for m in ALL_METRICS} for r in results
+        },
         "settings": dict(settings),
         "run": dict(run),
         "curves": {label: _mean_curves(results, label) for label in labels},
@@ -200,7 +200,9 @@ def markdown_tables(report: Mapping[str, Any]) -> str:
         metrics = [f"{m}{suffix}" for m in METRICS]
         head = "| setting | " + " | ".join(m.removesuffix(suffix) for m in metrics) + " |"
         lines = [f"Held-out rates, {title}:", "", head, "|" + "---|" * (len(metrics) + 1)]
-        lines.append("| warm start | " + " | ".join(f"{report['start'][m]:.2f}" for m in metrics) + " |")
+        lines.append(
+            "| warm start | " + " | ".join(f"{report['start'][m]:.2f}" for m in metrics) + " |"
+        )
         for label in labels:
             cells = [_cell(by[(label, m)]) if (label, m) in by else "" for m in metrics]
             lines.append(f"| {label} | " + " | ".join(cells) + " |")

@@ -65,6 +65,7 @@ def run_seed(
 ) -> SeedResult:
     """Warm start, then train and evaluate every setting, for one seed (module docstring)."""
     import torch
+    import transformers
 
     from rewardagg.toolcall.evaluation import PROMPT_END, evaluate
     from rewardagg.toolcall.model import build_model
@@ -73,8 +74,6 @@ def run_seed(
     from rewardagg.toolcall.tokenizer import build_tokenizer
     from rewardagg.toolcall.training import train_setting
     from rewardagg.toolcall.warmstart import CHATTER, WarmStartConfig, load_or_train
-
-    import transformers
 
     transformers.utils.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()

@@ -10,7 +10,7 @@ Four tools with two to four arguments each; every request is one line of lower-c
 valid JSON between the tags. The text is written so that splitting it on whitespace gives
 the words of the task's word-level vocabulary (:mod:`rewardagg.toolcall.tokenizer`): a
 value token carries its JSON punctuation (``"paris",`` inside, ``"celsius"}}`` last), so the
-call is 7 + 2 n words for n arguments and a mistake in one word can break the JSON.
+call is 5 + 2 n words for n arguments and a mistake in one word can break the JSON.
 
 Training and held-out prompts are drawn from disjoint value combinations: a request is
 held out when a fixed hash of its gold call falls in the held-out fifth, so no held-out
@@ -82,7 +82,10 @@ TOOLS: tuple[Tool, ...] = (
     ),
     Tool(
         "set_alarm",
-        (("time", ("6am", "7am", "8am", "noon", "9pm")), ("label", ("gym", "work", "meds", "call"))),
+        (
+            ("time", ("6am", "7am", "8am", "noon", "9pm")),
+            ("label", ("gym", "work", "meds", "call")),
+        ),
         (
             "set an alarm at {time} for {label}",
             "wake me at {time} for {label}",

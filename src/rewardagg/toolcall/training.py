@@ -88,6 +88,6 @@ def train_setting(
             curves[name].append(float(entry[f"rewards/{name}/mean"]))
         if "rewardagg/lambda/format" in entry:
             curves.setdefault("lambda_format", []).append(float(entry["rewardagg/lambda/format"]))
-    trained = trainer.model
+    trained: Any = trainer.model
     trained.eval()
     return trained, curves
