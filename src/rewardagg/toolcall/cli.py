@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import json
 import os
 import platform
 import time
@@ -206,5 +205,4 @@ def run_command(args: argparse.Namespace) -> int:
             paths.append(png)
     print(text_report(report))
     print("wrote " + ", ".join(str(p) for p in paths))
-    (out / "settings_used.json").write_text(json.dumps(report["settings"], indent=1))
     return 0

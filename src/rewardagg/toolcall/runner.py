@@ -85,7 +85,7 @@ def run_seed(
 
     def build() -> tuple[Any, Any]:
         tokenizer = build_tokenizer(vocabulary((*CHATTER, POLITE_PHRASE, PROMPT_END)))
-        return build_model(tokenizer, sizes.model_size, seed=seed), tokenizer
+        return build_model(tokenizer, sizes.model_size, seed=seed).to(device), tokenizer
 
     t = _timer()
     config = WarmStartConfig(steps=sizes.sft_steps)
