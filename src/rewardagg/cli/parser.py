@@ -406,6 +406,13 @@ COMMANDS: list[Command] = [
         "rewardagg.cli.doctor:run",
         DOCTOR_DESCRIPTION,
     ),
+    Command(
+        "toolcall",
+        "a tiny LM learns tool calls under six rule-based rewards on TRL (needs the trl extra)",
+        "rewardagg.toolcall.cli:configure",
+        "rewardagg.toolcall.cli:run_command",
+        "",
+    ),
     # Command("bench", "...", "rewardagg.<module>:configure", "rewardagg.<module>:run"),
 ]
 

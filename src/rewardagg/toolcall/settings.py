@@ -1,0 +1,87 @@
+"""The compared settings and the run's sizes.
+
+A setting is a label and the :class:`~rewardagg.integrations.trl.RewardAggGRPOConfig`
+fields it sets (the advantage method, its parameters, the stage order, constraints); every
+setting of a seed starts from the same warm-started model and sees the same prompts in the
+same order, so differences between settings are paired by seed.
+
+Adding a setting: append a :class:`Setting` to :data:`SETTINGS` (or pass your own list to
+:func:`rewardagg.toolcall.runner.run`). The adaptive reward weights of issue 27 are meant to
+join here as one more ``Setting`` once ``rewardagg`` exposes them through the TRL config
+(for example ``Setting("gdpo_adaptive", {"advantage_method": "gdpo", ...})``); nothing else
+in the package needs to change.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+__all__ = ["QUICK", "RUN", "SETTINGS", "RunSizes", "Setting", "select_settings"]
+
+
+@dataclass(frozen=True)
+class Setting:
+    """A compared setting: ``label`` and the trainer config fields it sets."""
+
+    label: str
+    config: Mapping[str, Any] = field(default_factory=dict)
+    note: str = ""
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("grpo", {"advantage_method": "grpo"}, "sum of the rewards, then group z-score"),
+    Setting("gdpo", {"advantage_method": "gdpo"}, "sum of the per-reward group z-scores"),
+    Setting("softmin_k1", {"advantage_method": "softmin", "kappa": 1.0}, "RVPO SoftMin, kappa 1"),
+    Setting("softmin_k4", {"advantage_method": "softmin", "kappa": 4.0}, "RVPO SoftMin, kappa 4"),
+    Setting(
+        "softmin_raw",
+        {"advantage_method": "softmin", "kappa": 4.0, "advantage_order": "reduce_then_normalize"},
+        "SoftMin (kappa 4) of the raw rewards, then group z-score",
+    ),
+    Setting(
+        "gdpo_constrained",
+        {
+            "advantage_method": "gdpo",
+            "advantage_constraints": {"format": 0.95},
+            "constraint_lr": 2.0,
+            "constraint_lambda_max": 5.0,
+        },
+        "gdpo with a ConstraintTracker: mean format >= 0.95 (dual ascent, lr 2)",
+    ),
+)
+
+
+@dataclass(frozen=True)
+class RunSizes:
+    """How big a run is (per seed and setting)."""
+
+    steps: int = 60
+    prompts_per_step: int = 8
+    num_generations: int = 8
+    learning_rate: float = 1e-3
+    max_new_tokens: int = 28
+    train_prompts: int = 2000
+    eval_prompts: int = 128
+    eval_samples: int = 4
+    sft_steps: int = 250
+    model_size: str = "tiny"
+    log_every: int = 1
+
+
+RUN = RunSizes()
+QUICK = replace(RUN, steps=20, eval_prompts=64, eval_samples=4)
+
+
+def select_settings(labels: Sequence[str] | None) -> list[Setting]:
+    """The settings named by ``labels`` (all of them for ``None``), in the given order."""
+    if labels is None:
+        return list(SETTINGS)
+    known = {s.label: s for s in SETTINGS}
+    unknown = [x for x in labels if x not in known]
+    if unknown:
+        raise ValueError(f"unknown setting(s) {unknown}; known: {list(known)}")
+    if not labels:
+        raise ValueError("no setting selected")
+    return [known[x] for x in dict.fromkeys(labels)]
