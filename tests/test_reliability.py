@@ -127,3 +127,120 @@ def test_issue14_8_strict_bools(name, value):
 def test_issue14_8_meta_tensor_is_a_clear_error():
     with pytest.raises(ValueError, match="meta"):
         ra.advantages(torch.zeros(4, 2, device="meta"), group_size=2)
+
+
+# ---- issue 24: the constraint tracker never sticks and loads nothing invalid -------------
+
+
+def _good_state(**change):
+    state = {"keys": [0], "multipliers": [0.5], "integral": [0.5], "prev_error": [None]}
+    state["step"] = 3
+    state.update(change)
+    return state
+
+
+@pytest.mark.parametrize(
+    "batch",
+    [
+        np.array([[-np.inf, 1.0], [0.0, 1.0]]),
+        np.array([[np.inf, 1.0], [0.0, 1.0]]),
+    ],
+)
+def test_issue24_tracker_refuses_a_non_finite_batch_and_keeps_working(batch):
+    """A -inf reward stored a NaN/inf multiplier and the next step refused it for ever."""
+    t = ra.ConstraintTracker({0: 0.5}, lr=1.0, lambda_max=2.0)
+    t.update(np.array([[0.0, 1.0], [0.0, 0.0]]))
+    before = t.state_dict()
+    with pytest.raises(ValueError, match="column 0"):
+        t.update(batch)
+    assert t.state_dict() == before  # all or nothing
+    t.update(np.array([[1.0, 1.0], [1.0, 0.0]]))  # not stuck: 0.5 + (0.5 - 1) = 0
+    assert t.multipliers == {0: 0.0} and t.step == 2
+
+
+def test_issue24_tracker_overflow_is_clamped_to_lambda_max():
+    """lr * error overflowing float64 stored inf/NaN."""
+    t = ra.ConstraintTracker({0: 0.5}, lr=1e308, lambda_max=3.0, kd=1e300)
+    t.update(np.array([[-1e308], [-1e308]]))  # error ~ 1e308; lr * error = inf
+    assert t.multipliers == {0: 3.0}
+    t.update(np.array([[1e308], [1e308]]))  # derivative term (-2e308) overflows too
+    assert t.multipliers == {0: 0.0}
+    assert all(np.isfinite(v) for v in t.state_dict()["prev_error"])
+    t.update(np.array([[0.0], [1.0]]))
+    assert all(map(np.isfinite, t.multipliers.values()))
+    unbounded = ra.ConstraintTracker({0: 0.5}, lr=1e308)
+    with pytest.raises(ValueError, match="lambda_max"):
+        unbounded.update(np.array([[-1e308], [-1e308]]))
+    assert unbounded.multipliers == {0: 0.0} and unbounded.step == 0
+
+
+@pytest.mark.parametrize(
+    "rewards, exc, match",
+    [
+        (np.zeros(4), ValueError, r"rewards must be 2-D.*\(4,\)"),
+        (np.zeros((2, 2, 2)), ValueError, "rewards must be 2-D"),
+        ([[1.0, 2.0], [3.0]], ValueError, "rewards"),
+        (np.array([["a", "b"]]), TypeError, "rewards"),
+        (np.zeros((4, 1)), ValueError, "out of range"),
+    ],
+)
+def test_issue24_tracker_wrong_shapes_are_clear_errors(rewards, exc, match):
+    """update(np.zeros(4)) raised IndexError."""
+    with pytest.raises(exc, match=match):
+        ra.ConstraintTracker({1: 0.5}).update(rewards)
+
+
+def test_issue24_tracker_mask_shape_is_checked():
+    with pytest.raises(ValueError, match="mask"):
+        ra.ConstraintTracker({0: 0.5}).update(np.zeros((4, 2)), mask=np.ones((3, 2), bool))
+
+
+@pytest.mark.parametrize(
+    "state, exc, match",
+    [
+        ({k: v for k, v in _good_state().items() if k != "integral"}, ValueError, "integral"),
+        (_good_state(extra=1), ValueError, "extra"),
+        (_good_state(multipliers=[-0.1]), ValueError, r"multipliers'\]\[0\]"),
+        (_good_state(multipliers=[float("nan")]), ValueError, r"multipliers'\]\[0\]"),
+        (_good_state(multipliers=[float("inf")]), ValueError, r"multipliers'\]\[0\]"),
+        (_good_state(multipliers=[2.5]), ValueError, "lambda_max"),
+        (_good_state(integral=[-1.0]), ValueError, r"integral'\]\[0\]"),
+        (_good_state(integral=[]), ValueError, "integral"),
+        (_good_state(multipliers=None), TypeError, "multipliers"),
+        (_good_state(multipliers=["1"]), TypeError, "multipliers"),
+        (_good_state(prev_error=None), TypeError, "prev_error"),
+        (_good_state(prev_error=[float("nan")]), ValueError, "prev_error"),
+        (_good_state(step=-1), ValueError, "step"),
+        (_good_state(step=1.5), TypeError, "step"),
+        (_good_state(step=True), TypeError, "step"),
+        (_good_state(keys=[1]), ValueError, "keys"),
+        (None, TypeError, "state"),
+    ],
+)
+def test_issue24_load_state_dict_validates_and_is_atomic(state, exc, match):
+    """Negative/NaN/inf/too-large multipliers and a negative step were accepted; partial
+    state failed with KeyError / zip() / NoneType errors, half-loaded."""
+    t = ra.ConstraintTracker({0: 0.5}, lr=1.0, lambda_max=2.0)
+    t.update(np.array([[0.0], [0.0]]))
+    before = t.state_dict()
+    with pytest.raises(exc, match=match):
+        t.load_state_dict(state)
+    assert t.state_dict() == before
+    t.load_state_dict(_good_state())  # the good one loads
+    assert t.multipliers == {0: 0.5} and t.step == 3
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda R: ra.advantages(R, group_size=4, process_group="x"),
+        lambda R: ra.advantages(R, group_size=4, backend="torch", process_group="x"),
+        lambda R: ra.batch_standardize(R[:, 0], process_group="x"),
+        lambda R: ra.ConstraintTracker({0: 0.5}).update(R, process_group="x"),
+    ],
+)
+def test_issue24_process_group_type_is_checked(call):
+    """process_group="x" failed inside torch.distributed without naming the argument."""
+    R = np.random.default_rng(0).normal(size=(8, 3))
+    with pytest.raises(TypeError, match="process_group must be None or a torch.distributed"):
+        call(R)
