@@ -242,5 +242,50 @@ def test_issue24_load_state_dict_validates_and_is_atomic(state, exc, match):
 def test_issue24_process_group_type_is_checked(call):
     """process_group="x" failed inside torch.distributed without naming the argument."""
     R = np.random.default_rng(0).normal(size=(8, 3))
-    with pytest.raises(TypeError, match="process_group must be None or a torch.distributed"):
+    with pytest.raises(TypeError, match=r"process_group must be None or a torch\.distributed"):
         call(R)
+
+
+# ---- issue 24: power_mean against mpmath ------------------------------------------------
+
+
+def _mp_power_mean(x, w, p):
+    """(sum v x^p)^(1/p) in 80 digits, v = w / sum w renormalised exactly (float64 v does
+    not sum to 1, and (1 + 1e-16)^(1/p) is far from 1 for tiny p)."""
+    mpmath = pytest.importorskip("mpmath")
+    with mpmath.workdps(80):
+        xs = [mpmath.mpf(float(a)) for a in x]
+        vs = [mpmath.mpf(float(b)) for b in w]
+        vs = [b / sum(vs) for b in vs]
+        if p == 0:
+            return float(mpmath.exp(sum(b * mpmath.log(a) for a, b in zip(xs, vs, strict=True))))
+        q = mpmath.mpf(p)
+        return float(sum(b * a**q for a, b in zip(xs, vs, strict=True)) ** (1 / q))
+
+
+@pytest.mark.parametrize("offset", [0.0, 1.0, 1e6, 1e12])
+@pytest.mark.parametrize(
+    "p", [-50.0, -7.0, -1.0, -0.3, -1e-7, -1e-9, -1e-12, 0.0, 1e-12, 1e-9, 0.5, 1.0, 3.0, 50.0]
+)
+def test_issue24_power_mean_matches_mpmath(offset, p):
+    """The log-domain formula was ~1e-2 off at an offset of 1e12 (p = 0.5) and p = 1e-12
+    differed from p = 0 by 3.6e-4: the error must be 1e-9 relative, and within one unit in
+    the last place plus 1e-12 of the row's spread (what the offset leaves resolvable)."""
+    rng = np.random.default_rng(int(abs(p) * 1e3) + int(offset % 97))
+    x = rng.random((6, 4)) * 3 + offset
+    x[0, 1] = np.nan  # a missing value
+    w = np.array([1.0, 2.0, 0.5, 1.5])
+    got = ra.power_mean(x, p=p, weights=w)
+    for row, s in zip(x, got, strict=True):
+        present = ~np.isnan(row)
+        want = _mp_power_mean(row[present], w[present], p)
+        spread = np.nanmax(row) - np.nanmin(row)
+        assert abs(s - want) <= 1e-9 * abs(want)
+        assert abs(s - want) <= np.spacing(want) + 1e-12 * spread, (s, want)
+
+
+def test_issue24_power_mean_is_continuous_at_p_zero():
+    x = np.array([[0.3, 2.0, 7.5, 1.0], [1e12 + 1, 1e12 + 3, 1e12, 1e12 + 2]])
+    g0 = ra.power_mean(x, p=0.0)
+    for p in (1e-12, -1e-12, 1e-15):
+        np.testing.assert_allclose(ra.power_mean(x, p=p), g0, rtol=1e-11, atol=0)
