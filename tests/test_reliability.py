@@ -289,3 +289,69 @@ def test_issue24_power_mean_is_continuous_at_p_zero():
     g0 = ra.power_mean(x, p=0.0)
     for p in (1e-12, -1e-12, 1e-15):
         np.testing.assert_allclose(ra.power_mean(x, p=p), g0, rtol=1e-11, atol=0)
+
+
+# ---- issue 24: every backend agrees at the extremes --------------------------------------
+
+BACKENDS24 = ["numpy", "torch"] + (["numba"] if HAS_NUMBA else [])
+
+
+def _run(R, backend, **kw):
+    x = torch.from_numpy(R) if backend == "torch" else R
+    return np.asarray(ra.advantages(x, backend=backend, **kw), dtype=np.float64)
+
+
+@pytest.mark.parametrize("scale", [1e-160, 1e-300, 1e-310, 1e-320])
+@pytest.mark.parametrize("backend", BACKENDS24)
+@pytest.mark.parametrize("method", ["softmin", "gdpo"])
+def test_issue24_eps0_subnormal_magnitudes_on_every_backend(scale, backend, method):
+    """eps=0 with values below ~1e-154: torch returned all zeros at 1e-310 (0 * (1 / a
+    subnormal span) = NaN), numba was 9e-5 off at 1e-160 (subnormal squares) and raised
+    "score overflowed" at 1e-300 (the squares were 0, 1 / sd = inf)."""
+    rng = np.random.default_rng(7)
+    R = rng.normal(size=(24, 3))
+    R[rng.random(R.shape) < 0.1] = np.nan
+    kw = dict(group_size=4, eps=0.0, method=method)
+    tiny = R * scale
+    # the same values scaled up by a power of 2 (exact): at eps=0 the problem is scale-free
+    want = oracle.advantages(np.ldexp(tiny, -int(np.floor(np.log2(scale)))), **kw)
+    got = _run(tiny, backend, **kw)
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(got, _run(tiny, "numpy", **kw), rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("kappa", [5e-324, 1e-310, 2.0**-1022 / 2])
+@pytest.mark.parametrize("backend", BACKENDS24)
+def test_issue24_subnormal_kappa_is_the_mean(kappa, backend):
+    """kappa = 5e-324 was accepted but was 1.08 away from the mean (numba and numpy
+    disagreed by 1.0): kappa (Z - m) is subnormal and the division by kappa amplifies its
+    rounding. Below 2^-1022 softmin is the mean (bound in aggregators.KAPPA_MEAN_LIMIT)."""
+    R = np.random.default_rng(3).normal(size=(32, 4))
+    got = _run(R, backend, group_size=4, method="softmin", kappa=kappa)
+    np.testing.assert_array_equal(got, _run(R, backend, group_size=4, method="mean"))
+    np.testing.assert_allclose(got, oracle.advantages(R, group_size=4, method="mean"), atol=1e-12)
+    z = R - R.mean(1, keepdims=True)
+    np.testing.assert_array_equal(ra.softmin(z, kappa=kappa), ra.weighted_mean(z))
+
+
+def test_issue24_smallest_normal_kappa_is_still_accurate():
+    """Just above the limit the formula runs, within 2^-53 per term of the mean."""
+    R = np.random.default_rng(4).normal(size=(32, 4))
+    for backend in BACKENDS24:
+        got = _run(R, backend, group_size=4, method="softmin", kappa=2.0**-1022)
+        np.testing.assert_allclose(
+            got, oracle.advantages(R, group_size=4, method="mean"), rtol=0, atol=1e-14
+        )
+
+
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+@pytest.mark.parametrize("method", ["mean", "softmin", "min", "cvar", "power_mean"])
+def test_issue24_float32_raw_order_sums_in_float64(backend, method):
+    """order='reduce_then_normalize' on float32 input at an offset of 1e6: float32 and
+    float64 copies of the same float32 values differed by 0.87."""
+    rng = np.random.default_rng(5)
+    R = (rng.random((64, 3)) * 4 + 1e6).astype(np.float32)
+    kw = dict(group_size=8, method=method, order="reduce_then_normalize")
+    got32 = _run(R, backend, **kw)
+    got64 = _run(R.astype(np.float64), backend, **kw)
+    np.testing.assert_allclose(got32, got64, rtol=0, atol=1e-6)  # float32 output rounding

@@ -111,10 +111,26 @@ def mean_variance_kernel(z, rw: RowWeights, ops, *, lam: float):
     return rw.finish(mean[..., 0] - lam * ops.dot_last(dev, rw.v), ops)
 
 
+KAPPA_MEAN_LIMIT = 2.0**-1022
+r"""Below this (the smallest normal float64, ~2.2e-308) softmin is computed as the mean.
+
+Why it is exact to float64 resolution: with :math:`D` the spread of a row's values,
+:math:`0 \le \text{mean} - \text{softmin}_\kappa \le \kappa D^2 / 8` (Hoeffding's
+lemma bounds the log-moment generating function). For :math:`\kappa < 2^{-1022}` and any
+spread :math:`D \le 2^{968}` (about 2.5e291; z-scores have :math:`D \le 2\sqrt{n} <
+2^{33}`) this is below :math:`2^{-1025} D^2 \le 2^{-57} D`, an eighth of an ulp of the
+row's spread: the mean is the float64 answer. Computing the formula there is wrong
+instead: :math:`\kappa (Z_k - m)` is subnormal and rounds by up to :math:`2^{-1075}`,
+which the division by :math:`\kappa` turns into an error of order 1 (kappa = 5e-324
+was 1.08 away from the mean). For :math:`\kappa \ge 2^{-1022}` that rounding costs at
+most :math:`2^{-1075} / \kappa \le 2^{-53}` per term."""
+
+
 def softmin_kernel(z, rw: RowWeights, ops, *, kappa: float):
     """``m - log1p(sum_k v_k expm1(-kappa (z_k - m))) / kappa`` with ``m`` the row minimum:
-    accurate for every kappa from 1e-8 to 1e8 (a max-shifted log-sum-exp is not)."""
-    if kappa == 0:
+    accurate for every kappa from 1e-8 to 1e8 (a max-shifted log-sum-exp is not); the
+    mean below :data:`KAPPA_MEAN_LIMIT`."""
+    if kappa < KAPPA_MEAN_LIMIT:
         return weighted_mean_kernel(z, rw, ops)
     if math.isinf(kappa):
         return weighted_min_kernel(z, rw, ops)
@@ -239,7 +255,7 @@ def weighted_min_attention(z, rw, ops):
 
 def softmin_attention(z, rw, ops, *, kappa: float):
     r""":math:`\pi_{ik} = v_{ik} e^{-\kappa Z_{ik}} / \sum_j v_{ij} e^{-\kappa Z_{ij}}`."""
-    if kappa == 0:
+    if kappa < KAPPA_MEAN_LIMIT:
         return weighted_mean_attention(z, rw, ops)
     if math.isinf(kappa):
         return _ties(z, rw, ops)

@@ -186,6 +186,8 @@ def block_scores(
     for r0, g, m in _blocks(layout, k, budget):
         r1 = r0 + g * m
         dtype = compute_dtype(values.dtype, g, k)
+        if plan.order == "reduce_then_normalize":  # raw values at an offset: float64 sums
+            dtype = np.dtype(np.float64)
         rows = slice(r0, r1) if layout.perm is None else layout.perm[r0:r1]
         xt = _load(values, rows, g, m, _buffer(bufs, dtype, (k, g, m)))
         missing, too_large = _missing(xt, values)

@@ -385,8 +385,9 @@ def advantages(
                 z, signals = standardize_sorted(x, missing, layout, ops, **stage1)
                 rw = row_weights(z, w, ops, missing)
                 s = reducer.kernel(z, rw, ops, **reducer_params)
-            else:
-                s = reducer.kernel(x, row_weights(x, w, ops, missing), ops, **reducer_params)
+            else:  # raw order: float64 sums whatever the input dtype (as the kernels)
+                x64 = x.double() if ops.name == "torch" else x.astype(np.float64)
+                s = reducer.kernel(x64, row_weights(x64, w, ops, missing), ops, **reducer_params)
                 s = _group_scores(finite_scores(s, agg.name), layout, ops, scale=True, **stage1)
             if cols and not blocked:
                 s = s + _constraint_terms(x, missing, z, layout, ops, cols, lams, stage1)
