@@ -355,3 +355,27 @@ def test_issue24_float32_raw_order_sums_in_float64(backend, method):
     got32 = _run(R, backend, **kw)
     got64 = _run(R.astype(np.float64), backend, **kw)
     np.testing.assert_allclose(got32, got64, rtol=0, atol=1e-6)  # float32 output rounding
+
+
+@pytest.mark.skipif(not HAS_NUMBA, reason="numba not installed")
+def test_issue24_numba_call_leaves_torch_thread_count_alone():
+    """A numba call under NUMBA_NUM_THREADS=1 set torch's thread count to 1 for the rest
+    of the process (numba.get_num_threads() launched the OpenMP threading layer)."""
+    code = textwrap.dedent(
+        """
+        import torch
+        before = torch.get_num_threads()
+        import numpy as np, rewardagg as ra
+        r = np.random.default_rng(0).normal(size=(2**15, 4))
+        ra.advantages(r, group_size=8, backend="numba")
+        raise SystemExit(0 if before == torch.get_num_threads() else 3)
+        """
+    )
+    env = dict(os.environ, NUMBA_NUM_THREADS="1")
+    env.pop("OMP_NUM_THREADS", None)
+    if (os.cpu_count() or 1) < 2:
+        pytest.skip("torch runs one thread on one core: nothing to change")
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr[-2000:]

@@ -834,8 +834,18 @@ _POOL: list = []
 
 
 def threads() -> int:
-    """Threads a call may use: ``NUMBA_NUM_THREADS`` / :func:`numba.set_num_threads`."""
-    return max(1, numba.get_num_threads())
+    """Threads a call may use: ``NUMBA_NUM_THREADS``, or :func:`numba.set_num_threads` once
+    numba's threading layer runs.
+
+    ``numba.get_num_threads()`` would launch that layer, and its OpenMP flavour sets the
+    process's OpenMP thread count, which torch reads as its own: a call under
+    ``NUMBA_NUM_THREADS=1`` left ``torch.get_num_threads() == 1`` for the rest of the
+    process. So the layer's count is asked only when someone else started it."""
+    from numba.np.ufunc import parallel
+
+    if getattr(parallel, "_is_initialized", False):
+        return max(1, numba.get_num_threads())
+    return max(1, int(numba.config.NUMBA_NUM_THREADS))
 
 
 def _forget_pool_in_child() -> None:
