@@ -379,3 +379,68 @@ def test_issue24_numba_call_leaves_torch_thread_count_alone():
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120
     )
     assert out.returncode == 0, out.stderr[-2000:]
+
+
+# ---- issue 24: the command lines --------------------------------------------------------
+
+
+def _src_env():
+    src = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src")
+    return dict(os.environ, PYTHONPATH=os.pathsep.join([src, os.environ.get("PYTHONPATH", "")]))
+
+
+def test_issue24_version_into_a_closed_pipe_prints_no_traceback():
+    """`rewardagg --version | head -1` printed a BrokenPipeError traceback: here the pipe's
+    reader is closed before the command writes, every time."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        out = subprocess.run(
+            [sys.executable, "-m", "rewardagg", "--version"],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=120,
+            env=_src_env(),
+        )
+    finally:
+        os.close(write_end)
+    assert "Traceback" not in out.stderr and "BrokenPipe" not in out.stderr, out.stderr
+
+
+def test_issue24_openrlhf_help_without_flash_attn_is_one_clear_line():
+    pytest.importorskip("openrlhf")
+    code = "import sys; sys.modules['flash_attn'] = None\n" + (
+        "import runpy; sys.argv = ['x', '--help']\n"
+        "runpy.run_module('rewardagg.integrations.openrlhf', run_name='__main__')"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=_src_env()
+    )
+    assert out.returncode == 2, out.stderr[-2000:]
+    assert "Traceback" not in out.stderr
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and "OpenRLHF cannot be imported" in lines[0], out.stderr
+    assert "flash_attn" in lines[0]
+
+
+@pytest.mark.parametrize("level", ["2", "0", "1e-300"])
+def test_issue24_audit_z_level_is_range_checked(level, capsys):
+    """`rewardagg audit --z-level 2` was accepted and marked every row as failing."""
+    from rewardagg.cli import main
+
+    path = os.path.join(os.path.dirname(__file__), os.pardir, "examples", "rollouts.jsonl")
+    assert main(["audit", path, "--z-level", level]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("rewardagg audit: error: --z-level: expected a negative number"), err
+
+
+def test_issue24_subcommand_typo_shows_the_subcommand_usage(capsys):
+    """`rewardagg demo --quikc` showed the top-level usage."""
+    from rewardagg.cli import main
+
+    assert main(["demo", "--quikc"]) == 2
+    err = capsys.readouterr().err
+    assert "usage: rewardagg demo" in err and "--quikc" in err
+    assert main(["--quikc"]) == 2
+    assert "usage: rewardagg [-h]" in capsys.readouterr().err

@@ -845,7 +845,7 @@ def threads() -> int:
 
     if getattr(parallel, "_is_initialized", False):
         return max(1, numba.get_num_threads())
-    return max(1, int(numba.config.NUMBA_NUM_THREADS))
+    return max(1, int(numba.config.NUMBA_NUM_THREADS))  # type: ignore[attr-defined]
 
 
 def _forget_pool_in_child() -> None:

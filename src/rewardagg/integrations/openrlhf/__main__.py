@@ -296,10 +296,22 @@ def patched_ray_init() -> Iterator[None]:
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Install, then run ``openrlhf.cli.train_ppo_ray`` as ``__main__`` with ``argv``
-    (default ``sys.argv[1:]``)."""
-    from rewardagg.integrations.openrlhf import install
+    (default ``sys.argv[1:]``). Without an importable OpenRLHF (its models import
+    ``flash_attn``, a GPU package) it prints one line saying so and exits 2, ``--help``
+    included, instead of a traceback."""
+    try:
+        from rewardagg.integrations.openrlhf import install
 
-    install()
+        install()
+    except ImportError as err:
+        print(
+            f"python -m rewardagg.integrations.openrlhf: OpenRLHF cannot be imported here "
+            f"({err}); install OpenRLHF with its GPU dependencies (flash-attn) to launch it "
+            "or to list its flags; the --rewardagg.* flags are in "
+            "docs/integrations_openrlhf.md",
+            file=sys.stderr,
+        )
+        raise SystemExit(2) from None
     args = list(sys.argv[1:] if argv is None else argv)
     saved_argv = sys.argv
     sys.argv = [HOST_MODULE, *args]
