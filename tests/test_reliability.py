@@ -320,28 +320,31 @@ def test_issue24_eps0_subnormal_magnitudes_on_every_backend(scale, backend, meth
     np.testing.assert_allclose(got, _run(tiny, "numpy", **kw), rtol=0, atol=1e-12)
 
 
-@pytest.mark.parametrize("kappa", [5e-324, 1e-310, 2.0**-1022 / 2])
+@pytest.mark.parametrize("kappa", [5e-324, 1e-310, 1e-300, 1e-40])
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
 @pytest.mark.parametrize("backend", BACKENDS24)
-def test_issue24_subnormal_kappa_is_the_mean(kappa, backend):
+def test_issue24_subnormal_kappa_is_the_mean(kappa, dtype, backend):
     """kappa = 5e-324 was accepted but was 1.08 away from the mean (numba and numpy
     disagreed by 1.0): kappa (Z - m) is subnormal and the division by kappa amplifies its
-    rounding. Below 2^-1022 softmin is the mean (bound in aggregators.KAPPA_MEAN_LIMIT)."""
-    R = np.random.default_rng(3).normal(size=(32, 4))
+    rounding; in float32, kappa = 1e-300 gave the row minimum. Below 2^-126 softmin is the
+    mean (bound in aggregators.KAPPA_MEAN_LIMIT)."""
+    R = np.random.default_rng(3).normal(size=(32, 4)).astype(dtype)
     got = _run(R, backend, group_size=4, method="softmin", kappa=kappa)
     np.testing.assert_array_equal(got, _run(R, backend, group_size=4, method="mean"))
-    np.testing.assert_allclose(got, oracle.advantages(R, group_size=4, method="mean"), atol=1e-12)
+    want = oracle.advantages(R.astype(np.float64), group_size=4, method="mean")
+    np.testing.assert_allclose(got, want, atol=1e-12 if dtype == "float64" else 1e-5)
     z = R - R.mean(1, keepdims=True)
     np.testing.assert_array_equal(ra.softmin(z, kappa=kappa), ra.weighted_mean(z))
 
 
-def test_issue24_smallest_normal_kappa_is_still_accurate():
-    """Just above the limit the formula runs, within 2^-53 per term of the mean."""
-    R = np.random.default_rng(4).normal(size=(32, 4))
+@pytest.mark.parametrize("dtype, tol", [("float64", 1e-13), ("float32", 2e-6)])
+def test_issue24_smallest_normal_float32_kappa_is_still_accurate(dtype, tol):
+    """Just above the limit the formula runs: within rounding of the mean."""
+    R = np.random.default_rng(4).normal(size=(32, 4)).astype(dtype)
+    want = oracle.advantages(R.astype(np.float64), group_size=4, method="mean")
     for backend in BACKENDS24:
-        got = _run(R, backend, group_size=4, method="softmin", kappa=2.0**-1022)
-        np.testing.assert_allclose(
-            got, oracle.advantages(R, group_size=4, method="mean"), rtol=0, atol=1e-14
-        )
+        got = _run(R, backend, group_size=4, method="softmin", kappa=2.0**-126)
+        np.testing.assert_allclose(got, want, rtol=0, atol=tol)
 
 
 @pytest.mark.parametrize("backend", ["numpy", "torch"])

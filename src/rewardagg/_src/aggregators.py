@@ -111,19 +111,25 @@ def mean_variance_kernel(z, rw: RowWeights, ops, *, lam: float):
     return rw.finish(mean[..., 0] - lam * ops.dot_last(dev, rw.v), ops)
 
 
-KAPPA_MEAN_LIMIT = 2.0**-1022
-r"""Below this (the smallest normal float64, ~2.2e-308) softmin is computed as the mean.
+KAPPA_MEAN_LIMIT = 2.0**-126
+r"""Below this (the smallest normal float32, ~1.2e-38) softmin is computed as the mean,
+on every backend and dtype.
 
-Why it is exact to float64 resolution: with :math:`D` the spread of a row's values,
+Why the mean is the answer there: with :math:`D` the spread of a row's values,
 :math:`0 \le \text{mean} - \text{softmin}_\kappa \le \kappa D^2 / 8` (Hoeffding's
-lemma bounds the log-moment generating function). For :math:`\kappa < 2^{-1022}` and any
-spread :math:`D \le 2^{968}` (about 2.5e291; z-scores have :math:`D \le 2\sqrt{n} <
-2^{33}`) this is below :math:`2^{-1025} D^2 \le 2^{-57} D`, an eighth of an ulp of the
-row's spread: the mean is the float64 answer. Computing the formula there is wrong
-instead: :math:`\kappa (Z_k - m)` is subnormal and rounds by up to :math:`2^{-1075}`,
-which the division by :math:`\kappa` turns into an error of order 1 (kappa = 5e-324
-was 1.08 away from the mean). For :math:`\kappa \ge 2^{-1022}` that rounding costs at
-most :math:`2^{-1075} / \kappa \le 2^{-53}` per term."""
+lemma bounds the log-moment generating function), so below the limit the difference is
+under :math:`2^{-129} D^2`. For z-scores (:math:`D \le 2\sqrt{n} < 2^{33}`) that is
+below :math:`2^{-63}`, far under the resolution of any score stage 3 can tell apart; for
+the raw order (kappa in reward units, float64 sums) it is below an ulp of the spread
+while :math:`D < 2^{76}` (about 7.6e22).
+
+Why the formula is not: :math:`\kappa (Z_k - m)` is subnormal (float64 below
+:math:`2^{-1022}`) or underflows to 0 (float32 below :math:`2^{-126}`; the log1p/expm1
+form then returns the row minimum), and the division by :math:`\kappa` turns that
+rounding into an error of order 1 (kappa = 5e-324 was 1.08 away from the mean in
+float64; kappa = 1e-300 gave the minimum in float32). Above the limit the rounding costs
+at most :math:`2^{-149} / \kappa \le 2^{-23}` per term in float32 and much less in
+float64."""
 
 
 def softmin_kernel(z, rw: RowWeights, ops, *, kappa: float):
