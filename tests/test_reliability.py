@@ -447,3 +447,18 @@ def test_issue24_subcommand_typo_shows_the_subcommand_usage(capsys):
     assert "usage: rewardagg demo" in err and "--quikc" in err
     assert main(["--quikc"]) == 2
     assert "usage: rewardagg [-h]" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+def test_issue24_group_centred_stage3_with_huge_scores(backend):
+    """center='group' standardised with a sum of squares that overflowed (scores beyond
+    ~1e154, e.g. verl's identity singleton on rewards of 1e100 squared by mean_variance):
+    every advantage came back 0. Found by scripts/redteam.py."""
+    rng = np.random.default_rng(11)
+    R = rng.normal(size=(8, 3)) * 1e100
+    R[[0, 3], [1, 2]] = np.nan  # one-value cells: Z = R / (1 + eps), ~1e100
+    kw = dict(method="mean_variance", lam=3.0, group_size=2, singleton="identity")
+    kw.update(center="group", eps=1e-4, correction=0.0)
+    want = oracle.advantages(R, **kw)
+    assert np.abs(want).max() > 0.5
+    np.testing.assert_allclose(_run(R, backend, **kw), want, rtol=0, atol=1e-9)

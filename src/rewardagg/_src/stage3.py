@@ -144,6 +144,17 @@ def local_moments(scores: Any) -> np.ndarray:
     return np.array([float(x.size), mean, m2, lo, hi])
 
 
+def _scaled_sd(scores: Any, correction: float) -> float:
+    """The std of the non-NaN scores whose squared deviations overflow float64 (scores
+    beyond ~1e154): computed in units of a power of 2 near the largest deviation."""
+    x = scores.detach().double().cpu().numpy() if is_torch(scores) else scores
+    x = np.asarray(x, dtype=np.float64).reshape(-1)
+    x = x[~np.isnan(x)]
+    d = x - np.mean(x)
+    unit = 2.0 ** math.floor(math.log2(float(np.max(np.abs(d)))))
+    return unit * math.sqrt(float(np.sum((d / unit) ** 2)) / (x.size - correction))
+
+
 def combine_moments(parts: Any) -> np.ndarray:
     """Merge rows of ``[n, mean, M2, min, max]`` in order (Chan's formula)."""
     n, mean, m2, lo, hi = 0.0, 0.0, 0.0, math.inf, -math.inf
@@ -195,6 +206,8 @@ def batch_standardize_distributed(
         n, mean, m2, lo, hi = global_moments(scores, process_group)
     signal = n >= 2 and hi > lo and n - correction > 0
     sd = math.sqrt(m2 / (n - correction)) if signal else 1.0
+    if signal and not math.isfinite(sd) and process_group is None:  # squares overflowed
+        sd = _scaled_sd(scores, correction)
     mean = mean if centre else 0.0
     if is_torch(scores):
         import torch
