@@ -462,3 +462,11 @@ def test_issue24_group_centred_stage3_with_huge_scores(backend):
     want = oracle.advantages(R, **kw)
     assert np.abs(want).max() > 0.5
     np.testing.assert_allclose(_run(R, backend, **kw), want, rtol=0, atol=1e-9)
+
+
+def test_issue24_tracker_takes_lists_with_none_as_missing():
+    t = ra.ConstraintTracker({0: 0.5}, lr=1.0)
+    t.update([[None, 1.0], [1.0, 2.0], [0.0, None]])
+    assert t.last_means == {0: 0.5} and t.multipliers == {0: 0.0}
+    with pytest.raises(TypeError, match="rewards"):
+        t.update([["a", 1.0]])

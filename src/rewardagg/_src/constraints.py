@@ -66,6 +66,11 @@ def _as_2d(x: Any, name: str) -> np.ndarray:
             raise ValueError(
                 f"{name} must be an (N, K) array; got {type(x).__name__}: {err}"
             ) from None
+        if arr.dtype.kind == "O":  # nested lists: None is a missing reward (NaN)
+            try:
+                arr = arr.astype(np.float64)
+            except (TypeError, ValueError):
+                raise TypeError(f"{name} must hold real numbers (None = missing)") from None
         if arr.dtype.kind not in "biuf":
             raise TypeError(f"{name} must hold real numbers; got dtype {arr.dtype}")
         arr = arr.astype(np.float64)
