@@ -46,6 +46,9 @@ METHODS = ("grpo", "gdpo", "mean", "softmin", "mean_variance", "min", "cvar", "p
 FUSED = ("gdpo", "mean", "softmin", "mean_variance", "min", "cvar")
 DOCUMENTED = ("overflow", "span more than", "non-negative", "has no kernel", "fuses stages")
 KNOWN_FUSED = "[known, core/kernels (issue 23): multipliers on the fused numba path] "
+KNOWN_NOISE = (
+    "[known, core: stage 3 standardises rounding noise when the exact scores are all equal] "
+)
 KNOWN_GRPO = "[known, core: grpo row whose present rewards all have weight 0] "
 BUCKETS = ("correct", "clear_error", "opaque", "silent_wrong", "hang", "crash")
 
@@ -281,6 +284,16 @@ def _ill_conditioned(R, ref):
     return False
 
 
+def _degenerate(R, n, g, c):
+    """The exact scores before stage 3 are all equal (the answer is then 0)."""
+    if c["method"] == "grpo" or not c["batch_norm"]:
+        return False
+    groups, r64 = _groups(n, g), R.astype(np.float64)
+    s_raw = ref_advantages(r64, groups, dict(c, batch_norm=False, center="batch"))
+    s_c = ref_advantages(r64, groups, dict(c, batch_norm=False))  # centred per group
+    return float(np.ptp(s_c)) <= 1e-30 * max(float(np.max(np.abs(s_raw))), 1.0)
+
+
 def valid_case(rng) -> Case:
     n_groups, g = int(rng.integers(1, 5)), int(rng.choice([1, 2, 4, 6]))
     n, k = n_groups * g, int(rng.integers(1, 5))
@@ -315,12 +328,21 @@ def valid_case(rng) -> Case:
         if style == "offset" and (not exact_z or c["singleton"] == "identity"):
             tol = max(tol, 1e-3)  # the score itself is a float64 at 1e12 (raw order, grpo's
             # sum, or verl's identity singleton): its ulp is 1.2e-4
+        if dtype == "float32" and c["method"] != "grpo" and c["batch_norm"]:
+            # float32 scores resolve 6e-8 of their size: stage 3 magnifies that by
+            # max|S| / spread(S) (scores that differ by 1e-6 relative are noise there)
+            s_c = ref_advantages(R.astype(np.float64), _groups(n, g), dict(c, batch_norm=False))
+            spread = float(np.ptp(s_c))
+            if spread > 0:
+                tol = max(tol, 3e-7 * float(np.max(np.abs(s_c))) / spread)
         err = np.abs(got - want) / (1.0 + np.abs(want))
-        if err.max() <= tol:
+        if err.max() <= tol or (not np.any(got) and _degenerate(R, n, g, c)):
             return "correct"
         zero_w = [j for j in range(k) if c["w"][j] == 0]
         rows = ~np.isnan(R).all(1) & np.isnan(np.delete(R, zero_w, axis=1)).all(1)
         known = KNOWN_GRPO if c["method"] == "grpo" and zero_w and rows.any() else ""
+        if not known and _degenerate(R, n, g, c):  # exact scores all equal: the answer
+            known = KNOWN_NOISE  # is 0, the computed ones differ by float64 rounding
         return f"silent_wrong {known}(max err {err.max():.3g})"
 
     fused = backend == "numba" or (backend == "auto" and n * k >= (1 << 30))
@@ -566,7 +588,11 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     tally, bad = run(args.cases, args.seed, args.timeout, args.verbose)
     print("tally:", ", ".join(f"{b} {tally[b]}" for b in BUCKETS))
-    known = collections.Counter(d[: d.index("]") + 1] for _, _, _, d in bad if d.startswith("["))
+    known = collections.Counter(
+        d[d.index("[known") : d.index("]", d.index("[known")) + 1]
+        for _, _, _, d in bad
+        if "[known" in d
+    )
     for tag, count in known.items():
         print(f"  of which {count} {tag}")
     return 1 if len(bad) > sum(known.values()) else 0

@@ -31,7 +31,7 @@ def test_issue24_redteam_sample(seed):
     rt = _redteam()
     tally, bad = rt.run(60, seed, timeout=120.0, out=io.StringIO())
     assert sum(tally.values()) == 60
-    unexplained = [b for b in bad if not b[3].startswith("[known")]
+    unexplained = [b for b in bad if "[known" not in b[3]]
     assert not unexplained, "\n".join(f"{b[0]} {b[2]} -> {b[3]}" for b in unexplained)
     assert tally["correct"] + tally["clear_error"] >= 40
 
