@@ -326,15 +326,18 @@ def test_issue24_eps0_subnormal_magnitudes_on_every_backend(scale, backend, meth
 def test_issue24_subnormal_kappa_is_the_mean(kappa, dtype, backend):
     """kappa = 5e-324 was accepted but was 1.08 away from the mean (numba and numpy
     disagreed by 1.0): kappa (Z - m) is subnormal and the division by kappa amplifies its
-    rounding; in float32, kappa = 1e-300 gave the row minimum. Below 2^-126 softmin is the
-    mean (bound in aggregators.KAPPA_MEAN_LIMIT)."""
+    rounding; in float32, kappa = 1e-300 gave the row minimum. Below 2^-126 the pipeline's
+    softmin is the mean (bound in aggregators.KAPPA_MEAN_LIMIT)."""
     R = np.random.default_rng(3).normal(size=(32, 4)).astype(dtype)
     got = _run(R, backend, group_size=4, method="softmin", kappa=kappa)
     np.testing.assert_array_equal(got, _run(R, backend, group_size=4, method="mean"))
     want = oracle.advantages(R.astype(np.float64), group_size=4, method="mean")
     np.testing.assert_allclose(got, want, atol=1e-12 if dtype == "float64" else 1e-5)
     z = R - R.mean(1, keepdims=True)
-    np.testing.assert_array_equal(ra.softmin(z, kappa=kappa), ra.weighted_mean(z))
+    if kappa < 2.0**-1022 or dtype == "float32":  # the reducer's limit: its dtype's tiny
+        np.testing.assert_array_equal(ra.softmin(z, kappa=kappa), ra.weighted_mean(z))
+    else:
+        np.testing.assert_allclose(ra.softmin(z, kappa=kappa), ra.weighted_mean(z), atol=1e-15)
 
 
 @pytest.mark.parametrize("dtype, tol", [("float64", 1e-13), ("float32", 2e-6)])
@@ -470,3 +473,13 @@ def test_issue24_tracker_takes_lists_with_none_as_missing():
     assert t.last_means == {0: 0.5} and t.multipliers == {0: 0.0}
     with pytest.raises(TypeError, match="rewards"):
         t.update([["a", 1.0]])
+
+
+def test_issue24_public_softmin_keeps_tiny_kappa_on_huge_spreads():
+    """The reducer takes values of any spread: kappa = 1e-152 on values of 1e150 is a real
+    risk aversion (kappa * spread ~ 1e-2), not the mean."""
+    z = np.random.default_rng(8).standard_normal((3, 9)) * 1e150
+    got = ra.softmin(z, kappa=1e-152)
+    want = ra.softmin(z / 1e150, kappa=1e-2) * 1e150
+    np.testing.assert_allclose(got, want, rtol=1e-12)
+    assert np.all(got < ra.weighted_mean(z) - 1e145)

@@ -112,8 +112,9 @@ def mean_variance_kernel(z, rw: RowWeights, ops, *, lam: float):
 
 
 KAPPA_MEAN_LIMIT = 2.0**-126
-r"""Below this (the smallest normal float32, ~1.2e-38) softmin is computed as the mean,
-on every backend and dtype.
+r"""Below this (the smallest normal float32, ~1.2e-38) the advantage pipeline computes
+softmin as the mean, on every backend and dtype (the public :func:`softmin` reducer, which
+takes values of any spread, uses the smallest normal number of its input's dtype).
 
 Why the mean is the answer there: with :math:`D` the spread of a row's values,
 :math:`0 \le \text{mean} - \text{softmin}_\kappa \le \kappa D^2 / 8` (Hoeffding's
@@ -132,11 +133,19 @@ at most :math:`2^{-149} / \kappa \le 2^{-23}` per term in float32 and much less 
 float64."""
 
 
+def _smallest_normal(z: Any) -> float:
+    return 2.0**-126 if str(z.dtype) in ("float32", "torch.float32") else 2.0**-1022
+
+
 def softmin_kernel(z, rw: RowWeights, ops, *, kappa: float):
     """``m - log1p(sum_k v_k expm1(-kappa (z_k - m))) / kappa`` with ``m`` the row minimum:
     accurate for every kappa from 1e-8 to 1e8 (a max-shifted log-sum-exp is not); the
-    mean below :data:`KAPPA_MEAN_LIMIT`."""
-    if kappa < KAPPA_MEAN_LIMIT:
+    mean below the smallest normal number of ``z``'s dtype, where ``kappa (z - m)``
+    underflows (the advantage pipeline already maps ``kappa < KAPPA_MEAN_LIMIT`` to the
+    mean: its z-scores have a bounded spread). Values of any spread reach this kernel
+    through :func:`softmin`, so the float64 limit stays at 2^-1022 (the mean is exact
+    there for spreads below 2^968)."""
+    if kappa < _smallest_normal(z):
         return weighted_mean_kernel(z, rw, ops)
     if math.isinf(kappa):
         return weighted_min_kernel(z, rw, ops)
@@ -261,7 +270,7 @@ def weighted_min_attention(z, rw, ops):
 
 def softmin_attention(z, rw, ops, *, kappa: float):
     r""":math:`\pi_{ik} = v_{ik} e^{-\kappa Z_{ik}} / \sum_j v_{ij} e^{-\kappa Z_{ij}}`."""
-    if kappa < KAPPA_MEAN_LIMIT:
+    if kappa < _smallest_normal(z):
         return weighted_mean_attention(z, rw, ops)
     if math.isinf(kappa):
         return _ties(z, rw, ops)
