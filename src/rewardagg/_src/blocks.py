@@ -188,7 +188,10 @@ def block_scores(
     n = values.shape[0]
     s = np.empty(n)
     drop = None if plan.conflict is None else np.zeros(n, dtype=bool)
-    for r0, g, m, xt, missing in iter_blocks(values, layout, budget=budget):
+    # the raw-reward order reduces raw values (at any offset): float64 sums for every dtype
+    raw = plan.order == "reduce_then_normalize"
+    dt = np.float64 if raw else None
+    for r0, g, m, xt, missing in iter_blocks(values, layout, budget=budget, dtype=dt):
         r1 = r0 + g * m
         sb, db = _block(xt, missing, plan)
         # block row i * m + j is sorted row r0 + j * G + i

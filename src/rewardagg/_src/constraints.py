@@ -36,7 +36,10 @@ References:
 from __future__ import annotations
 
 import math
+import numbers
+import sys
 from collections.abc import Mapping, Sequence
+from fractions import Fraction
 from typing import Any
 
 import numpy as np
@@ -44,23 +47,118 @@ import numpy as np
 from rewardagg._src.multipliers import check_names, resolve_columns
 from rewardagg._src.namespace import is_torch
 from rewardagg._src.pipeline import advantages
+from rewardagg._src.stage3 import check_process_group
 from rewardagg._src.validation import check_nonnegative, check_real
 
 __all__ = ["ConstraintTracker"]
 
 
-def _column_means(rewards: Any, cols: list[int], mask: Any) -> tuple[np.ndarray, np.ndarray]:
-    """``(sums, counts)`` of the present values of each column (NaN or mask False absent)."""
-    if is_torch(rewards):
-        r = rewards.detach().to("cpu").double().numpy()
+def _as_2d(x: Any, name: str) -> np.ndarray:
+    """``x`` as a float64 ``(N, K)`` numpy array, or a clear error naming ``name``."""
+    if is_torch(x):
+        if x.is_complex():
+            raise TypeError(f"{name} must hold real numbers; got a tensor of dtype {x.dtype}")
+        arr = x.detach().to("cpu").double().numpy()
     else:
-        r = np.asarray(rewards, dtype=np.float64)
-    r = r.reshape(r.shape[0], -1)[:, cols]
+        try:
+            arr = np.asarray(x)
+        except (TypeError, ValueError) as err:  # ragged nested lists
+            raise ValueError(
+                f"{name} must be an (N, K) array; got {type(x).__name__}: {err}"
+            ) from None
+        if arr.dtype.kind == "O":  # nested lists: None is a missing reward (NaN)
+            try:
+                arr = arr.astype(np.float64)
+            except (TypeError, ValueError):
+                raise TypeError(f"{name} must hold real numbers (None = missing)") from None
+        if arr.dtype.kind not in "biuf":
+            raise TypeError(f"{name} must hold real numbers; got dtype {arr.dtype}")
+        arr = arr.astype(np.float64)
+    if arr.ndim != 2:
+        raise ValueError(f"{name} must be 2-D (N rows, K rewards); got shape {tuple(arr.shape)}")
+    return arr
+
+
+def _column_means(rewards: Any, cols: list[int], mask: Any) -> tuple[np.ndarray, np.ndarray]:
+    """``(sums, counts)`` of the present values of each column (NaN or mask False absent),
+    with ``sums / counts`` the batch mean (a column whose sum overflows float64 comes as
+    ``(mean, 1)``). A ``+-inf`` value is a ``ValueError`` naming the column."""
+    r = _as_2d(rewards, "rewards")[:, cols]
     present = ~np.isnan(r)
     if mask is not None:
         m = mask.detach().cpu().numpy() if is_torch(mask) else np.asarray(mask)
-        present &= m.reshape(r.shape[0], -1)[:, cols].astype(bool)
-    return np.where(present, r, 0.0).sum(0), present.sum(0).astype(np.float64)
+        if m.dtype.kind != "b":
+            raise TypeError(f"mask must be a boolean array; got dtype {m.dtype}")
+        if m.ndim != 2 or m.shape[0] != r.shape[0]:
+            raise ValueError(
+                f"mask must have the shape of rewards ({r.shape[0]}, K); got {tuple(m.shape)}"
+            )
+        present &= m[:, cols]
+    bad = present & np.isinf(r)
+    if bad.any():
+        j = int(np.argmax(bad.any(0)))
+        raise ValueError(
+            f"rewards: column {cols[j]} holds a non-finite value ({r[bad[:, j], j][0]}); a "
+            "constraint's batch mean must be finite (use NaN or mask=False for a missing reward)"
+        )
+    vals = np.where(present, r, 0.0)
+    counts = present.sum(0).astype(np.float64)
+    with np.errstate(over="ignore", invalid="ignore"):
+        sums = vals.sum(0)
+        if not np.all(np.isfinite(sums)):  # finite values whose sum overflows float64
+            means = (vals / np.maximum(counts, 1.0)).sum(0)  # |partial sums| <= max |x|
+            sums = np.where(np.isfinite(sums), sums, means)
+            counts = np.where(np.isfinite(vals.sum(0)), counts, np.minimum(counts, 1.0))
+    return sums, counts
+
+
+def _batch_mean(key: Any, total: float, n: float) -> float:
+    mean = float(total / n)
+    if not math.isfinite(mean):
+        raise ValueError(
+            f"rewards: the batch mean of constraint {key!r} is not finite ({mean}); the "
+            "multipliers were not changed"
+        )
+    return mean
+
+
+_FMAX = sys.float_info.max
+
+
+def _pid_step(
+    integral: float,
+    target: float,
+    mean: float,
+    prev: float | None,
+    gains: tuple[float, float, float],
+    lambda_max: float,
+) -> tuple[float, float, float]:
+    """``(I', lambda', e)`` of the update rule with ``e = target - mean``, all finite.
+
+    Float arithmetic as written; where an intermediate is not finite (a huge ``lr`` or
+    error overflows float64) the same rule in exact rational arithmetic, clipped to
+    ``[0, lambda_max]``, so an overflow lands on ``lambda_max``. The error kept for the
+    next derivative term is clipped to the float64 range. ``OverflowError`` when a value
+    has no finite float64 result (only possible with ``lambda_max = inf``)."""
+    lr, kp, kd = gains
+    error = target - mean
+    i_new = min(max(integral + lr * error, 0.0), lambda_max)
+    deriv = 0.0 if prev is None else error - prev
+    lam = min(max(i_new + kp * error + kd * deriv, 0.0), lambda_max)
+    if all(map(math.isfinite, (error, i_new, lam))):
+        return i_new, lam, error
+    q_err = Fraction(target) - Fraction(mean)
+    q_max = None if math.isinf(lambda_max) else Fraction(lambda_max)
+
+    def clip(v: Fraction) -> Fraction:
+        v = max(v, Fraction(0))
+        return v if q_max is None else min(v, q_max)
+
+    q_i = clip(Fraction(integral) + Fraction(lr) * q_err)
+    q_d = Fraction(0) if prev is None else q_err - Fraction(prev)
+    q_lam = clip(q_i + Fraction(kp) * q_err + Fraction(kd) * q_d)
+    e_kept = float(min(max(q_err, Fraction(-_FMAX)), Fraction(_FMAX)))
+    return float(q_i), float(q_lam), e_kept
 
 
 class ConstraintTracker:
@@ -157,26 +255,42 @@ class ConstraintTracker:
     ) -> dict[Any, float]:
         """One step of every multiplier from the batch means of the constrained rewards
         (``(N, K)`` rewards, NaN or ``mask=False`` = missing). A constraint whose reward is
-        missing in the whole batch keeps its multiplier. Returns the new multipliers."""
-        n_rewards = int(rewards.shape[1]) if hasattr(rewards, "shape") else len(rewards[0])
-        cols = resolve_columns(list(self.targets), self.reward_names, n_rewards, "targets")
-        sums, counts = _column_means(rewards, cols, mask)
+        missing in the whole batch (an empty batch included) keeps its multiplier.
+        Returns the new multipliers.
+
+        Raises:
+            ValueError: ``rewards`` not 2-D, a constrained reward that is ``+-inf`` or whose
+                batch mean is not finite, or a multiplier that would overflow float64
+                (``lambda_max=inf``). The tracker is then left unchanged (an update is all
+                or nothing), so one bad batch never leaves a non-finite multiplier behind.
+                A finite overflow (huge ``lr`` or error) is clipped to ``lambda_max``.
+        """
+        check_process_group(process_group)
+        arr = _as_2d(rewards, "rewards")
+        cols = resolve_columns(list(self.targets), self.reward_names, arr.shape[1], "targets")
+        sums, counts = _column_means(arr, cols, mask)
         if process_group is not None:
             sums, counts = _all_reduce(sums, counts, process_group)
-        self.last_means = {}
+        means: dict[Any, float] = {}
+        new: dict[Any, tuple[float, float, float]] = {}
+        gains = (self.lr, self.kp, self.kd)
         for (key, target), total, n in zip(self.targets.items(), sums, counts, strict=True):
             if n == 0:
                 continue
-            mean = float(total / n)
-            self.last_means[key] = mean
-            error = target - mean
-            integral = min(max(self._integral[key] + self.lr * error, 0.0), self.lambda_max)
-            prev = self._prev_error[key]
-            deriv = 0.0 if prev is None else error - prev
-            self._integral[key] = integral
-            value = integral + self.kp * error + self.kd * deriv
-            self._lambda[key] = min(max(value, 0.0), self.lambda_max)
-            self._prev_error[key] = error
+            means[key] = mean = _batch_mean(key, total, n)
+            try:
+                new[key] = _pid_step(
+                    self._integral[key], target, mean, self._prev_error[key], gains, self.lambda_max
+                )
+            except OverflowError:
+                raise ValueError(
+                    f"the multiplier of constraint {key!r} overflows float64 (lr={self.lr}, "
+                    f"batch mean {mean}); set a finite lambda_max. The multipliers were not "
+                    "changed"
+                ) from None
+        for key, (integral, lam, error) in new.items():  # commit: all checks passed
+            self._integral[key], self._lambda[key], self._prev_error[key] = integral, lam, error
+        self.last_means = means
         self.step += 1
         return self.multipliers
 
@@ -198,24 +312,89 @@ class ConstraintTracker:
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Restore a :meth:`state_dict` taken from a tracker with the same targets."""
-        keys = list(state["keys"])
+        """Restore a :meth:`state_dict` taken from a tracker with the same targets (also
+        after a round trip through JSON).
+
+        Every key and value is checked before anything changes (all or nothing): the keys
+        ``keys``, ``multipliers``, ``integral``, ``prev_error`` and ``step`` and no other;
+        one finite entry per constraint, multipliers and integral in ``[0, lambda_max]``,
+        ``prev_error`` finite or ``None``, ``step`` an integer ``>= 0``.
+
+        Raises:
+            ValueError, TypeError: naming the offending key (``state['multipliers'][1]``).
+        """
+        if not isinstance(state, Mapping):
+            raise TypeError(
+                f"state must be a mapping (from state_dict()); got {type(state).__name__}"
+            )
+        want = ("keys", "multipliers", "integral", "prev_error", "step")
+        missing = [k for k in want if k not in state]
+        extra = sorted(map(str, set(state) - set(want)))
+        if missing or extra:
+            raise ValueError(
+                f"state: missing keys {missing}, unknown keys {extra}; a tracker's state has "
+                f"exactly {list(want)}"
+            )
+        n = len(self.targets)
+        keys = _state_list(state, "keys", n)
         if keys != list(self.targets):
             raise ValueError(
-                f"state_dict is for constraints {keys}; this tracker has {list(self.targets)}"
+                f"state['keys']: state_dict is for constraints {keys}; this tracker has "
+                f"{list(self.targets)}"
             )
-        self._lambda = dict(zip(keys, map(float, state["multipliers"]), strict=True))
-        self._integral = dict(zip(keys, map(float, state["integral"]), strict=True))
-        self._prev_error = dict(
-            zip(keys, (None if e is None else float(e) for e in state["prev_error"]), strict=True)
-        )
-        self.step = int(state["step"])
+        lam = [
+            self._state_value(v, f"state['multipliers'][{j}]")
+            for j, v in enumerate(_state_list(state, "multipliers", n))
+        ]
+        integral = [
+            self._state_value(v, f"state['integral'][{j}]")
+            for j, v in enumerate(_state_list(state, "integral", n))
+        ]
+        prev = [
+            None if v is None else _state_real(v, f"state['prev_error'][{j}]")
+            for j, v in enumerate(_state_list(state, "prev_error", n))
+        ]
+        step = state["step"]
+        if isinstance(step, bool) or not isinstance(step, numbers.Integral):
+            raise TypeError(f"state['step'] must be an integer; got {step!r}")
+        if step < 0:
+            raise ValueError(f"state['step'] must be >= 0; got {step}")
+        self._lambda = dict(zip(keys, lam, strict=True))
+        self._integral = dict(zip(keys, integral, strict=True))
+        self._prev_error = dict(zip(keys, prev, strict=True))
+        self.step = int(step)
+
+    def _state_value(self, value: Any, name: str) -> float:
+        v = _state_real(value, name)
+        if not 0.0 <= v <= self.lambda_max:
+            raise ValueError(f"{name} must be in [0, lambda_max={self.lambda_max}]; got {value!r}")
+        return v
 
     def __repr__(self) -> str:
         return (
             f"ConstraintTracker(targets={self.targets}, multipliers={self.multipliers}, "
             f"step={self.step})"
         )
+
+
+def _state_list(state: Mapping[str, Any], key: str, n: int) -> list[Any]:
+    value = state[key]
+    if isinstance(value, (str, bytes, Mapping)) or not isinstance(value, Sequence):
+        raise TypeError(f"state[{key!r}] must be a list; got {type(value).__name__}")
+    if len(value) != n:
+        raise ValueError(
+            f"state[{key!r}] must have one entry per constraint ({n}); got {len(value)}"
+        )
+    return list(value)
+
+
+def _state_real(value: Any, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number; got {value!r}")
+    v = float(value)
+    if not math.isfinite(v):
+        raise ValueError(f"{name} must be finite; got {value!r}")
+    return v
 
 
 def _all_reduce(sums: np.ndarray, counts: np.ndarray, process_group: Any):

@@ -193,8 +193,9 @@ def _arrays(plan: Plan, prep: Prepared) -> tuple[Any, Any]:
             z, row_weights(z, plan.weights, ops, missing), ops, **plan.reducer_params
         )
     else:
-        rw = row_weights(x, plan.weights, ops, missing)
-        s = reducer.kernel(x, rw, ops, **plan.reducer_params)
+        x64 = _as_float64(x, ops)  # raw values at any offset: float64 sums for every dtype
+        rw = row_weights(x64, plan.weights, ops, missing)
+        s = reducer.kernel(x64, rw, ops, **plan.reducer_params)
         s = group_scores(finite_scores(s, plan.method.name), plan, ops, **st)
     if plan.cols:
         s = s + constraint_terms(x, missing, z, plan, ops)

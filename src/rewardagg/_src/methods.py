@@ -332,7 +332,7 @@ def _power_limits(params: Mapping[str, Any]) -> tuple[str, dict] | None:
 
 
 def _softmin_limits(params: Mapping[str, Any]) -> tuple[str, dict] | None:
-    if params["kappa"] == 0:
+    if params["kappa"] < agg.KAPPA_MEAN_LIMIT:  # 0 included: see its derivation
         return "mean", {}
     if math.isinf(params["kappa"]):
         return "min", {}

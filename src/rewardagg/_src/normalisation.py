@@ -95,7 +95,9 @@ def standardize_cells(
         d *= keep
     if scale:
         sd = ops.sqrt(ops.sumsq(d, axis, keepdims=True) / n_div)
-        factor = 1.0 / ops.where(signal, sd + eps / span, 1.0)
+        # eps as an array: torch computes scalar / tensor as scalar * (1 / tensor), and
+        # 1 / (a subnormal span) overflows (0 * inf = NaN at eps = 0)
+        factor = 1.0 / ops.where(signal, sd + (span * 0.0 + eps) / span, 1.0)
     else:
         factor = span
     if baseline == "leave_one_out":  # signal cells have n >= 2

@@ -36,11 +36,31 @@ from rewardagg._src.validation import as_float, check_finite_or_nan, check_nonne
 __all__ = [
     "batch_standardize",
     "batch_standardize_distributed",
+    "check_process_group",
     "combine_moments",
     "global_moments",
     "local_moments",
     "standardize_scores",
 ]
+
+
+def check_process_group(process_group: Any, name: str = "process_group") -> None:
+    """``None`` or a ``torch.distributed`` process group; a ``TypeError`` naming ``name``
+    otherwise (checked where the argument enters, not deep inside a collective)."""
+    if process_group is None:
+        return
+    try:
+        from torch.distributed import ProcessGroup
+
+        ok = isinstance(process_group, ProcessGroup)
+    except ImportError:  # torch without distributed support: nothing can be a group
+        ok = False
+    if not ok:
+        raise TypeError(
+            f"{name} must be None or a torch.distributed ProcessGroup (e.g. "
+            f"torch.distributed.group.WORLD); got {type(process_group).__name__}: "
+            f"{process_group!r:.80}"
+        )
 
 
 def standardize_scores(
@@ -55,6 +75,7 @@ def standardize_scores(
     """Stage 3 on a 1-D array of scores (NaN = row without a score): rows without a
     score get 0, as do all rows when fewer than two have a score or all are equal.
     ``centre=False`` only divides by the std (scores already centred, e.g. per group)."""
+    check_process_group(process_group)
     if process_group is not None or not centre:  # count/mean/M2, merged across ranks
         return batch_standardize_distributed(
             s, eps=eps, correction=correction, process_group=process_group, centre=centre
@@ -123,6 +144,17 @@ def local_moments(scores: Any) -> np.ndarray:
     return np.array([float(x.size), mean, m2, lo, hi])
 
 
+def _scaled_sd(scores: Any, correction: float) -> float:
+    """The std of the non-NaN scores whose squared deviations overflow float64 (scores
+    beyond ~1e154): computed in units of a power of 2 near the largest deviation."""
+    x = scores.detach().double().cpu().numpy() if is_torch(scores) else scores
+    x = np.asarray(x, dtype=np.float64).reshape(-1)
+    x = x[~np.isnan(x)]
+    d = x - np.mean(x)
+    unit = 2.0 ** math.floor(math.log2(float(np.max(np.abs(d)))))
+    return unit * math.sqrt(float(np.sum((d / unit) ** 2)) / (x.size - correction))
+
+
 def combine_moments(parts: Any) -> np.ndarray:
     """Merge rows of ``[n, mean, M2, min, max]`` in order (Chan's formula)."""
     n, mean, m2, lo, hi = 0.0, 0.0, 0.0, math.inf, -math.inf
@@ -167,12 +199,15 @@ def batch_standardize_distributed(
     ``process_group=None`` uses this process's scores only. ``centre=False`` divides by
     the std without subtracting the mean (scores already centred per group).
     """
+    check_process_group(process_group)
     if process_group is None:
         n, mean, m2, lo, hi = local_moments(scores)
     else:
         n, mean, m2, lo, hi = global_moments(scores, process_group)
     signal = n >= 2 and hi > lo and n - correction > 0
     sd = math.sqrt(m2 / (n - correction)) if signal else 1.0
+    if signal and not math.isfinite(sd) and process_group is None:  # squares overflowed
+        sd = _scaled_sd(scores, correction)
     mean = mean if centre else 0.0
     if is_torch(scores):
         import torch

@@ -38,7 +38,20 @@ __all__ = ["COMMANDS", "Command", "UsageError", "build_parser", "main"]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``rewardagg`` script; returns the exit code."""
+    """Entry point of the ``rewardagg`` script; returns the exit code.
+
+    A closed stdout (``rewardagg --version | head -1``) ends the command quietly: no
+    ``BrokenPipeError`` traceback, neither from a ``print`` nor from Python's final flush."""
+    try:
+        code = _main(argv)
+        sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's last flush
+    except BrokenPipeError:  # stdout's reader went away (`rewardagg audit ... | head`)
+        _silence_stdout()
+        return EXIT_ERROR
+    return code
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
@@ -57,9 +70,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except BrokenPipeError:  # stdout's reader went away (`rewardagg audit ... | head`)
-        _silence_stdout()
-        return EXIT_ERROR
 
 
 def _silence_stdout() -> None:

@@ -300,6 +300,11 @@ def run_audit_command(args: argparse.Namespace) -> int:
     _check_source_options(args)
     if not math.isfinite(args.z_level):
         raise UsageError(f"--z-level: expected a finite number, got {args.z_level}")
+    if args.z_level >= 0:  # at 0 every row of a cell without signal (Z = 0) would fail
+        raise UsageError(
+            f"--z-level: expected a negative number (a failure is a group z-score clearly "
+            f"below the group's mean; default -1), got {args.z_level}"
+        )
     if not (math.isfinite(args.eps) and args.eps >= 0):
         raise UsageError(f"--eps: expected a finite non-negative number, got {args.eps}")
     plot = _plot_path(args.plot) if args.plot is not None else None

@@ -430,9 +430,24 @@ class _VersionAction(argparse.Action):
         parser.exit()
 
 
+class _TopParser(argparse.ArgumentParser):
+    """The top-level parser: an unknown option after a command is reported by that
+    command's parser (``rewardagg demo --quikc`` shows the demo's usage, not the top
+    level's)."""
+
+    commands: dict[str, argparse.ArgumentParser]
+
+    def parse_args(self, args=None, namespace=None):
+        ns, extra = self.parse_known_args(args, namespace)
+        if extra:
+            owner = self.commands.get(getattr(ns, "command", None) or "", self)
+            owner.error(f"unrecognized arguments: {' '.join(extra)}")
+        return ns
+
+
 def build_parser(commands: Sequence[Command] | None = None) -> argparse.ArgumentParser:
     """The top-level parser with one subparser per command."""
-    parser = argparse.ArgumentParser(
+    parser = _TopParser(
         prog="rewardagg",
         description="Multi-reward advantage aggregation (RVPO SoftMin, GDPO, GRPO, ...).",
     )
@@ -449,6 +464,7 @@ def build_parser(commands: Sequence[Command] | None = None) -> argparse.Argument
         help="show log messages on stderr (such as the numba kernel's compile time, "
         "which is otherwise logged, not printed)",
     )
+    parser.commands = {}
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for cmd in commands if commands is not None else COMMANDS:
         sp = sub.add_parser(
@@ -459,4 +475,5 @@ def build_parser(commands: Sequence[Command] | None = None) -> argparse.Argument
         )
         _resolve(cmd.configure)(sp)
         sp.set_defaults(_run=cmd.run)
+        parser.commands[cmd.name] = sp
     return parser

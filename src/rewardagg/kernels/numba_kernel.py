@@ -262,7 +262,8 @@ def _first_present(t, k, j):
 @njit(cache=True, nogil=True, error_model="numpy", fastmath=_FM)
 def _rescaled_moments(t, k, j, x0, sc):
     """``(s1, s2)`` of ``d = x * sc - x0 * sc`` over the present values of cell ``(k, j)``:
-    the rescue of a float64 cell whose squares overflowed (values beyond 1e154)."""
+    the rescue of a float64 cell whose squares overflowed (values beyond 1e154) or reached
+    the subnormal range (deviations below about 1e-146)."""
     s1 = 0.0
     s2 = 0.0
     for i in range(t.shape[1]):
@@ -273,6 +274,16 @@ def _rescaled_moments(t, k, j, x0, sc):
             s2 += d * d
     return s1, s2
 
+
+_F64_TINY_S2 = 2.0**-968
+"""A float64 cell whose ``sum d^2`` is below this (deviations below about 1e-146) lost
+bits to subnormal squares (or all of them: a spread of 1e-300 squares to 0, and 1 / sd
+overflowed): its moments are recomputed with ``d`` scaled up by ``_F64_UP``."""
+
+_F64_UP = 2.0**600
+"""Exact for such a cell: every ``|x| < 2^-431`` there (``x - x0 < 2^-484`` with
+``x != x0`` bounds ``|x|`` by 2^53 units of it), so ``x * 2^600`` neither overflows nor
+rounds, and ``d * 2^600 >= 2^-474`` squares to a normal number."""
 
 _F32_RESCALE = 2.0**100
 """A float32 cell whose ``sum d^2`` exceeds this (a spread beyond about 1e15) is computed
@@ -357,8 +368,12 @@ def _cells(t, eps, correction, identity, loo, exact_range, sh, sc, cen, fac, acc
         for j in range(m):  # +-inf in the cell; float64 squares that overflowed
             if exact_range:
                 bad = lo[j] == -np.inf or hi[j] == np.inf
-                if not bad and not (s2[j] < np.inf) and hi[j] > lo[j] and cnt[j] - correction > 0:
-                    s = 0.5 / (0.5 * hi[j] - 0.5 * lo[j])  # d = (x - x0) / (max - min)
+                out_of_range = not (s2[j] < np.inf) or s2[j] < _F64_TINY_S2
+                if not bad and out_of_range and hi[j] > lo[j] and cnt[j] - correction > 0:
+                    # squares that overflowed: d = (x - x0) / (max - min); squares near or
+                    # in the subnormal range: d = (x - x0) * 2^600 (exact)
+                    big = not (s2[j] < np.inf)
+                    s = 0.5 / (0.5 * hi[j] - 0.5 * lo[j]) if big else _F64_UP
                     a, b = _rescaled_moments(t, k, j, np.float64(x0[j]), s)
                     n = cnt[j]
                     mu = a / n
@@ -1085,8 +1100,18 @@ _POOL: list = []
 
 
 def threads() -> int:
-    """Threads a call may use: ``NUMBA_NUM_THREADS`` / :func:`numba.set_num_threads`."""
-    return max(1, numba.get_num_threads())
+    """Threads a call may use: ``NUMBA_NUM_THREADS``, or :func:`numba.set_num_threads` once
+    numba's threading layer runs.
+
+    ``numba.get_num_threads()`` would launch that layer, and its OpenMP flavour sets the
+    process's OpenMP thread count, which torch reads as its own: a call under
+    ``NUMBA_NUM_THREADS=1`` left ``torch.get_num_threads() == 1`` for the rest of the
+    process. So the layer's count is asked only when someone else started it."""
+    from numba.np.ufunc import parallel
+
+    if getattr(parallel, "_is_initialized", False):
+        return max(1, numba.get_num_threads())
+    return max(1, int(numba.config.NUMBA_NUM_THREADS))  # type: ignore[attr-defined]
 
 
 def _forget_pool_in_child() -> None:

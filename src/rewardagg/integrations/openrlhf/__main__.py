@@ -304,15 +304,29 @@ def patched_ray_init() -> Iterator[None]:
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Install, then run ``openrlhf.cli.train_ppo_ray`` as ``__main__`` with ``argv``
-    (default ``sys.argv[1:]``)."""
-    from rewardagg.integrations.openrlhf import install
+    (default ``sys.argv[1:]``); ``--rewardagg.drop FLAG`` removes a flag set earlier on the
+    command line (e.g. by ``args.txt``). Without an importable OpenRLHF (its models import
+    ``flash_attn``, a GPU package) it prints one line saying so and exits 2, ``--help``
+    included, instead of a traceback."""
     from rewardagg.integrations.openrlhf._argv import drop_flags
 
     try:
         args = drop_flags(list(sys.argv[1:] if argv is None else argv))
     except ValueError as err:
         raise SystemExit(f"rewardagg: {err}") from err
-    install()
+    try:
+        from rewardagg.integrations.openrlhf import install
+
+        install()
+    except ImportError as err:
+        print(
+            f"python -m rewardagg.integrations.openrlhf: OpenRLHF cannot be imported here "
+            f"({err}); install OpenRLHF with its GPU dependencies (flash-attn) to launch it "
+            "or to list its flags; the --rewardagg.* flags are in "
+            "docs/integrations_openrlhf.md",
+            file=sys.stderr,
+        )
+        raise SystemExit(2) from None
     saved_argv = sys.argv
     sys.argv = [HOST_MODULE, *args]
     try:
