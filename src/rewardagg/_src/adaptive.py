@@ -75,10 +75,12 @@ from rewardagg._src.validation import check_nonnegative
 __all__ = ["AdaptiveWeights", "column_stats", "merge_weights"]
 
 _FLOOR = 1e-3
-_STATE_VERSION = 1
+_STATE_VERSION = 2
+_SETTINGS = ("patience_growth", "burn_in", "burn_in_z", "plateau_margin")
 _STATE_KEYS = (
     "version", "n_rewards", "reward_names", "tau", "beta", "patience", "z", "trial_cap",
-    "step", "s1", "s2", "pass_rate", "count", "stall", "history", "proven",
+    *_SETTINGS, "step", "s1", "s2", "pass_rate", "count", "stall", "history", "proven",
+    "retrust", "plateau",
 )  # fmt: skip
 
 
@@ -190,6 +192,10 @@ class AdaptiveWeights:
         patience: int = 40,
         z: float = 3.0,
         trial_cap: float | None = None,
+        patience_growth: float = 1.0,
+        burn_in: int | None = None,
+        burn_in_z: float = 1.0,
+        plateau_margin: float | None = None,
     ) -> None:
         self.reward_names = check_names(reward_names, None)
         if n_rewards is not None:
@@ -210,6 +216,18 @@ class AdaptiveWeights:
             if trial_cap < 1:
                 raise ValueError(f"trial_cap must be >= 1 or None; got {trial_cap!r}")
         self.trial_cap = trial_cap
+        self.patience_growth = check_nonnegative(patience_growth, "patience_growth")
+        if self.patience_growth < 1:
+            raise ValueError(f"patience_growth must be >= 1; got {patience_growth!r}")
+        if burn_in is not None:
+            burn_in = _check_int(burn_in, "burn_in")
+            if burn_in == 0:
+                raise ValueError("burn_in must be >= 1 or None; got 0")
+        self.burn_in = burn_in
+        self.burn_in_z = check_nonnegative(burn_in_z, "burn_in_z")
+        if plateau_margin is not None:
+            plateau_margin = check_nonnegative(plateau_margin, "plateau_margin")
+        self.plateau_margin = plateau_margin
         self.step = 0
         self.n_rewards: int | None = None
         if n_rewards is not None:
@@ -225,6 +243,8 @@ class AdaptiveWeights:
         self._nbar = [0.0] * k
         self._stall = [0] * k
         self._proven = [False] * k
+        self._retrust = [0] * k
+        self._plateau: list[float | None] = [None] * k
         self._history: list[list[tuple[float, float]]] = [[] for _ in range(k)]
 
     def _names(self) -> list[str]:
@@ -240,8 +260,24 @@ class AdaptiveWeights:
         if self.n_rewards is None:
             return []
         return [
-            s1 > 0 and (self.patience == 0 or c < self.patience)
-            for s1, c in zip(self._s1, self._stall, strict=True)
+            s1 > 0 and (self.patience == 0 or c < self._patience_of(i))
+            for i, (s1, c) in enumerate(zip(self._s1, self._stall, strict=True))
+        ]
+
+    def _patience_of(self, k: int) -> float:
+        """:math:`H_k = H g^{m_k}`: the patience after ``m_k`` re-trusts."""
+        return self.patience * self.patience_growth ** self._retrust[k]
+
+    @property
+    def held(self) -> list[bool]:
+        r"""Per reward: distrusted but held at its plateau (``plateau_margin``): its pass
+        rate fell below :math:`p^*_k - \delta`, so it gets a trusted reward's weight."""
+        if self.n_rewards is None:
+            return []
+        d = self.plateau_margin
+        return [
+            d is not None and not t and q is not None and p < q - d
+            for t, q, p in zip(self.trusted, self._plateau, self._p, strict=True)
         ]
 
     @property
@@ -256,7 +292,7 @@ class AdaptiveWeights:
         if k is None:
             return []
         w = [1.0] * k
-        on = [i for i, t in enumerate(self.trusted) if t]
+        on = [i for i, (t, h) in enumerate(zip(self.trusted, self.held, strict=True)) if t or h]
         if k == 1 or not on:
             return w
         low = min(self._p[i] for i in on)
@@ -336,14 +372,30 @@ class AdaptiveWeights:
             hist = self._history[k]
             if hist:
                 p_old, v_old = hist[0]
-                progress = p - p_old > self.z * math.sqrt(var + v_old)
+                rise, sd = p - p_old, math.sqrt(var + v_old)
+                progress = rise > self.z * sd
             else:
                 progress = False
+            limit = self._patience_of(k)
+            was_trusted = self._stall[k] < limit
             if progress:
+                if not was_trusted:  # re-trusted: longer patience, plateau forgotten
+                    self._retrust[k] += 1
+                    self._plateau[k] = None
                 self._stall[k] = 0
                 self._proven[k] = True
-            elif used[k] > 1.0:
+            elif used[k] > 1.0 and was_trusted:
                 self._stall[k] += 1
+                b = self.burn_in
+                if (
+                    b is not None
+                    and self._stall[k] == b
+                    and b < limit
+                    and not (hist and rise >= self.burn_in_z * sd)
+                ):
+                    self._stall[k] = math.ceil(limit)  # no sign of a rise after the burn-in
+                if self._stall[k] >= limit:
+                    self._plateau[k] = p  # loses trust here: its plateau
             hist.append((p, var))
             del hist[:-horizon]
         self.step += 1
@@ -378,6 +430,10 @@ class AdaptiveWeights:
             "patience": self.patience,
             "z": self.z,
             "trial_cap": self.trial_cap,
+            "patience_growth": self.patience_growth,
+            "burn_in": self.burn_in,
+            "burn_in_z": self.burn_in_z,
+            "plateau_margin": self.plateau_margin,
             "step": self.step,
             "s1": list(getattr(self, "_s1", [])),
             "s2": list(getattr(self, "_s2", [])),
@@ -386,6 +442,8 @@ class AdaptiveWeights:
             "stall": list(getattr(self, "_stall", [])),
             "history": [[[p, v] for p, v in h] for h in getattr(self, "_history", [])],
             "proven": list(getattr(self, "_proven", [])),
+            "retrust": list(getattr(self, "_retrust", [])),
+            "plateau": list(getattr(self, "_plateau", [])),
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -432,6 +490,13 @@ def _parse_state(state: Any, aw: AdaptiveWeights) -> dict[str, Any]:
             f"state_dict['trial_cap'] is {cap!r}; this AdaptiveWeights has "
             f"trial_cap={aw.trial_cap!r}"
         )
+    for key in _SETTINGS:
+        value = state[key]
+        if value != getattr(aw, key) or isinstance(value, bool):
+            raise ValueError(
+                f"state_dict['{key}'] is {value!r}; this AdaptiveWeights has "
+                f"{key}={getattr(aw, key)!r} (create it with the settings of the saved run)"
+            )
     if state["patience"] != aw.patience or isinstance(state["patience"], bool):
         raise ValueError(
             f"state_dict['patience'] is {state['patience']!r}; this AdaptiveWeights has "
@@ -478,6 +543,20 @@ def _parse_state(state: Any, aw: AdaptiveWeights) -> dict[str, Any]:
         raise ValueError(
             f"state_dict['proven'] must be a list of {length} booleans; got {proven!r}"
         )
+    retrust = state["retrust"]
+    if not isinstance(retrust, list) or len(retrust) != length:
+        raise ValueError(
+            f"state_dict['retrust'] must be a list of {length} integers; got {retrust!r}"
+        )
+    retrust = [_state_int(m, "retrust") for m in retrust]
+    plateau = state["plateau"]
+    if not isinstance(plateau, list) or len(plateau) != length:
+        raise ValueError(
+            f"state_dict['plateau'] must be a list of {length} numbers or nulls; got {plateau!r}"
+        )
+    plateau = [
+        None if q is None else _floats([q], "plateau", 1, low=0.0, high=1.0)[0] for q in plateau
+    ]
     history = state["history"]
     if not isinstance(history, list) or len(history) != length:
         raise ValueError(f"state_dict['history'] must be a list of {length} lists; got {history!r}")
@@ -509,7 +588,14 @@ def _parse_state(state: Any, aw: AdaptiveWeights) -> dict[str, Any]:
                 f"state_dict: reward {i} was seen ('s1' > 0) but its 's2' or 'count' is 0"
             )
         if not seen and (
-            s2[i] != 0 or p[i] != 0 or nbar[i] != 0 or stall[i] != 0 or hist[i] or proven[i]
+            s2[i] != 0
+            or p[i] != 0
+            or nbar[i] != 0
+            or stall[i] != 0
+            or hist[i]
+            or proven[i]
+            or retrust[i]
+            or plateau[i] is not None
         ):
             raise ValueError(f"state_dict: reward {i} was never seen (s1 = 0) but has state")
     out: dict[str, Any] = {"step": step, "n_rewards": k}
@@ -517,7 +603,15 @@ def _parse_state(state: Any, aw: AdaptiveWeights) -> dict[str, Any]:
         out["reward_names"] = names
     if k is not None:
         out.update(
-            _s1=s1, _s2=s2, _p=p, _nbar=nbar, _stall=stall, _history=hist, _proven=list(proven)
+            _s1=s1,
+            _s2=s2,
+            _p=p,
+            _nbar=nbar,
+            _stall=stall,
+            _history=hist,
+            _proven=list(proven),
+            _retrust=retrust,
+            _plateau=plateau,
         )
     return out
 
