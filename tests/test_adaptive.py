@@ -25,7 +25,7 @@ class LoopRule:
     def __init__(
         self,
         k,
-        tau=10.0,
+        tau=7.0,
         beta=0.9,
         horizon=40,
         z=3.0,
@@ -33,7 +33,7 @@ class LoopRule:
         patience_growth=1.0,
         burn_in=None,
         burn_in_z=1.0,
-        plateau_margin=None,
+        plateau_margin=0.1,
     ):
         self.k, self.tau, self.beta, self.horizon, self.z = k, tau, beta, horizon, z
         self.cap = trial_cap
@@ -297,7 +297,7 @@ def test_hand_derived_stuck_reward_loses_trust_after_patience():
     horizon = 5
     aw = ra.AdaptiveWeights(2, patience=horizon)
     batch = np.array([[1.0, 0.0], [1.0, 0.0]])
-    # 2 softmax(-10 [1, 0]) = 2 [e^-10, 1] / (1 + e^-10); e^-10 < 1e-3 is floored to 1e-3
+    # 2 softmax(-7 [1, 0]) = 2 [e^-7, 1] / (1 + e^-7); e^-7 < 1e-3 is floored to 1e-3
     expected_w1 = 2 / (1 + 1e-3)
     for t in range(1, horizon + 2):
         aw.update(batch)
@@ -331,7 +331,7 @@ def test_hand_derived_first_two_batches():
     assert math.isclose(state["count"][0], n0, rel_tol=1e-15)
     assert math.isclose(state["history"][0][-1][1], v0, rel_tol=1e-15)
     p1 = (0.9 * 0.0 + 0.5) / 1.9
-    e = [math.exp(-10 * p0), math.exp(-10 * p1)]
+    e = [math.exp(-7 * p0), math.exp(-7 * p1)]  # the default tau = 7
     np.testing.assert_allclose(aw.weights, [2 * x / sum(e) for x in e], rtol=1e-14)
 
 
@@ -506,7 +506,7 @@ def _corrupt(state, key, value):
         ("patience_growth", 2.0),
         ("burn_in", 2),
         ("burn_in_z", 2.0),
-        ("plateau_margin", 0.1),
+        ("plateau_margin", 0.2),
         ("retrust", [0, 0]),
         ("retrust[0]", -1),
         ("retrust[1]", 0.5),
@@ -690,11 +690,25 @@ def test_issue27_growth_burn_in_and_plateau_follow_the_loop_rule(seed):
     assert b.weights == aw.weights and b.held == aw.held
 
 
-def test_issue27_new_options_off_are_section_2d():
-    """Defaults of the options after section 2d reproduce the section 2d rule exactly."""
-    batches = _random_batches(3, 80, k=4)
-    a, _, used = run_both(batches, 4, patience=6)
-    b, _, used_b = run_both(
-        batches, 4, patience=6, patience_growth=1.0, burn_in=None, plateau_margin=None
-    )
-    assert [u[0] for u in used] == [u[0] for u in used_b]
+SECTION_2D = dict(tau=10.0, plateau_margin=None)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_issue27_section_2d_is_reachable_and_differs_from_the_default(seed):
+    """``AdaptiveWeights(tau=10, plateau_margin=None)`` is DESIGN.md 2d exactly (the loop
+    with the new options off); the default rule (tau 7, plateau margin 0.1) follows the loop
+    with those values, and the two trajectories differ on a sequence where a reward loses
+    trust and then falls below its plateau."""
+    rng = np.random.default_rng(30 + seed)
+    batches = []
+    for t in range(200):
+        probs = [0.3 if t < 60 else 0.1, 0.04, 0.8, 0.6]
+        batches.append((rng.random((16, 4)) < probs).astype(np.float64))
+    _, loop_2d, used_2d = run_both(batches, 4, patience=10, **SECTION_2D)
+    assert_same(used_2d)
+    assert loop_2d.delta is None and loop_2d.g == 1.0 and loop_2d.burn is None
+    aw, loop, used = run_both(batches, 4, patience=10)
+    assert_same(used)
+    assert (aw.tau, aw.plateau_margin) == (7.0, 0.1) == (loop.tau, loop.delta)
+    assert ("held", 0) in loop.events
+    assert [u[0] for u in used] != [u[0] for u in used_2d]

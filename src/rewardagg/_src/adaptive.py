@@ -158,7 +158,8 @@ class AdaptiveWeights:
     Args:
         n_rewards: K; ``None``: ``len(reward_names)``, or taken from the first batch.
         reward_names: one name per reward column (keys of :meth:`metrics`).
-        tau: softmax temperature :math:`\tau \ge 0` on the pass rates (default 10).
+        tau: softmax temperature :math:`\tau \ge 0` on the pass rates (default 7; DESIGN.md
+            2d's rule has 10).
         beta: EMA decay :math:`\beta \in [0, 1]` (default 0.9).
         patience: window and patience :math:`H \ge 0` in updates (default 40; 0 disables the
             learning-progress guard).
@@ -169,6 +170,18 @@ class AdaptiveWeights:
             (water-filling, so the weights on :math:`T` still sum to :math:`|T|`); no
             effect with ``patience=0``. An experiment on the gap DESIGN.md 2d names (the
             weight an unlearnable reward takes during its trial).
+        patience_growth: :math:`g \ge 1` (default 1: DESIGN.md 2d): a reward that regained
+            trust :math:`m_k` times (a significant rise after it lost trust) loses it after
+            :math:`H_k = H g^{m_k}` stalled updates instead of :math:`H`.
+        burn_in: ``None`` (default) or :math:`B \ge 1`: when a trusted reward's stall
+            counter reaches :math:`B < H_k` and its pass rate has not risen by
+            :math:`z_B \sqrt{V_k(t) + V_k(t - H)}` over the window, it loses trust at once.
+        burn_in_z: :math:`z_B \ge 0` of the burn-in test (default 1).
+        plateau_margin: :math:`\delta \ge 0` (default 0.1) or ``None`` (DESIGN.md 2d): a reward remembers its
+            pass rate :math:`p^*_k` when it loses trust; while distrusted with
+            :math:`p_k < p^*_k - \delta` it is *held* (:attr:`held`): it takes part in the
+            softmax like a trusted reward (without stalling) until it rises back or is
+            re-trusted (which forgets :math:`p^*_k`).
 
     Examples:
         >>> import numpy as np
@@ -178,8 +191,8 @@ class AdaptiveWeights:
         >>> adv = aw.advantages(R, group_size=2)   # first batch: weights 1
         >>> aw.pass_rates                          # format met by 3/4, correct by 1/4
         [0.75, 0.25]
-        >>> [round(w, 4) for w in aw.weights]      # 2 softmax(-10 p): correct gets the weight
-        [0.0134, 1.9866]
+        >>> [round(w, 4) for w in aw.weights]      # 2 softmax(-7 p): correct gets the weight
+        [0.0586, 1.9414]
     """
 
     def __init__(
@@ -187,7 +200,7 @@ class AdaptiveWeights:
         n_rewards: int | None = None,
         *,
         reward_names: Sequence[str] | None = None,
-        tau: float = 10.0,
+        tau: float = 7.0,
         beta: float = 0.9,
         patience: int = 40,
         z: float = 3.0,
@@ -195,7 +208,7 @@ class AdaptiveWeights:
         patience_growth: float = 1.0,
         burn_in: int | None = None,
         burn_in_z: float = 1.0,
-        plateau_margin: float | None = None,
+        plateau_margin: float | None = 0.1,
     ) -> None:
         self.reward_names = check_names(reward_names, None)
         if n_rewards is not None:
