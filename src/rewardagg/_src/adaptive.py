@@ -46,9 +46,22 @@ falls back to GDPO's weight 1 (until its pass rate rises again). :math:`K = 1`: 
 {softmax}(-\tau p)` once all are seen). The weights enter as GDPO's reward weights
 (``advantages(..., weights=w)``, any z-score method).
 
-What it costs (measured, DESIGN.md 2d): up to :math:`H` batches of misdirected weight per
-reward the policy cannot move; under judge noise a slowly rising reward can lose its trust;
-and a progress test cannot tell "cannot move" from "held back by a conflicting reward".
+The default rule adds a *plateau hold* (``plateau_margin`` :math:`\delta = 0.1`) and uses
+:math:`\tau = 7` (DESIGN.md 2d's rule: ``tau=10, plateau_margin=None``). A reward that
+loses trust remembers its pass rate :math:`p^*_k`; while distrusted with
+:math:`p_k < p^*_k - \delta` it is held: it joins the softmax set
+:math:`M = T \cup \{\text{held}\}` (weights on :math:`M` sum to :math:`|M|`) without its
+stall counter moving, until it rises back above the margin or shows progress (then it is
+trusted again and :math:`p^*_k` is forgotten). Optional, off by default:
+``patience_growth`` :math:`g` (patience :math:`H g^{m_k}` after :math:`m_k` re-trusts),
+``burn_in`` :math:`B` with ``burn_in_z`` :math:`z_B` (a stall counter reaching :math:`B`
+without a :math:`z_B`-sigma rise over the window distrusts at once), ``trial_cap``.
+
+What it costs (measured, docs/math.md): up to :math:`H` batches of misdirected weight per
+reward the policy cannot move; under judge noise a slowly rising reward can lose its trust
+(and :math:`\tau = 7` finds a rare reward under judge noise less often than 10); a progress
+test cannot tell "cannot move" from "held back by a conflicting reward", and the plateau
+hold only defends such a reward at its plateau minus :math:`\delta`.
 
 References:
     Graves, Bellemare, Menick, Munos, Kavukcuoglu, "Automated Curriculum Learning for Neural
