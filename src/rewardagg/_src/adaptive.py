@@ -281,8 +281,8 @@ class AdaptiveWeights:
 
     @property
     def trusted(self) -> list[bool]:
-        """Per reward: in the trusted set :math:`T` (seen at least once, stall counter below
-        the patience; every seen reward when ``patience=0``)."""
+        r"""Per reward: in the trusted set :math:`T` (seen at least once, stall counter below
+        its patience :math:`H g^{m_k}`; every seen reward when ``patience=0``)."""
         if self.n_rewards is None:
             return []
         return [
