@@ -7,6 +7,12 @@ the mean ``rubric_score`` over every scenario and the paired per-seed difference
 GDPO (and against the reference setting) in each scenario, with its 95% t-interval.
 
     python benchmarks/adaptive_testbed.py --seed 1000 --seeds 8 --out /tmp/adaptive.json
+
+``adaptive`` is ``AdaptiveWeights()`` (the default rule); DESIGN.md 2d's rule is
+``--rule 'sec2d={"tau":10,"plateau_margin":null}'``. Results on seeds 1000-1007:
+``adaptive_testbed_seeds1000-1007.json`` (``adaptive`` was the 2d rule then) and
+``adaptive_testbed_v2_seeds1000-1007.json`` (default rule and ``sec2d``, same command plus
+``--workers 2`` and that ``--rule``). Seeds 0-3 were used for tuning.
 """
 
 from __future__ import annotations

@@ -22,9 +22,24 @@ class LoopRule:
     """Section 2d, one column at a time. A batch is a list of rows, each a list of K floats
     (NaN = missing)."""
 
-    def __init__(self, k, tau=10.0, beta=0.9, horizon=40, z=3.0, trial_cap=None):
+    def __init__(
+        self,
+        k,
+        tau=7.0,
+        beta=0.9,
+        horizon=40,
+        z=3.0,
+        trial_cap=None,
+        patience_growth=1.0,
+        burn_in=None,
+        burn_in_z=1.0,
+        plateau_margin=0.1,
+    ):
         self.k, self.tau, self.beta, self.horizon, self.z = k, tau, beta, horizon, z
         self.cap = trial_cap
+        # the options after section 2d (issue 27): patience growth g, burn-in (B, z_B),
+        # plateau margin delta
+        self.g, self.burn, self.zb, self.delta = patience_growth, burn_in, burn_in_z, plateau_margin
         self.col = [
             {
                 "S1": 0.0,
@@ -35,10 +50,15 @@ class LoopRule:
                 "seen": False,
                 "window": [],
                 "proven": False,
+                "retrusts": 0,  # m: times the reward regained trust
+                "plateau": None,  # p*: its pass rate when it last lost trust
             }
             for _ in range(k)
         ]
         self.events = []  # ("reset" | "stall" | "progress", column): what happened, for coverage
+
+    def patience(self, st_):
+        return self.horizon * self.g ** st_["retrusts"]
 
     def trusted(self):
         out = []
@@ -46,14 +66,23 @@ class LoopRule:
             if self.horizon == 0:
                 out.append(st_["seen"])
             else:
-                out.append(st_["seen"] and st_["c"] < self.horizon)
+                out.append(st_["seen"] and st_["c"] < self.patience(st_))
+        return out
+
+    def held(self):
+        out = []
+        for st_, t in zip(self.col, self.trusted(), strict=True):
+            q = st_["plateau"]
+            out.append(
+                self.delta is not None and not t and q is not None and st_["p"] < q - self.delta
+            )
         return out
 
     def _weights_and_above_one(self):
         if self.k == 1:
             return [1.0], [False]
-        trusted = self.trusted()
-        members = [j for j in range(self.k) if trusted[j]]
+        trusted, held = self.trusted(), self.held()
+        members = [j for j in range(self.k) if trusted[j] or held[j]]
         w = [1.0] * self.k
         above = [False] * self.k
         if not members:
@@ -116,17 +145,33 @@ class LoopRule:
                 if st_["window"]:
                     p0, v0 = st_["window"][0]
                     prog = p - p0 > self.z * math.sqrt(var + v0)
+                    signal = p - p0 >= self.zb * math.sqrt(var + v0)
                 else:
-                    prog = False
+                    prog = signal = False
+                patience = self.patience(st_)
+                distrusted = st_["c"] >= patience
                 if prog:
                     if st_["c"] > 0:
                         self.events.append(("reset", j))
+                    if distrusted:
+                        self.events.append(("retrust", j))
+                        st_["retrusts"] += 1
+                        st_["plateau"] = None
                     self.events.append(("progress", j))
                     st_["c"] = 0
                     st_["proven"] = True
-                elif above[j]:
+                elif above[j] and not distrusted:
                     st_["c"] += 1
                     self.events.append(("stall", j))
+                    if self.burn is not None and st_["c"] == self.burn < patience and not signal:
+                        self.events.append(("burn_in", j))
+                        while st_["c"] < patience:
+                            st_["c"] += 1
+                    if st_["c"] >= patience:
+                        self.events.append(("distrust", j))
+                        st_["plateau"] = p
+                elif above[j]:
+                    self.events.append(("held", j))
                 st_["window"].append((p, var))
                 if len(st_["window"]) > self.horizon:
                     st_["window"].pop(0)
@@ -180,6 +225,10 @@ def sequences(draw):
         "patience": draw(st.integers(0, 4)),
         "z": draw(st.sampled_from([0.0, 0.5, 3.0])),
         "trial_cap": draw(st.sampled_from([None, None, 1.0, 1.5, 3.0])),
+        "patience_growth": draw(st.sampled_from([1.0, 1.0, 1.5, 2.0])),
+        "burn_in": draw(st.sampled_from([None, None, 1, 2, 3])),
+        "burn_in_z": draw(st.sampled_from([0.0, 1.0, 2.0])),
+        "plateau_margin": draw(st.sampled_from([None, None, 0.0, 0.05, 0.2])),
     }
     return k, batches, params
 
@@ -248,7 +297,7 @@ def test_hand_derived_stuck_reward_loses_trust_after_patience():
     horizon = 5
     aw = ra.AdaptiveWeights(2, patience=horizon)
     batch = np.array([[1.0, 0.0], [1.0, 0.0]])
-    # 2 softmax(-10 [1, 0]) = 2 [e^-10, 1] / (1 + e^-10); e^-10 < 1e-3 is floored to 1e-3
+    # 2 softmax(-7 [1, 0]) = 2 [e^-7, 1] / (1 + e^-7); e^-7 < 1e-3 is floored to 1e-3
     expected_w1 = 2 / (1 + 1e-3)
     for t in range(1, horizon + 2):
         aw.update(batch)
@@ -282,7 +331,7 @@ def test_hand_derived_first_two_batches():
     assert math.isclose(state["count"][0], n0, rel_tol=1e-15)
     assert math.isclose(state["history"][0][-1][1], v0, rel_tol=1e-15)
     p1 = (0.9 * 0.0 + 0.5) / 1.9
-    e = [math.exp(-10 * p0), math.exp(-10 * p1)]
+    e = [math.exp(-7 * p0), math.exp(-7 * p1)]  # the default tau = 7
     np.testing.assert_allclose(aw.weights, [2 * x / sum(e) for x in e], rtol=1e-14)
 
 
@@ -368,6 +417,11 @@ def test_issue27_rewards_outside_unit_interval_are_rejected_before_any_change():
         ({"z": math.inf}, "z"),
         ({"n_rewards": 0}, "n_rewards"),
         ({"trial_cap": 0.5}, "trial_cap"),
+        ({"patience_growth": 0.5}, "patience_growth"),
+        ({"burn_in": 0}, "burn_in"),
+        ({"burn_in": 1.5}, "burn_in"),
+        ({"burn_in_z": -1.0}, "burn_in_z"),
+        ({"plateau_margin": -0.1}, "plateau_margin"),
         ({"n_rewards": 2, "reward_names": ["a"]}, "reward_names"),
     ],
 )
@@ -449,9 +503,19 @@ def _corrupt(state, key, value):
         ("patience", 4),
         ("z", 2.0),
         ("trial_cap", 2.0),
+        ("patience_growth", 2.0),
+        ("burn_in", 2),
+        ("burn_in_z", 2.0),
+        ("plateau_margin", 0.2),
+        ("retrust", [0, 0]),
+        ("retrust[0]", -1),
+        ("retrust[1]", 0.5),
+        ("plateau", [None]),
+        ("plateau[0]", 1.5),
+        ("plateau[1]", "0.5"),
         ("proven", [True, False]),
         ("proven[0]", 1),
-        ("version", 2),
+        ("version", 1),
         ("reward_names", ["x", "y", "w"]),
     ],
 )
@@ -599,3 +663,52 @@ def test_issue27_trial_cap_follows_the_loop_rule(seed):
     assert max(u[0][1] for u in used) <= 2.0 + 1e-12
     assert any(u[0][1] == 2.0 for u in used)  # the cap did bind
     assert aw.state_dict()["proven"][0]  # the rising reward proved itself
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_issue27_growth_burn_in_and_plateau_follow_the_loop_rule(seed):
+    """The options after section 2d on long sequences: a stuck reward, one that rises late,
+    one held back (its rate falls after it lost trust), an easy one. Same weights and trust
+    as the loop, and the run goes through every new branch (burn-in distrust, re-trust with
+    a longer patience, a distrusted reward held at its plateau)."""
+    rng = np.random.default_rng(20 + seed)
+    batches = []
+    for t in range(400):
+        late = 0.1 + 0.8 * min(1.0, max(0.0, t - 150) / 100)
+        held_back = 0.3 if t < 120 else 0.1
+        probs = [0.03, late, held_back, 0.9]
+        batches.append((rng.random((16, 4)) < probs).astype(np.float64))
+    params = dict(patience=15, patience_growth=2.0, burn_in=5, burn_in_z=1.0, plateau_margin=0.05)
+    aw, loop, used = run_both(batches, 4, **params)
+    assert_same(used)
+    kinds = {e for e, _ in loop.events}
+    assert {"burn_in", "distrust", "retrust", "held"} <= kinds
+    state = aw.state_dict()
+    assert max(state["retrust"]) >= 1
+    b = ra.AdaptiveWeights(4, **params)
+    b.load_state_dict(json.loads(json.dumps(state)))
+    assert b.weights == aw.weights and b.held == aw.held
+
+
+SECTION_2D = dict(tau=10.0, plateau_margin=None)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_issue27_section_2d_is_reachable_and_differs_from_the_default(seed):
+    """``AdaptiveWeights(tau=10, plateau_margin=None)`` is DESIGN.md 2d exactly (the loop
+    with the new options off); the default rule (tau 7, plateau margin 0.1) follows the loop
+    with those values, and the two trajectories differ on a sequence where a reward loses
+    trust and then falls below its plateau."""
+    rng = np.random.default_rng(30 + seed)
+    batches = []
+    for t in range(200):
+        probs = [0.3 if t < 60 else 0.1, 0.04, 0.8, 0.6]
+        batches.append((rng.random((16, 4)) < probs).astype(np.float64))
+    _, loop_2d, used_2d = run_both(batches, 4, patience=10, **SECTION_2D)
+    assert_same(used_2d)
+    assert loop_2d.delta is None and loop_2d.g == 1.0 and loop_2d.burn is None
+    aw, loop, used = run_both(batches, 4, patience=10)
+    assert_same(used)
+    assert (aw.tau, aw.plateau_margin) == (7.0, 0.1) == (loop.tau, loop.delta)
+    assert ("held", 0) in loop.events
+    assert [u[0] for u in used] != [u[0] for u in used_2d]

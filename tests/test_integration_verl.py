@@ -1513,4 +1513,7 @@ def test_issue27_adaptive_settings_fail_at_config_time(adaptive, match):
 
 def test_issue27_adaptive_true_takes_the_defaults():
     settings = rv.RewardAggVerlSettings(algo(rewardagg={"adaptive": "true"}), estimator="rewardagg")
-    assert (settings.adaptive.tau, settings.adaptive.patience) == (10.0, 40)
+    default = rewardagg.AdaptiveWeights()  # the library's defaults, whatever they are
+    assert (settings.adaptive.tau, settings.adaptive.patience) == (default.tau, default.patience)
+    controller = settings.adaptive.controller(["a", "b"])
+    assert controller.plateau_margin == default.plateau_margin

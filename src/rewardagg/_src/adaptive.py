@@ -46,9 +46,22 @@ falls back to GDPO's weight 1 (until its pass rate rises again). :math:`K = 1`: 
 {softmax}(-\tau p)` once all are seen). The weights enter as GDPO's reward weights
 (``advantages(..., weights=w)``, any z-score method).
 
-What it costs (measured, DESIGN.md 2d): up to :math:`H` batches of misdirected weight per
-reward the policy cannot move; under judge noise a slowly rising reward can lose its trust;
-and a progress test cannot tell "cannot move" from "held back by a conflicting reward".
+The default rule adds a *plateau hold* (``plateau_margin`` :math:`\delta = 0.1`) and uses
+:math:`\tau = 7` (DESIGN.md 2d's rule: ``tau=10, plateau_margin=None``). A reward that
+loses trust remembers its pass rate :math:`p^*_k`; while distrusted with
+:math:`p_k < p^*_k - \delta` it is held: it joins the softmax set
+:math:`M = T \cup \{\text{held}\}` (weights on :math:`M` sum to :math:`|M|`) without its
+stall counter moving, until it rises back above the margin or shows progress (then it is
+trusted again and :math:`p^*_k` is forgotten). Optional, off by default:
+``patience_growth`` :math:`g` (patience :math:`H g^{m_k}` after :math:`m_k` re-trusts),
+``burn_in`` :math:`B` with ``burn_in_z`` :math:`z_B` (a stall counter reaching :math:`B`
+without a :math:`z_B`-sigma rise over the window distrusts at once), ``trial_cap``.
+
+What it costs (measured, docs/math.md): up to :math:`H` batches of misdirected weight per
+reward the policy cannot move; under judge noise a slowly rising reward can lose its trust
+(and :math:`\tau = 7` finds a rare reward under judge noise less often than 10); a progress
+test cannot tell "cannot move" from "held back by a conflicting reward", and the plateau
+hold only defends such a reward at its plateau minus :math:`\delta`.
 
 References:
     Graves, Bellemare, Menick, Munos, Kavukcuoglu, "Automated Curriculum Learning for Neural
@@ -75,10 +88,12 @@ from rewardagg._src.validation import check_nonnegative
 __all__ = ["AdaptiveWeights", "column_stats", "merge_weights"]
 
 _FLOOR = 1e-3
-_STATE_VERSION = 1
+_STATE_VERSION = 2
+_SETTINGS = ("patience_growth", "burn_in", "burn_in_z", "plateau_margin")
 _STATE_KEYS = (
     "version", "n_rewards", "reward_names", "tau", "beta", "patience", "z", "trial_cap",
-    "step", "s1", "s2", "pass_rate", "count", "stall", "history", "proven",
+    *_SETTINGS, "step", "s1", "s2", "pass_rate", "count", "stall", "history", "proven",
+    "retrust", "plateau",
 )  # fmt: skip
 
 
@@ -156,7 +171,8 @@ class AdaptiveWeights:
     Args:
         n_rewards: K; ``None``: ``len(reward_names)``, or taken from the first batch.
         reward_names: one name per reward column (keys of :meth:`metrics`).
-        tau: softmax temperature :math:`\tau \ge 0` on the pass rates (default 10).
+        tau: softmax temperature :math:`\tau \ge 0` on the pass rates (default 7; DESIGN.md
+            2d's rule has 10).
         beta: EMA decay :math:`\beta \in [0, 1]` (default 0.9).
         patience: window and patience :math:`H \ge 0` in updates (default 40; 0 disables the
             learning-progress guard).
@@ -167,6 +183,18 @@ class AdaptiveWeights:
             (water-filling, so the weights on :math:`T` still sum to :math:`|T|`); no
             effect with ``patience=0``. An experiment on the gap DESIGN.md 2d names (the
             weight an unlearnable reward takes during its trial).
+        patience_growth: :math:`g \ge 1` (default 1: DESIGN.md 2d): a reward that regained
+            trust :math:`m_k` times (a significant rise after it lost trust) loses it after
+            :math:`H_k = H g^{m_k}` stalled updates instead of :math:`H`.
+        burn_in: ``None`` (default) or :math:`B \ge 1`: when a trusted reward's stall
+            counter reaches :math:`B < H_k` and its pass rate has not risen by
+            :math:`z_B \sqrt{V_k(t) + V_k(t - H)}` over the window, it loses trust at once.
+        burn_in_z: :math:`z_B \ge 0` of the burn-in test (default 1).
+        plateau_margin: :math:`\delta \ge 0` (default 0.1) or ``None`` (DESIGN.md 2d): a reward remembers its
+            pass rate :math:`p^*_k` when it loses trust; while distrusted with
+            :math:`p_k < p^*_k - \delta` it is *held* (:attr:`held`): it takes part in the
+            softmax like a trusted reward (without stalling) until it rises back or is
+            re-trusted (which forgets :math:`p^*_k`).
 
     Examples:
         >>> import numpy as np
@@ -176,8 +204,8 @@ class AdaptiveWeights:
         >>> adv = aw.advantages(R, group_size=2)   # first batch: weights 1
         >>> aw.pass_rates                          # format met by 3/4, correct by 1/4
         [0.75, 0.25]
-        >>> [round(w, 4) for w in aw.weights]      # 2 softmax(-10 p): correct gets the weight
-        [0.0134, 1.9866]
+        >>> [round(w, 4) for w in aw.weights]      # 2 softmax(-7 p): correct gets the weight
+        [0.0586, 1.9414]
     """
 
     def __init__(
@@ -185,11 +213,15 @@ class AdaptiveWeights:
         n_rewards: int | None = None,
         *,
         reward_names: Sequence[str] | None = None,
-        tau: float = 10.0,
+        tau: float = 7.0,
         beta: float = 0.9,
         patience: int = 40,
         z: float = 3.0,
         trial_cap: float | None = None,
+        patience_growth: float = 1.0,
+        burn_in: int | None = None,
+        burn_in_z: float = 1.0,
+        plateau_margin: float | None = 0.1,
     ) -> None:
         self.reward_names = check_names(reward_names, None)
         if n_rewards is not None:
@@ -210,6 +242,18 @@ class AdaptiveWeights:
             if trial_cap < 1:
                 raise ValueError(f"trial_cap must be >= 1 or None; got {trial_cap!r}")
         self.trial_cap = trial_cap
+        self.patience_growth = check_nonnegative(patience_growth, "patience_growth")
+        if self.patience_growth < 1:
+            raise ValueError(f"patience_growth must be >= 1; got {patience_growth!r}")
+        if burn_in is not None:
+            burn_in = _check_int(burn_in, "burn_in")
+            if burn_in == 0:
+                raise ValueError("burn_in must be >= 1 or None; got 0")
+        self.burn_in = burn_in
+        self.burn_in_z = check_nonnegative(burn_in_z, "burn_in_z")
+        if plateau_margin is not None:
+            plateau_margin = check_nonnegative(plateau_margin, "plateau_margin")
+        self.plateau_margin = plateau_margin
         self.step = 0
         self.n_rewards: int | None = None
         if n_rewards is not None:
@@ -225,6 +269,8 @@ class AdaptiveWeights:
         self._nbar = [0.0] * k
         self._stall = [0] * k
         self._proven = [False] * k
+        self._retrust = [0] * k
+        self._plateau: list[float | None] = [None] * k
         self._history: list[list[tuple[float, float]]] = [[] for _ in range(k)]
 
     def _names(self) -> list[str]:
@@ -235,13 +281,29 @@ class AdaptiveWeights:
 
     @property
     def trusted(self) -> list[bool]:
-        """Per reward: in the trusted set :math:`T` (seen at least once, stall counter below
-        the patience; every seen reward when ``patience=0``)."""
+        r"""Per reward: in the trusted set :math:`T` (seen at least once, stall counter below
+        its patience :math:`H g^{m_k}`; every seen reward when ``patience=0``)."""
         if self.n_rewards is None:
             return []
         return [
-            s1 > 0 and (self.patience == 0 or c < self.patience)
-            for s1, c in zip(self._s1, self._stall, strict=True)
+            s1 > 0 and (self.patience == 0 or c < self._patience_of(i))
+            for i, (s1, c) in enumerate(zip(self._s1, self._stall, strict=True))
+        ]
+
+    def _patience_of(self, k: int) -> float:
+        """:math:`H_k = H g^{m_k}`: the patience after ``m_k`` re-trusts."""
+        return self.patience * self.patience_growth ** self._retrust[k]
+
+    @property
+    def held(self) -> list[bool]:
+        r"""Per reward: distrusted but held at its plateau (``plateau_margin``): its pass
+        rate fell below :math:`p^*_k - \delta`, so it gets a trusted reward's weight."""
+        if self.n_rewards is None:
+            return []
+        d = self.plateau_margin
+        return [
+            d is not None and not t and q is not None and p < q - d
+            for t, q, p in zip(self.trusted, self._plateau, self._p, strict=True)
         ]
 
     @property
@@ -256,7 +318,7 @@ class AdaptiveWeights:
         if k is None:
             return []
         w = [1.0] * k
-        on = [i for i, t in enumerate(self.trusted) if t]
+        on = [i for i, (t, h) in enumerate(zip(self.trusted, self.held, strict=True)) if t or h]
         if k == 1 or not on:
             return w
         low = min(self._p[i] for i in on)
@@ -336,14 +398,30 @@ class AdaptiveWeights:
             hist = self._history[k]
             if hist:
                 p_old, v_old = hist[0]
-                progress = p - p_old > self.z * math.sqrt(var + v_old)
+                rise, sd = p - p_old, math.sqrt(var + v_old)
+                progress = rise > self.z * sd
             else:
                 progress = False
+            limit = self._patience_of(k)
+            was_trusted = self._stall[k] < limit
             if progress:
+                if not was_trusted:  # re-trusted: longer patience, plateau forgotten
+                    self._retrust[k] += 1
+                    self._plateau[k] = None
                 self._stall[k] = 0
                 self._proven[k] = True
-            elif used[k] > 1.0:
+            elif used[k] > 1.0 and was_trusted:
                 self._stall[k] += 1
+                b = self.burn_in
+                if (
+                    b is not None
+                    and self._stall[k] == b
+                    and b < limit
+                    and not (hist and rise >= self.burn_in_z * sd)
+                ):
+                    self._stall[k] = math.ceil(limit)  # no sign of a rise after the burn-in
+                if self._stall[k] >= limit:
+                    self._plateau[k] = p  # loses trust here: its plateau
             hist.append((p, var))
             del hist[:-horizon]
         self.step += 1
@@ -378,6 +456,10 @@ class AdaptiveWeights:
             "patience": self.patience,
             "z": self.z,
             "trial_cap": self.trial_cap,
+            "patience_growth": self.patience_growth,
+            "burn_in": self.burn_in,
+            "burn_in_z": self.burn_in_z,
+            "plateau_margin": self.plateau_margin,
             "step": self.step,
             "s1": list(getattr(self, "_s1", [])),
             "s2": list(getattr(self, "_s2", [])),
@@ -386,6 +468,8 @@ class AdaptiveWeights:
             "stall": list(getattr(self, "_stall", [])),
             "history": [[[p, v] for p, v in h] for h in getattr(self, "_history", [])],
             "proven": list(getattr(self, "_proven", [])),
+            "retrust": list(getattr(self, "_retrust", [])),
+            "plateau": list(getattr(self, "_plateau", [])),
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -432,6 +516,13 @@ def _parse_state(state: Any, aw: AdaptiveWeights) -> dict[str, Any]:
             f"state_dict['trial_cap'] is {cap!r}; this AdaptiveWeights has "
             f"trial_cap={aw.trial_cap!r}"
         )
+    for key in _SETTINGS:
+        value = state[key]
+        if value != getattr(aw, key) or isinstance(value, bool):
+            raise ValueError(
+                f"state_dict['{key}'] is {value!r}; this AdaptiveWeights has "
+                f"{key}={getattr(aw, key)!r} (create it with the settings of the saved run)"
+            )
     if state["patience"] != aw.patience or isinstance(state["patience"], bool):
         raise ValueError(
             f"state_dict['patience'] is {state['patience']!r}; this AdaptiveWeights has "
@@ -478,6 +569,20 @@ def _parse_state(state: Any, aw: AdaptiveWeights) -> dict[str, Any]:
         raise ValueError(
             f"state_dict['proven'] must be a list of {length} booleans; got {proven!r}"
         )
+    retrust = state["retrust"]
+    if not isinstance(retrust, list) or len(retrust) != length:
+        raise ValueError(
+            f"state_dict['retrust'] must be a list of {length} integers; got {retrust!r}"
+        )
+    retrust = [_state_int(m, "retrust") for m in retrust]
+    plateau = state["plateau"]
+    if not isinstance(plateau, list) or len(plateau) != length:
+        raise ValueError(
+            f"state_dict['plateau'] must be a list of {length} numbers or nulls; got {plateau!r}"
+        )
+    plateau = [
+        None if q is None else _floats([q], "plateau", 1, low=0.0, high=1.0)[0] for q in plateau
+    ]
     history = state["history"]
     if not isinstance(history, list) or len(history) != length:
         raise ValueError(f"state_dict['history'] must be a list of {length} lists; got {history!r}")
@@ -509,7 +614,14 @@ def _parse_state(state: Any, aw: AdaptiveWeights) -> dict[str, Any]:
                 f"state_dict: reward {i} was seen ('s1' > 0) but its 's2' or 'count' is 0"
             )
         if not seen and (
-            s2[i] != 0 or p[i] != 0 or nbar[i] != 0 or stall[i] != 0 or hist[i] or proven[i]
+            s2[i] != 0
+            or p[i] != 0
+            or nbar[i] != 0
+            or stall[i] != 0
+            or hist[i]
+            or proven[i]
+            or retrust[i]
+            or plateau[i] is not None
         ):
             raise ValueError(f"state_dict: reward {i} was never seen (s1 = 0) but has state")
     out: dict[str, Any] = {"step": step, "n_rewards": k}
@@ -517,7 +629,15 @@ def _parse_state(state: Any, aw: AdaptiveWeights) -> dict[str, Any]:
         out["reward_names"] = names
     if k is not None:
         out.update(
-            _s1=s1, _s2=s2, _p=p, _nbar=nbar, _stall=stall, _history=hist, _proven=list(proven)
+            _s1=s1,
+            _s2=s2,
+            _p=p,
+            _nbar=nbar,
+            _stall=stall,
+            _history=hist,
+            _proven=list(proven),
+            _retrust=retrust,
+            _plateau=plateau,
         )
     return out
 

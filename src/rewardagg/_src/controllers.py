@@ -171,7 +171,7 @@ def combine(*controllers: Controller) -> CombinedController:
         >>> R = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0], [0.0, 0.0]])
         >>> adv = ctl.advantages(R, group_size=2)
         >>> {k: round(v, 3) for k, v in ctl.metrics().items() if "lambda" in k or "weight" in k}
-        {'rewardagg/weight/format': 0.152, 'rewardagg/weight/correct': 1.848, 'rewardagg/lambda/format': 0.4}
+        {'rewardagg/weight/format': 0.296, 'rewardagg/weight/correct': 1.704, 'rewardagg/lambda/format': 0.4}
     """
     if not controllers:
         raise ValueError("combine needs at least one controller")

@@ -314,8 +314,9 @@ OPT_IN_VARIANTS: tuple[Variant, ...] = (
     Variant(
         "adaptive",
         MethodSpec("adaptive", "gdpo", {}, {"adaptive": {}}),
-        "gdpo with rewardagg.AdaptiveWeights (DESIGN.md 2d: weights K softmax(-10 p) of the "
-        "running pass rates, learning-progress guard, patience 40); told nothing",
+        "gdpo with rewardagg.AdaptiveWeights() (weights K softmax(-7 p) of the running pass "
+        "rates, learning-progress guard with patience 40, a distrusted reward held at its "
+        "plateau minus 0.1); told nothing",
     ),
     Variant(
         "adaptive_lagrange",

@@ -54,7 +54,7 @@ ADAPTIVE_OPTIONS = ("adaptive", "adaptive_tau", "adaptive_beta", "adaptive_patie
 ADAPTIVE_OPTION_HELP = {
     "adaptive": "adaptive reward weights from each reward's pass rate (rewards in [0, 1]), "
     "with a learning-progress guard: true or false (default false)",
-    "adaptive_tau": "softmax temperature on the pass rates (default 10)",
+    "adaptive_tau": "softmax temperature on the pass rates (default 7)",
     "adaptive_beta": "EMA decay of the pass rates (default 0.9)",
     "adaptive_patience": "batches without a rise before a reward loses its extra weight "
     "(default 40; 0: no guard)",
@@ -68,7 +68,7 @@ _FALSE = ("false", "0", "no", "off")
 class AdaptiveOptions:
     """The settings of :class:`rewardagg.AdaptiveWeights` (DESIGN.md 2d)."""
 
-    tau: float = 10.0
+    tau: float = 7.0
     beta: float = 0.9
     patience: int = 40
     z: float = 3.0
