@@ -31,7 +31,7 @@ from rewardagg.toolcall.report import (
 )
 from rewardagg.toolcall.rewards import CHATTER_BUDGET, POLITE_PHRASE, REWARD_NAMES, score
 from rewardagg.toolcall.runner import SeedResult
-from rewardagg.toolcall.settings import SETTINGS, select_settings
+from rewardagg.toolcall.settings import ADAPTIVE_RUN, QUICK, RUN, SETTINGS, select_settings
 from rewardagg.toolcall.task import TOOLS, call_text, is_held_out, make_examples, vocabulary
 from rewardagg.toolcall.warmstart import CHATTER, FLAWS, demonstration
 
@@ -144,6 +144,52 @@ def test_settings_selection():
         select_settings(["nope"])
 
 
+def test_issue28_adaptive_settings_fit_the_run_length():
+    """The adaptive settings use gdpo with ADAPTIVE_RUN, whose guard can act within a run."""
+    by = {s.label: dict(s.config) for s in SETTINGS}
+    for label in ("gdpo_adaptive", "gdpo_adaptive_constrained"):
+        assert by[label]["advantage_method"] == "gdpo"
+        assert {k: by[label][k] for k in ADAPTIVE_RUN} == dict(ADAPTIVE_RUN)
+    constrained = {
+        k: v for k, v in by["gdpo_adaptive_constrained"].items() if k not in ADAPTIVE_RUN
+    }
+    assert constrained == by["gdpo_constrained"]
+    # a reward stalled from the first batch loses its weight after `patience` batches: this
+    # must happen several times over within the reference run (the default, 40, would not)
+    assert 3 * ADAPTIVE_RUN["adaptive_patience"] <= RUN.steps
+    assert ADAPTIVE_RUN["adaptive_patience"] < QUICK.steps
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("label", ["gdpo_adaptive", "gdpo_adaptive_constrained"])
+def test_issue28_adaptive_settings_train_on_trls_trainer(label, tmp_path):
+    """Three GRPO steps of each adaptive setting: the trainer runs the settings' controller
+    and the curves record its weights, which sum to K every step (trusted rewards share
+    |T|, the others weigh 1: DESIGN.md 2d), and the constrained one its multiplier."""
+    pytest.importorskip("trl")
+    pytest.importorskip("torch")
+    from dataclasses import replace
+
+    from rewardagg.toolcall.evaluation import PROMPT_END
+    from rewardagg.toolcall.model import build_model
+    from rewardagg.toolcall.tokenizer import build_tokenizer
+    from rewardagg.toolcall.training import train_setting
+
+    tokenizer = build_tokenizer(vocabulary((*CHATTER, POLITE_PHRASE, PROMPT_END)))
+    model = build_model(tokenizer, "tiny", seed=0)
+    sizes = replace(QUICK, steps=3, prompts_per_step=2, num_generations=4, max_new_tokens=8)
+    (setting,) = select_settings([label])
+    _, curves = train_setting(
+        model, tokenizer, setting, make_examples(16, 0), sizes, seed=0, out=tmp_path
+    )
+    for name in REWARD_NAMES:
+        assert len(curves[f"weight_{name}"]) == len(curves[f"trusted_{name}"]) == 3
+        assert all(t == 1.0 for t in curves[f"trusted_{name}"])  # patience 10 > 3 steps
+    for step in range(3):
+        assert sum(curves[f"weight_{n}"][step] for n in REWARD_NAMES) == pytest.approx(6.0)
+    assert ("lambda_format" in curves) == label.endswith("constrained")
+
+
 def _fake_results(n_seeds=4, seed=0):
     rng = np.random.default_rng(seed)
     out = []
@@ -190,6 +236,17 @@ def test_reference_rows_are_the_reference_json():
     }
     assert set(report["start"]) == set(ALL_METRICS)
     assert all(r["n_seeds"] == len(report["run"]["seeds"]) for r in report["rows"])
+
+
+def test_issue28_reference_adaptive_weights_sum_to_k():
+    """The reference's adaptive weights (means over seeds) sum to K at every step, and the
+    untrusted rewards sit at weight 1 (DESIGN.md 2d), within the file's 6 decimals."""
+    curves = reference_report()["curves"]
+    for lab in ("gdpo_adaptive", "gdpo_adaptive_constrained"):
+        w = np.array([curves[lab][f"weight_{n}"] for n in REWARD_NAMES])
+        t = np.array([curves[lab][f"trusted_{n}"] for n in REWARD_NAMES])
+        np.testing.assert_allclose(w.sum(0), len(REWARD_NAMES), atol=1e-5)
+        np.testing.assert_allclose(w[t == 0.0], 1.0, atol=1e-5)  # untrusted in every seed
 
 
 def test_issue28_docs_tables_equal_the_reference_run():
@@ -242,6 +299,10 @@ def test_issue28_quick_run_learns_the_format_and_writes_every_setting(tmp_path, 
     for lab in labels:
         assert len(report["curves"][lab]["format"]) == report["run"]["steps"]
     assert len(report["curves"]["gdpo_constrained"]["lambda_format"]) == report["run"]["steps"]
+    for lab in ("gdpo_adaptive", "gdpo_adaptive_constrained"):
+        weights = np.array([report["curves"][lab][f"weight_{n}"] for n in REWARD_NAMES])
+        assert weights.shape == (len(REWARD_NAMES), report["run"]["steps"])
+        np.testing.assert_allclose(weights.sum(0), len(REWARD_NAMES), atol=1e-5)  # 6 decimals
     assert (out / "warm_start").is_dir()
     printed = capsys.readouterr().out
     assert markdown_tables(report).strip() in printed

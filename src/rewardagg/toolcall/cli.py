@@ -26,9 +26,10 @@ A tiny Qwen2-architecture language model learns tool calls under six rule-based 
 (format, tool, keys, values, budget, polite) through rewardagg's TRL trainer, on CPU and
 offline: warm start by fine-tuning on imperfect demonstrations, then GRPO with each
 setting (grpo, gdpo, softmin at two kappas, softmin of raw rewards, gdpo with a format
-constraint) from the same warm start and seeds, evaluated on held-out requests greedy and
-sampled. Writes toolcall.csv (tidy rows), toolcall.json and toolcall.png into --out and
-prints the tables. Needs the trl extra: pip install 'rewardagg[trl]'.
+constraint, gdpo with adaptive reward weights without and with that constraint) from the
+same warm start and seeds, evaluated on held-out requests greedy and sampled. Writes
+toolcall.csv (tidy rows), toolcall.json and toolcall.png into --out and prints the
+tables. Needs the trl extra: pip install 'rewardagg[trl]'.
 """
 
 

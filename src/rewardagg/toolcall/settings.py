@@ -6,10 +6,10 @@ setting of a seed starts from the same warm-started model and sees the same prom
 same order, so differences between settings are paired by seed.
 
 Adding a setting: append a :class:`Setting` to :data:`SETTINGS` (or pass your own list to
-:func:`rewardagg.toolcall.runner.run`). The adaptive reward weights of issue 27 are meant to
-join here as one more ``Setting`` once ``rewardagg`` exposes them through the TRL config
-(for example ``Setting("gdpo_adaptive", {"advantage_method": "gdpo", ...})``); nothing else
-in the package needs to change.
+:func:`rewardagg.toolcall.runner.run`); nothing else in the package needs to change. The
+adaptive reward weights of issue 27 (:class:`rewardagg.AdaptiveWeights`) join as
+``gdpo_adaptive`` and, with the format constraint, ``gdpo_adaptive_constrained``, with the
+parameters of :data:`ADAPTIVE_RUN`.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-__all__ = ["QUICK", "RUN", "SETTINGS", "RunSizes", "Setting", "select_settings"]
+__all__ = ["ADAPTIVE_RUN", "QUICK", "RUN", "SETTINGS", "RunSizes", "Setting", "select_settings"]
 
 
 @dataclass(frozen=True)
@@ -29,6 +29,20 @@ class Setting:
     config: Mapping[str, Any] = field(default_factory=dict)
     note: str = ""
 
+
+#: The adaptive weights' parameters for a run of :data:`RUN`'s length (60 optimiser steps,
+#: one controller update each). The library default ``patience=40`` would leave the
+#: learning-progress guard unable to act before step 40 of 60, so the window is cut to 10
+#: updates (a sixth of the run, the EMA's own memory ``1 / (1 - beta)``); ``tau``, ``beta``
+#: and ``z`` keep their defaults. Chosen from the run length alone, before any result of the
+#: setting was seen (not tuned on the reference seeds).
+ADAPTIVE_RUN: Mapping[str, Any] = {
+    "advantage_adaptive": True,
+    "adaptive_tau": 10.0,
+    "adaptive_beta": 0.9,
+    "adaptive_patience": 10,
+    "adaptive_z": 3.0,
+}
 
 SETTINGS: tuple[Setting, ...] = (
     Setting("grpo", {"advantage_method": "grpo"}, "sum of the rewards, then group z-score"),
@@ -49,6 +63,22 @@ SETTINGS: tuple[Setting, ...] = (
             "constraint_lambda_max": 5.0,
         },
         "gdpo with a ConstraintTracker: mean format >= 0.95 (dual ascent, lr 2)",
+    ),
+    Setting(
+        "gdpo_adaptive",
+        {"advantage_method": "gdpo", **ADAPTIVE_RUN},
+        "gdpo with AdaptiveWeights (tau 10, beta 0.9, patience 10, z 3)",
+    ),
+    Setting(
+        "gdpo_adaptive_constrained",
+        {
+            "advantage_method": "gdpo",
+            **ADAPTIVE_RUN,
+            "advantage_constraints": {"format": 0.95},
+            "constraint_lr": 2.0,
+            "constraint_lambda_max": 5.0,
+        },
+        "gdpo_adaptive and gdpo_constrained's format constraint together",
     ),
 )
 

@@ -44,7 +44,8 @@ def train_setting(
 ) -> tuple[Any, dict[str, list[float]]]:
     """Train a copy of ``model`` with ``setting``; returns the trained model and the
     learning curves (reward name -> per-step training mean, plus ``"lambda_format"`` for a
-    constrained setting)."""
+    constrained setting and ``"weight_<reward>"``, ``"trusted_<reward>"`` for an adaptive one:
+    the weights after each step's update, which the next batch gets)."""
     from rewardagg.integrations.trl import RewardAggGRPOConfig, RewardAggGRPOTrainer
 
     config = RewardAggGRPOConfig(
@@ -88,6 +89,11 @@ def train_setting(
             curves[name].append(float(entry[f"rewards/{name}/mean"]))
         if "rewardagg/lambda/format" in entry:
             curves.setdefault("lambda_format", []).append(float(entry["rewardagg/lambda/format"]))
+        for name in REWARD_NAMES:  # the adaptive weights the next batch gets, and trust
+            for kind in ("weight", "trusted"):
+                if f"rewardagg/{kind}/{name}" in entry:
+                    value = float(entry[f"rewardagg/{kind}/{name}"])
+                    curves.setdefault(f"{kind}_{name}", []).append(value)
     trained: Any = trainer.model
     trained.eval()
     return trained, curves
