@@ -1215,3 +1215,19 @@ def test_issue27_rewards_outside_unit_interval_fail_clearly():
     maker = make_maker(args, kl_coef=0.0)
     with pytest.raises(ValueError, match=r"rewards must lie in \[0, 1\]"):
         maker.compute_advantages_and_returns(make_experiences(maker, seed=1, n=4))
+
+
+def test_issue27_adaptive_plateau_margin_flag_reaches_the_controller():
+    flags = dict(adaptive="true", adaptive_tau="10", adaptive_plateau_margin="none")
+    settings = ro.settings_from_args(make_args("rewardagg", 4, reward_keys=KEYS, **flags))
+    expected = rewardagg.AdaptiveWeights(reward_names=KEYS, tau=10.0, plateau_margin=None)
+    assert settings.adaptive.controller(KEYS).state_dict() == expected.state_dict()
+    flags = dict(adaptive="true", adaptive_plateau_margin="0.2")
+    settings = ro.settings_from_args(make_args("rewardagg", 4, reward_keys=KEYS, **flags))
+    assert settings.adaptive.controller(KEYS).plateau_margin == 0.2
+
+
+def test_issue27_adaptive_plateau_margin_flag_is_checked():
+    flags = dict(adaptive="true", adaptive_plateau_margin="-0.5")
+    with pytest.raises(ValueError, match=r"--rewardagg\.adaptive_plateau_margin must be a"):
+        ro.settings_from_args(make_args("rewardagg", 4, reward_keys=KEYS, **flags))

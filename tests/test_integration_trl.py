@@ -1097,3 +1097,22 @@ def test_issue27_adaptive_settings_are_checked_with_field_names(tmp_path):
         _config(tmp_path, advantage_adaptive=True, adaptive_patience=-1)
     cfg = _config(tmp_path, advantage_adaptive=True, adaptive_z="2.5")
     assert cfg.rewardagg_adaptive().z == 2.5
+
+
+@pytest.mark.parametrize("off", ["none", "None", " NULL "])
+def test_issue27_adaptive_plateau_margin_none_is_design_2d_exactly(tmp_path, off):
+    cfg = _config(tmp_path, advantage_adaptive=True, adaptive_tau=10.0, adaptive_plateau_margin=off)
+    controller = cfg.rewardagg_adaptive().controller(NAMES)
+    expected = rewardagg.AdaptiveWeights(reward_names=NAMES, tau=10.0, plateau_margin=None)
+    assert controller.state_dict() == expected.state_dict()
+    cfg = _config(tmp_path, advantage_adaptive=True, adaptive_plateau_margin="0.25")
+    assert cfg.rewardagg_adaptive().controller(NAMES).plateau_margin == 0.25
+    cfg = _config(tmp_path, advantage_adaptive=True)  # not given: the library's default
+    default = rewardagg.AdaptiveWeights(reward_names=NAMES)
+    assert cfg.rewardagg_adaptive().controller(NAMES).state_dict() == default.state_dict()
+
+
+@pytest.mark.parametrize("bad", [-0.1, "soon", float("nan"), True])
+def test_issue27_adaptive_plateau_margin_checked_with_its_field_name(tmp_path, bad):
+    with pytest.raises(ValueError, match="adaptive_plateau_margin must be a"):
+        _config(tmp_path, advantage_adaptive=True, adaptive_plateau_margin=bad)

@@ -1517,3 +1517,25 @@ def test_issue27_adaptive_true_takes_the_defaults():
     assert (settings.adaptive.tau, settings.adaptive.patience) == (default.tau, default.patience)
     controller = settings.adaptive.controller(["a", "b"])
     assert controller.plateau_margin == default.plateau_margin
+
+
+@pytest.mark.parametrize("off", [None, "none"])
+def test_issue27_adaptive_plateau_margin_off_is_design_2d_exactly(off):
+    adaptive = {"tau": 10, "plateau_margin": off}
+    settings = rv.RewardAggVerlSettings(
+        algo(rewardagg={"adaptive": adaptive}), estimator="rewardagg"
+    )
+    expected = rewardagg.AdaptiveWeights(reward_names=["a", "b"], tau=10.0, plateau_margin=None)
+    assert settings.adaptive.controller(["a", "b"]).state_dict() == expected.state_dict()
+    adaptive = {"plateau_margin": 0.3}
+    settings = rv.RewardAggVerlSettings(
+        algo(rewardagg={"adaptive": adaptive}), estimator="rewardagg"
+    )
+    assert settings.adaptive.controller(["a", "b"]).plateau_margin == 0.3
+
+
+def test_issue27_adaptive_plateau_margin_checked_with_its_key():
+    with pytest.raises(ValueError, match=r"algorithm.rewardagg.adaptive.plateau_margin must be a"):
+        rv.RewardAggVerlSettings(
+            algo(rewardagg={"adaptive": {"plateau_margin": -1}}), estimator="rewardagg"
+        )

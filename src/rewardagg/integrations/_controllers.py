@@ -50,7 +50,14 @@ CONSTRAINTS_FILE = "rewardagg_constraints.json"
 CONTROLLER_FILE = "rewardagg_controller.json"
 
 #: Adaptive-weights settings every host takes (as the host spells them).
-ADAPTIVE_OPTIONS = ("adaptive", "adaptive_tau", "adaptive_beta", "adaptive_patience", "adaptive_z")
+ADAPTIVE_OPTIONS = (
+    "adaptive",
+    "adaptive_tau",
+    "adaptive_beta",
+    "adaptive_patience",
+    "adaptive_z",
+    "adaptive_plateau_margin",
+)
 ADAPTIVE_OPTION_HELP = {
     "adaptive": "adaptive reward weights from each reward's pass rate (rewards in [0, 1]), "
     "with a learning-progress guard: true or false (default false)",
@@ -59,7 +66,12 @@ ADAPTIVE_OPTION_HELP = {
     "adaptive_patience": "batches without a rise before a reward loses its extra weight "
     "(default 40; 0: no guard)",
     "adaptive_z": "significance, in standard deviations, of a rise (default 3)",
+    "adaptive_plateau_margin": "plateau hold: a reward whose pass rate is within this margin "
+    "of the best keeps its weight when its guard fires; a number >= 0, or none: no hold, "
+    "DESIGN.md 2d's rule exactly (default 0.1)",
 }
+#: The spellings of "no plateau hold" for ``adaptive_plateau_margin``.
+_OFF = ("none", "null", "off")
 _TRUE = ("true", "1", "yes", "on")
 _FALSE = ("false", "0", "no", "off")
 
@@ -72,6 +84,7 @@ class AdaptiveOptions:
     beta: float = 0.9
     patience: int = 40
     z: float = 3.0
+    plateau_margin: float | None = 0.1
 
     def controller(self, reward_names: Sequence[str]) -> rewardagg.AdaptiveWeights:
         """A fresh :class:`rewardagg.AdaptiveWeights` over the host's rewards."""
@@ -81,6 +94,7 @@ class AdaptiveOptions:
             beta=self.beta,
             patience=self.patience,
             z=self.z,
+            plateau_margin=self.plateau_margin,
         )
 
 
@@ -120,12 +134,18 @@ def parse_adaptive(
                 raise ValueError(f"{setting} must be an integer >= 0; got {value!r}")
             out[name] = v
             continue
+        if name == "plateau_margin" and isinstance(value, str) and value.strip().lower() in _OFF:
+            out[name] = None
+            continue
         try:
             v = float(value) if not isinstance(value, bool) else math.nan
         except (TypeError, ValueError):
-            raise ValueError(f"{setting} must be a number; got {value!r}") from None
+            extra = " or none (no plateau hold)" if name == "plateau_margin" else ""
+            raise ValueError(f"{setting} must be a number{extra}; got {value!r}") from None
         if not math.isfinite(v) or v < 0 or (name == "beta" and v > 1):
             rule = "in [0, 1]" if name == "beta" else "a finite number >= 0"
+            if name == "plateau_margin":
+                rule += " or none (no plateau hold)"
             raise ValueError(f"{setting} must be {rule}; got {value!r}")
         out[name] = v
     return AdaptiveOptions(**out)
@@ -133,16 +153,19 @@ def parse_adaptive(
 
 def parse_adaptive_setting(value: Any, setting: str) -> AdaptiveOptions | None:
     """A nested host setting (verl's ``algorithm.rewardagg.adaptive``): ``None``/``false``
-    (off), ``true`` (on, the defaults) or a mapping of ``tau``, ``beta``, ``patience``, ``z``
-    and optionally ``enabled`` (default true); errors name ``setting.<key>``."""
+    (off), ``true`` (on, the defaults) or a mapping of ``tau``, ``beta``, ``patience``, ``z``,
+    ``plateau_margin`` (``null`` or ``none``: no plateau hold) and optionally ``enabled``
+    (default true); errors name ``setting.<key>``."""
     if value is None:
         return None
     if isinstance(value, Mapping):
-        keys = ("enabled", "tau", "beta", "patience", "z")
+        keys = ("enabled", "tau", "beta", "patience", "z", "plateau_margin")
         unknown = sorted(set(map(str, value)) - set(keys))
         if unknown:
             raise ValueError(f"unknown {setting} setting(s) {unknown}; known: {list(keys)}")
         given = {f"adaptive_{k}": v for k, v in value.items() if k != "enabled"}
+        if "plateau_margin" in value and value["plateau_margin"] is None:
+            given["adaptive_plateau_margin"] = "none"  # an explicit null: no plateau hold
         given["adaptive"] = value.get("enabled", True)
     else:
         given = {"adaptive": value}

@@ -71,6 +71,9 @@ Adaptive weights (DESIGN.md section 2d; rewards in [0, 1])::
     args = RewardAggGRPOConfig(..., advantage_method="gdpo", advantage_adaptive=True,
                                adaptive_patience=40)      # adaptive_tau, _beta, _z too
 
+``adaptive_plateau_margin`` sets the plateau hold (default 0.1; ``"none"``: no hold,
+DESIGN.md 2d's rule exactly).
+
 The trainer runs one controller (``trainer.controller``): the adaptive weights
 (``trainer.adaptive_weights``, times ``reward_weights``), the constraint tracker, or both
 together. It is applied and updated like the tracker, logs ``rewardagg/weight/<reward>``,
@@ -372,7 +375,9 @@ class RewardAggGRPOConfig(GRPOConfig):
             DESIGN.md 2d; rewards in [0, 1]), times ``reward_weights``; with
             ``advantage_constraints`` both run together.
         adaptive_tau, adaptive_beta, adaptive_patience, adaptive_z: its parameters
-            (``None``: 10, 0.9, 40, 3).
+            (``None``: 7, 0.9, 40, 3).
+        adaptive_plateau_margin: its plateau hold's margin (``None``: 0.1; ``"none"``: no
+            hold, DESIGN.md 2d's rule exactly).
         log_rewardagg_metrics: log the rewardagg diagnostics every step.
     """
 
@@ -471,6 +476,9 @@ class RewardAggGRPOConfig(GRPOConfig):
     )
     adaptive_z: float | None = field(
         default=None, metadata={"help": ctl.ADAPTIVE_OPTION_HELP["adaptive_z"]}
+    )
+    adaptive_plateau_margin: float | str | None = field(
+        default=None, metadata={"help": ctl.ADAPTIVE_OPTION_HELP["adaptive_plateau_margin"]}
     )
     log_rewardagg_metrics: bool = field(
         default=True, metadata={"help": "Log rewardagg diagnostics under 'rewardagg/...'."}

@@ -62,7 +62,8 @@ experiences together; its state travels in OpenRLHF's checkpoint ``client_states
 
 Adaptive reward weights (:class:`rewardagg.AdaptiveWeights`, DESIGN.md 2d; rewards in
 [0, 1]): ``--rewardagg.adaptive true`` with ``--rewardagg.adaptive_tau``,
-``adaptive_beta``, ``adaptive_patience``, ``adaptive_z``. The weights multiply
+``adaptive_beta``, ``adaptive_patience``, ``adaptive_z``, ``adaptive_plateau_margin``
+(a number, or ``none``: no plateau hold, DESIGN.md 2d exactly). The weights multiply
 ``--rewardagg.weights``; with constraints both run together as the run's one controller
 (:func:`run_controller`), logged as ``rewardagg/weight/<key>`` and
 ``rewardagg/trusted/<key>``, saved under :data:`CONTROLLER_KEY` (a tracker alone: under

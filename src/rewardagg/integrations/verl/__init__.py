@@ -64,8 +64,9 @@ folders and restored on resume (both trainers).
 
 Adaptive reward weights (:class:`rewardagg.AdaptiveWeights`, DESIGN.md 2d; rewards in
 [0, 1]): ``+algorithm.rewardagg.adaptive=true`` (defaults) or
-``+algorithm.rewardagg.adaptive.patience=20`` (and ``tau``, ``beta``, ``z``; ``enabled``,
-default true). The weights multiply ``gdpo_reward_weights``; with constraints both run
+``+algorithm.rewardagg.adaptive.patience=20`` (and ``tau``, ``beta``, ``z``,
+``plateau_margin``: a number, or ``null``/``none`` for no plateau hold, DESIGN.md 2d
+exactly; ``enabled``, default true). The weights multiply ``gdpo_reward_weights``; with constraints both run
 together. The run's one controller (:func:`run_controller`: adaptive weights, tracker, or
 both combined) lives in the driver, logs ``rewardagg/weight/<key>`` and
 ``rewardagg/trusted/<key>``, and is saved as ``rewardagg_controller.json``
