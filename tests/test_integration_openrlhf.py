@@ -1231,3 +1231,12 @@ def test_issue27_adaptive_plateau_margin_flag_is_checked():
     flags = dict(adaptive="true", adaptive_plateau_margin="-0.5")
     with pytest.raises(ValueError, match=r"--rewardagg\.adaptive_plateau_margin must be a"):
         ro.settings_from_args(make_args("rewardagg", 4, reward_keys=KEYS, **flags))
+
+
+def test_rvpo_alias_as_the_method_flag():
+    """``--rewardagg.method rvpo`` is RVPO's SoftMin, as in ``ra.advantages``."""
+    args = make_args("rewardagg", 4, reward_keys=KEYS, method="rvpo", kappa="2")
+    settings = ro.settings_from_args(args)
+    assert settings.method == "softmin" and settings.method_params == {"kappa": 2.0}
+    with pytest.raises(ValueError, match=r"--rewardagg\.method='rvp' is not a registered"):
+        ro.settings_from_args(make_args("rewardagg", 4, reward_keys=KEYS, method="rvp"))

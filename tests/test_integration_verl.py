@@ -1539,3 +1539,26 @@ def test_issue27_adaptive_plateau_margin_checked_with_its_key():
         rv.RewardAggVerlSettings(
             algo(rewardagg={"adaptive": {"plateau_margin": -1}}), estimator="rewardagg"
         )
+
+
+def test_rvpo_alias_as_the_method_through_the_launcher(monkeypatch):
+    """``+algorithm.rewardagg.method=rvpo`` is RVPO's SoftMin, as in ``ra.advantages``."""
+    from verl.trainer import main_ppo
+
+    from rewardagg.integrations.verl.__main__ import main
+
+    seen = {}
+    monkeypatch.setattr(main_ppo, "run_ppo", lambda config, **kw: seen.update(config=config))
+    main(
+        [
+            "algorithm.adv_estimator=rewardagg",
+            "trainer.use_v1=False",
+            "+algorithm.gdpo_reward_keys=[fmt,acc,safe]",
+            "+algorithm.rewardagg.method=rvpo",
+            "+algorithm.rewardagg.kappa=2.0",
+            *_VALID,
+        ]
+    )
+    settings = rv.RewardAggVerlSettings(seen["config"].algorithm, estimator="rewardagg")
+    assert settings.method == "softmin" and settings.method_params == {"kappa": 2.0}
+    assert rewardagg.get_aggregator("rvpo") is rewardagg.get_aggregator(settings.method)

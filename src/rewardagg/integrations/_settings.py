@@ -46,6 +46,7 @@ from rewardagg._src.conflict import check_conflict
 from rewardagg._src.methods import CONFLICTS, ORDERS, Aggregator, Param, parse_value
 from rewardagg._src.normalisation import BASELINES, SINGLETONS
 from rewardagg._src.pipeline import CENTERS
+from rewardagg._src.registry import ALIASES
 from rewardagg._src.validation import check_choice, parse_flag, parse_real, prepare_weights
 
 __all__ = [
@@ -170,15 +171,18 @@ def help_lines(
 
 
 def resolve_method(name: Any, spelling: Spelling) -> Aggregator:
-    """The registered method ``name``; ``ValueError`` listing the registered ones otherwise."""
+    """The registered method ``name`` (an alias of :data:`~rewardagg._src.registry.ALIASES`,
+    ``"rvpo"``, gives the method it names: RVPO's SoftMin); ``ValueError`` listing the
+    registered ones otherwise."""
     available = rewardagg.available_methods()
-    if not isinstance(name, str) or name not in available:
+    if not isinstance(name, str) or ALIASES.get(name, name) not in available:
+        aliases = ", ".join(f"{a} (= {m})" for a, m in ALIASES.items())
         raise ValueError(
             f"{spelling.method}={name!r} is not a registered rewardagg method; available: "
-            f"{list(available)} (register your own with rewardagg.register_aggregator in "
-            "every process that reads these settings)"
+            f"{list(available)}, aliases: {aliases} (register your own with "
+            "rewardagg.register_aggregator in every process that reads these settings)"
         )
-    return rewardagg.get_aggregator(name)
+    return rewardagg.get_aggregator(ALIASES.get(name, name))
 
 
 def parse_method_params(
