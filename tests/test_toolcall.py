@@ -309,3 +309,17 @@ def test_issue28_quick_run_learns_the_format_and_writes_every_setting(tmp_path, 
     assert all(0 <= r["mean"] <= 1 for r in rows)
     assert not re.search(r"nan", (out / "toolcall.csv").read_text())
     assert METRICS[-1] == "exact_call"
+
+
+def test_adaptive_run_pins_the_rule_the_reference_ran():
+    """ADAPTIVE_RUN's controller is DESIGN.md 2d with the reference's parameters and no
+    plateau hold, whatever the library's default rule is now."""
+    import rewardagg
+    from rewardagg.integrations._controllers import parse_adaptive
+
+    given = {"adaptive" if k == "advantage_adaptive" else k: v for k, v in ADAPTIVE_RUN.items()}
+    controller = parse_adaptive(given).controller(["a", "b"])
+    reference = rewardagg.AdaptiveWeights(
+        reward_names=["a", "b"], tau=10.0, beta=0.9, patience=10, z=3.0, plateau_margin=None
+    )
+    assert controller.state_dict() == reference.state_dict()

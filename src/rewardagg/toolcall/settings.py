@@ -33,8 +33,8 @@ class Setting:
 #: The adaptive weights' parameters for a run of :data:`RUN`'s length (60 optimiser steps,
 #: one controller update each). The library default ``patience=40`` would leave the
 #: learning-progress guard unable to act before step 40 of 60, so the window is cut to 10
-#: updates (a sixth of the run, the EMA's own memory ``1 / (1 - beta)``); ``tau``, ``beta``
-#: and ``z`` keep their defaults. Chosen from the run length alone, before any result of the
+#: updates (a sixth of the run, the EMA's own memory ``1 / (1 - beta)``); ``tau`` = 10 (the
+#: default when the reference ran), ``beta`` and ``z`` keep their defaults. Chosen from the run length alone, before any result of the
 #: setting was seen (not tuned on the reference seeds). ``adaptive_plateau_margin="none"``
 #: pins the rule the reference ran (DESIGN.md 2d exactly, no plateau hold; TRL's ``None``
 #: would mean the library default, which now adds the hold).
