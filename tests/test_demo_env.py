@@ -61,7 +61,6 @@ from rewardagg.demo.rubric import (
 from rewardagg.demo.rubric_train import draw_world, evaluate, neglect_counts, train_rubric
 from rewardagg.demo.scenarios import neglect_scenarios
 from rewardagg.demo.settings import (
-    DEMO_SWEEPS,
     VARIANTS,
     ControllerContext,
     advantage_options,
@@ -343,7 +342,7 @@ def test_default_methods_are_every_table_setting_then_the_variants():
     table = [
         MethodSpec.from_table(name, s).label
         for name in rewardagg.available_methods()
-        for s in DEMO_SWEEPS.get(name, rewardagg.get_aggregator(name).sweep)
+        for s in rewardagg.get_aggregator(name).sweep
     ]
     assert labels == table + [v.spec.label for v in VARIANTS]
     assert labels[:14] == [
@@ -352,8 +351,9 @@ def test_default_methods_are_every_table_setting_then_the_variants():
         "mean_var l=0.25", "mean_var l=0.5", "mean_var l=1", "min",
     ]  # fmt: skip
     # The Taylor twin: lam = kappa / 2 at every kappa of the sweep.
-    kappas = [s["kappa"] for s in DEMO_SWEEPS["softmin"]]
-    assert [s["lam"] for s in DEMO_SWEEPS["mean_variance"]] == [k / 2 for k in kappas]
+    kappas = [s["kappa"] for s in rewardagg.get_aggregator("softmin").sweep]
+    lams = [s["lam"] for s in rewardagg.get_aggregator("mean_variance").sweep]
+    assert lams == [k / 2 for k in kappas]
     assert min(kappas) <= 0.25  # inside the Taylor regime for |Z| <= 2.5
     assert [v.name for v in VARIANTS] == [
         "gdpo_point_weights", "tchebycheff", "gdpo_lagrange", "softmin_snr"

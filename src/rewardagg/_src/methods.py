@@ -339,6 +339,9 @@ def _softmin_limits(params: Mapping[str, Any]) -> tuple[str, dict] | None:
     return None
 
 
+SOFTMIN_KAPPAS = (0.1, 0.25, 0.5, 1.0, 2.0)
+"""The softmin sweep (and mean_variance's at lam = kappa / 2) of the demo, audit and tests."""
+
 KAPPA = Param("kappa", 1.0, _kappa, "k", "softmin risk coefficient (0: mean, inf: min)")
 LAM = Param("lam", 0.5, _nonneg, "l", "variance penalty (kappa / 2 matches softmin)")
 ALPHA = Param("alpha", 0.25, check_unit_interval, "a", "CVaR tail mass in (0, 1] (1: mean)")
@@ -378,7 +381,8 @@ BUILTINS: tuple[Aggregator, ...] = (
         fused=FusedPart(FusedCode.SOFTMIN, ("kappa",)),
         display=DisplayPart(
             "SoftMin of group z-scores: mean minus a variance penalty (RVPO)",
-            sweep=({"kappa": 0.5}, {"kappa": 1.0}, {"kappa": 2.0}),
+            # reaches the Taylor regime (kappa <= 0.25 for |Z| <= 2.5) and the near-min one
+            sweep=tuple({"kappa": k} for k in SOFTMIN_KAPPAS),
         ),
     ),
     Aggregator.of(
@@ -390,7 +394,7 @@ BUILTINS: tuple[Aggregator, ...] = (
         display=DisplayPart(
             "mean minus lam times the variance of group z-scores (softmin's twin)",
             short="mean_var",
-            sweep=({"lam": 0.5},),
+            sweep=tuple({"lam": k / 2} for k in SOFTMIN_KAPPAS),  # softmin's Taylor twin
         ),
     ),
     Aggregator.of(

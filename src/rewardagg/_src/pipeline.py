@@ -12,6 +12,7 @@ from typing import Any
 
 from rewardagg._src.diagnostics import AggregationInfo
 from rewardagg._src.executor import execute
+from rewardagg._src.methods import ALPHA, KAPPA, LAM, POWER, SCALE
 from rewardagg._src.plan import CENTERS as CENTERS  # re-exported (settings, CLI)
 from rewardagg._src.plan import make_plan
 
@@ -195,7 +196,7 @@ def softmin_advantages(
     *,
     group_size: int | None = None,
     group_ids: Any = None,
-    kappa: float = 1.0,
+    kappa: float = KAPPA.default,
     weights: Any = None,
     mask: Any = None,
     eps: float = 1e-6,
@@ -242,7 +243,7 @@ def softmin_advantages(
     )
 
 
-def mean_variance_advantages(rewards: Any, *, lam: float = 0.5, **kwargs: Any):
+def mean_variance_advantages(rewards: Any, *, lam: float = LAM.default, **kwargs: Any):
     r"""Mean minus an explicit variance penalty over the group z-scores, then batch z-score.
 
     .. math:: S_i = \bar Z_i - \lambda \operatorname{Var}_v(Z_i)
@@ -261,7 +262,7 @@ def mean_variance_advantages(rewards: Any, *, lam: float = 0.5, **kwargs: Any):
     return advantages(rewards, method="mean_variance", lam=lam, **kwargs)
 
 
-def cvar_advantages(rewards: Any, *, alpha: float = 0.25, **kwargs: Any) -> Any:
+def cvar_advantages(rewards: Any, *, alpha: float = ALPHA.default, **kwargs: Any) -> Any:
     r"""CVaR of each row's group z-scores (the mean of its worst ``alpha`` share), then
     batch z-score.
 
@@ -290,7 +291,7 @@ def cvar_advantages(rewards: Any, *, alpha: float = 0.25, **kwargs: Any) -> Any:
     return advantages(rewards, method="cvar", alpha=alpha, **kwargs)
 
 
-def power_mean_advantages(rewards: Any, *, p: float = -1.0, **kwargs: Any) -> Any:
+def power_mean_advantages(rewards: Any, *, p: float = POWER.default, **kwargs: Any) -> Any:
     r"""Power mean of each row's RAW rewards, standardised inside its group, then batch
     z-score (``order="reduce_then_normalize"``, the only order it has).
 
@@ -319,7 +320,7 @@ def power_mean_advantages(rewards: Any, *, p: float = -1.0, **kwargs: Any) -> An
     return advantages(rewards, method="power_mean", p=p, **kwargs)
 
 
-def grpo_advantages(rewards: Any, *, scale: str = "group", **kwargs: Any):
+def grpo_advantages(rewards: Any, *, scale: str = SCALE.default, **kwargs: Any):
     r"""Classic GRPO (TRL's default ``sum_then_normalize``): sum the rewards, then normalise
     inside the group; no batch stage.
 

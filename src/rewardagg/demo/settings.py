@@ -29,10 +29,9 @@ table, each run as one extra setting:
 - ``softmin_snr``: the SoftMin (kappa = 1) with GD²PO's ``"snr"`` conflict filter
   (threshold 0.8), a composition the library allows on every z-score method.
 
-The demo's sweeps (:data:`DEMO_SWEEPS`) replace the table's for two methods, so that the
-comparison reaches the regime where the SoftMin is close to its second-order expansion:
-``softmin`` at kappa 0.1, 0.25, 0.5, 1, 2 and ``mean_variance`` at lam = kappa / 2 (its
-Taylor twin). ``--param`` replaces them as it replaces any sweep.
+The method table's sweeps reach the regime where the SoftMin is close to its
+second-order expansion: ``softmin`` at kappa 0.1, 0.25, 0.5, 1, 2 and ``mean_variance`` at
+lam = kappa / 2 (its Taylor twin). ``--param`` replaces them as it replaces any sweep.
 
 A setting is a :class:`~rewardagg.method_settings.MethodSpec`; variants carry their
 options in ``MethodSpec.options``. ``weights="points"`` and the *controller* options are
@@ -65,8 +64,6 @@ from rewardagg.method_settings import (
 
 __all__ = [
     "CONTROLLERS",
-    "DEMO_SWEEPS",
-    "KAPPAS",
     "OPT_IN_VARIANTS",
     "VARIANTS",
     "ControllerContext",
@@ -96,12 +93,6 @@ class Variant:
 CONSTRAINT = {"column": 0, "target": 0.9, "lr": 0.1, "lambda_max": 20.0}
 """The Lagrangian setting's constraint; ``target`` in true terms (:func:`judged_target`)."""
 
-KAPPAS = (0.1, 0.25, 0.5, 1.0, 2.0)
-#: method -> the demo's sweep, replacing the table's (module docstring).
-DEMO_SWEEPS: dict[str, tuple[dict[str, float], ...]] = {
-    "softmin": tuple({"kappa": k} for k in KAPPAS),
-    "mean_variance": tuple({"lam": k / 2} for k in KAPPAS),
-}
 
 VARIANTS: tuple[Variant, ...] = (
     Variant(
@@ -136,20 +127,16 @@ VARIANTS: tuple[Variant, ...] = (
 def _table_settings(
     names: Sequence[str], params: Mapping[str, Sequence[Any]] | None
 ) -> list[MethodSpec]:
-    """The settings of the table methods ``names``: :data:`DEMO_SWEEPS` where the method
-    has one and ``params`` gives none of its parameters, else the table's sweep with
-    ``params`` (:func:`rewardagg.method_settings.method_settings`)."""
+    """The settings of the table methods ``names``: each method's sweep from the table, with
+    ``params`` replacing its parameters' values
+    (:func:`rewardagg.method_settings.method_settings`)."""
     params = dict(params or {})
     if params:
         check_overrides(names, params)
     out: list[MethodSpec] = []
     for name in names:
-        agg = get_aggregator(name)
-        own = {p: v for p, v in params.items() if p in agg.params}
-        if name in DEMO_SWEEPS and not own:
-            out += [MethodSpec.from_table(name, s) for s in DEMO_SWEEPS[name]]
-        else:
-            out += method_settings([name], own or None)
+        own = {p: v for p, v in params.items() if p in get_aggregator(name).params}
+        out += method_settings([name], own or None)
     return _unique_labels(out)
 
 
@@ -188,7 +175,7 @@ def default_methods(
         names: registry names, variant names (:data:`VARIANTS`) and labels as the demo
             prints them (``"softmin k=0.25"``, ``"gdpo+lagrange"``, ``"tchebycheff k=2"``),
             any order; unknown ones raise ``ValueError``. A registry name selects the
-            method's whole sweep (:data:`DEMO_SWEEPS` or the table's), a label one
+            method's whole sweep (the table's), a label one
             setting. Default: every method of :func:`rewardagg.available_methods` and,
             with ``variants=True``, every variant.
         params: parameter name -> values, replacing that parameter's sweep in every
